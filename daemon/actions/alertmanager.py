@@ -1,0 +1,105 @@
+"""Alertmanager actions: silence the follow-on alerts of an incident while a person works on it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from pydantic import Field, field_validator
+
+from daemon.actions.base import ActionContext, Output, Params, action
+from daemon.clients.alertmanager import AlertmanagerClient
+from daemon.kits.clock import iso
+from daemon.kits.durations import Duration
+from daemon.kits.names import LabelName, LabelValue
+
+
+class Matcher(Params):
+    name: LabelName
+    value: LabelValue
+    is_regex: bool = False
+    is_equal: bool = True
+
+
+class SilenceParams(Params):
+    matchers: list[Matcher] = Field(min_length=1, max_length=20)
+    duration: Duration = 3600.0
+    comment: str = Field("", max_length=1000)
+
+    @field_validator("duration")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        if not 60 <= v <= 7 * 86400:
+            raise ValueError("a silence lasts between 1m and 7d")
+        return v
+
+    @field_validator("matchers")
+    @classmethod
+    def _regexes_valid(cls, v: list[Matcher]) -> list[Matcher]:
+        for m in v:
+            if m.is_regex:
+                try:
+                    re.compile(m.value)
+                except re.error as exc:
+                    raise ValueError(f"matcher {m.name}: invalid regex: {exc}") from None
+        if all(m.value in ("", ".*", ".+") and m.is_regex for m in v):
+            raise ValueError("matchers would silence everything")
+        return v
+
+
+class ExpireParams(Params):
+    silence_id: str
+
+    @field_validator("silence_id")
+    @classmethod
+    def _uuid(cls, v: str) -> str:
+        try:
+            return str(uuid.UUID(v))
+        except ValueError:
+            raise ValueError(f"{v[:64]!r} is not a silence id (UUID)") from None
+
+
+@action("alertmanager.silence", read_only=False, idempotent=True)
+async def silence(ctx: ActionContext, p: SilenceParams) -> Output:
+    """Create a silence for the given matchers and duration; its comment names the run and step.
+
+    Idempotent: a silence this step already created (found by its comment) is reused, not doubled."""
+    client: AlertmanagerClient = ctx.need("alertmanager")
+    now = ctx.clock.now()
+    comment = f"{p.comment} ({ctx.origin})".strip()
+    body = {
+        "matchers": [
+            {"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal}
+            for m in p.matchers
+        ],
+        "startsAt": iso(now),
+        "endsAt": iso(now + p.duration),
+        "createdBy": "runbookd",
+        "comment": comment,
+    }
+    if ctx.dry_run:
+        return ctx.would({"method": "POST", "url": client.http.url("/api/v2/silences"), "body": body})
+    for existing in await client.silences():
+        state = (existing.get("status") or {}).get("state")
+        if state in ("active", "pending") and ctx.origin in str(existing.get("comment", "")):
+            return {
+                "ok": True,
+                "silence_id": existing["id"],
+                "ends_at": existing.get("endsAt"),
+                "reused": True,
+            }
+    silence_id = await client.create_silence(body)
+    return {"ok": True, "silence_id": silence_id, "ends_at": body["endsAt"], "reused": False}
+
+
+@action("alertmanager.expire_silence", read_only=False, idempotent=True)
+async def expire_silence(ctx: ActionContext, p: ExpireParams) -> Output:
+    """Expire a silence (for example the one an earlier step created) once the work is done."""
+    client: AlertmanagerClient = ctx.need("alertmanager")
+    if ctx.dry_run:
+        return ctx.would({"method": "DELETE", "url": client.http.url(f"/api/v2/silence/{p.silence_id}")})
+    found = await client.expire_silence(p.silence_id)
+    return {"ok": True, "silence_id": p.silence_id, "was_known": found}
+
+
+ACTIONS = [silence, expire_silence]

@@ -1,0 +1,114 @@
+"""Read-only Prometheus actions: an instant query with an expectation, and a poll until it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import re
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from daemon.actions.base import ActionContext, Output, Params, action
+from daemon.clients.prometheus import PrometheusClient, Sample
+from daemon.errors import TemporaryError
+from daemon.kits.durations import Duration
+
+_COMPARISON = re.compile(r"^\s*(==|!=|<=|>=|<|>)\s*(-?[0-9.]+(?:e-?\d+)?)\s*$")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _check_expectation(v: str) -> str:
+    if v in ("any", "empty", "non_empty") or _COMPARISON.match(v):
+        return v
+    raise ValueError("expect must be any, empty, non_empty, or a comparison such as '> 0' or '< 0.15'")
+
+
+def evaluate(expect: str, samples: list[Sample]) -> tuple[bool, str]:
+    """Whether the samples meet the expectation, and a sentence saying why."""
+    n = len(samples)
+    if expect == "any":
+        return True, f"{n} series"
+    if expect == "empty":
+        return n == 0, "no series" if n == 0 else f"{n} series where none were expected"
+    if expect == "non_empty":
+        return n > 0, f"{n} series" if n else "no series where some were expected"
+    m = _COMPARISON.match(expect)
+    assert m is not None
+    op, bound = _OPS[m.group(1)], float(m.group(2))
+    if not samples:
+        return False, f"no series to compare with {expect.strip()}"
+    failing = [s for s in samples if not op(s.value, bound)]
+    if failing:
+        return False, f"{len(failing)} of {n} series not {expect.strip()} (e.g. {failing[0].value:g})"
+    return True, f"all {n} series {expect.strip()}"
+
+
+Expectation = Annotated[str, AfterValidator(_check_expectation)]
+"""any | empty | non_empty | a comparison every sample must meet, like '> 0'."""
+
+
+class QueryParams(Params):
+    query: str = Field(min_length=1, max_length=10_000)
+    expect: Expectation = "any"
+
+
+class WaitParams(QueryParams):
+    expect: Expectation = "non_empty"
+    timeout: Duration = 300.0
+    interval: Duration = 5.0
+
+
+def _output(ok: bool, why: str, samples: list[Sample], **extra: object) -> Output:
+    return {
+        "ok": ok,
+        "message": why,
+        "count": len(samples),
+        "result": [s.as_dict() for s in samples],
+        **extra,
+    }
+
+
+@action("prometheus.query", read_only=True, idempotent=True)
+async def query(ctx: ActionContext, p: QueryParams) -> Output:
+    """Run an instant PromQL query and check the result against an expectation."""
+    client: PrometheusClient = ctx.need("prometheus")
+    samples = await client.query(p.query)
+    ok, why = evaluate(p.expect, samples)
+    return _output(ok, why, samples)
+
+
+@action("prometheus.wait", read_only=True, idempotent=True)
+async def wait(ctx: ActionContext, p: WaitParams) -> Output:
+    """Poll a PromQL query until its result meets the expectation, or give up after the timeout."""
+    client: PrometheusClient = ctx.need("prometheus")
+    deadline = time.monotonic() + p.timeout
+    attempts = 0
+    samples: list[Sample] = []
+    why = "not evaluated"
+    while True:
+        attempts += 1
+        try:
+            samples = await client.query(p.query)
+            ok, why = evaluate(p.expect, samples)
+            if ok:
+                return _output(True, why, samples, attempts=attempts)
+        except TemporaryError as exc:
+            why = str(exc)
+        ctx.log.info("prometheus.wait.pending", attempt=attempts, reason=why)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return _output(False, f"timed out after {attempts} attempts: {why}", samples, attempts=attempts)
+        await asyncio.sleep(min(p.interval, remaining))
+
+
+ACTIONS = [query, wait]

@@ -1,0 +1,283 @@
+"""The configuration file, loaded once into nested pydantic models and passed explicitly.
+
+Secrets are never written in the file itself: each is ``{env: NAME}`` or ``{file: /path}``, resolved at
+load time into ``SecretStr`` so that they never appear in a repr, a log line or an API answer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from daemon.errors import ConfigError
+from daemon.kits.durations import Duration
+
+Role = Literal["viewer", "approver", "admin"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Model):
+    """Where a secret lives: an environment variable or a file (Kubernetes Secret mount)."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env: or file:")
+        return self
+
+    def resolve(self) -> SecretStr:
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ValueError(f"environment variable {self.env} is not set or empty")
+            return SecretStr(value)
+        assert self.file is not None
+        try:
+            value = self.file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+        if not value:
+            raise ValueError(f"secret file {self.file} is empty")
+        return SecretStr(value)
+
+
+class ServerConfig(_Model):
+    listen: str = "0.0.0.0:8080"
+    """HOST:PORT the HTTP server binds."""
+    max_body_bytes: int = 1_048_576
+    """Largest request body accepted (webhook, API); larger answers 413."""
+    public_url: str | None = None
+    """How operators reach this server (for links in messages); defaults to http://<listen>."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("listen must be HOST:PORT, for example 0.0.0.0:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class StateConfig(_Model):
+    path: Path = Path("/var/lib/runbookd/state.db")
+    """SQLite database file (WAL mode); its folder is created if missing."""
+
+
+class RunbooksConfig(_Model):
+    paths: list[Path] = Field(default_factory=lambda: [Path("./runbooks")])
+    """Folders (or single files) of runbook YAML files."""
+
+
+class HttpServiceConfig(_Model):
+    url: str
+    """Base URL, for example http://thanos-query.monitoring:9090."""
+    timeout: Duration = 10.0
+    """Per-request timeout."""
+    bearer_token: SecretRef | None = None
+
+
+class TokenConfig(_Model):
+    name: str
+    role: Role
+    secret: SecretRef
+
+
+class AuthConfig(_Model):
+    webhook_token: SecretRef | None = None
+    """Bearer token Alertmanager sends (http_config.authorization.credentials). Required unless
+    allow_unauthenticated_webhook is set."""
+    allow_unauthenticated_webhook: bool = False
+    tokens: list[TokenConfig] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, v: list[TokenConfig]) -> list[TokenConfig]:
+        names = [t.name for t in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate token names: {', '.join(dupes)}")
+        return v
+
+    @model_validator(mode="after")
+    def _webhook_protected(self) -> AuthConfig:
+        if self.webhook_token is None and not self.allow_unauthenticated_webhook:
+            raise ValueError("set webhook_token (or allow_unauthenticated_webhook: true, not recommended)")
+        return self
+
+
+class SlackConfig(_Model):
+    enabled: bool = True
+    bot_token: SecretRef
+    signing_secret: SecretRef
+    api_url: str = "https://slack.com/api/"
+    channel: str = "#ops-approvals"
+    """Default channel for approval requests; a runbook may name its own."""
+    channels: dict[str, str] = Field(default_factory=dict)
+    """Per-runbook channel overrides: {runbook name: channel}."""
+    reminder_before: Duration | None = None
+    """Post a reminder in the run's thread this long before an approval deadline."""
+    timeout: Duration = 10.0
+
+
+class LimitsConfig(_Model):
+    max_concurrent_mutating_steps: int = Field(1, ge=1)
+    """Blast-radius budget: mutating steps running at once, cluster-wide."""
+    max_unavailable_nodes: int = Field(1, ge=0)
+    """Node actions refuse to leave more nodes than this NotReady or unschedulable."""
+    action_timeout: Duration = 600.0
+    """Upper bound on any one action when the step gives no timeout."""
+
+
+class ApprovalConfig(_Model):
+    auto_approve_read_only: bool = False
+    """Run read-only steps without a click. Mutating steps always need a person."""
+    default_timeout: Duration = 1800.0
+    """How long a step waits for approval when the runbook does not say."""
+
+
+class LogConfig(_Model):
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Model):
+    server: ServerConfig = ServerConfig()
+    state: StateConfig = StateConfig()
+    runbooks: RunbooksConfig = RunbooksConfig()
+    dry_run: bool = False
+    """Mutating actions record the exact request they would make and change nothing."""
+    timezone: str = "UTC"
+    """Time zone of cron schedules in runbooks."""
+    prometheus: HttpServiceConfig | None = None
+    alertmanager: HttpServiceConfig | None = None
+    auth: AuthConfig
+    approvers: dict[str, list[str]] = Field(default_factory=dict)
+    """Approver groups: token names and slack:<user id>."""
+    slack: SlackConfig | None = None
+    limits: LimitsConfig = LimitsConfig()
+    approval: ApprovalConfig = ApprovalConfig()
+    log: LogConfig = LogConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _approvers_known(self) -> Config:
+        names = {t.name for t in self.auth.tokens}
+        for group, members in self.approvers.items():
+            for m in members:
+                if not m.startswith("slack:") and m not in names:
+                    raise ValueError(f"approvers.{group}: {m!r} is neither a token name nor slack:<user id>")
+        return self
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+class Secrets(BaseModel):
+    """Resolved secrets, kept apart from the config so the config can be shown and logged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    webhook_token: SecretStr | None
+    tokens: dict[str, SecretStr]
+    prometheus_token: SecretStr | None = None
+    alertmanager_token: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+
+
+def resolve_secrets(cfg: Config) -> Secrets:
+    """Read every secret the config names. Raises ConfigError naming the key, never the value."""
+
+    def get(path: str, ref: SecretRef | None) -> SecretStr | None:
+        if ref is None:
+            return None
+        try:
+            return ref.resolve()
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    tokens: dict[str, SecretStr] = {}
+    for i, t in enumerate(cfg.auth.tokens):
+        value = get(f"auth.tokens.{i}.secret", t.secret)
+        assert value is not None
+        tokens[t.name] = value
+    slack_on = cfg.slack is not None and cfg.slack.enabled
+    return Secrets(
+        webhook_token=get("auth.webhook_token", cfg.auth.webhook_token),
+        tokens=tokens,
+        prometheus_token=get(
+            "prometheus.bearer_token", cfg.prometheus.bearer_token if cfg.prometheus else None
+        ),
+        alertmanager_token=get(
+            "alertmanager.bearer_token", cfg.alertmanager.bearer_token if cfg.alertmanager else None
+        ),
+        slack_bot_token=get("slack.bot_token", cfg.slack.bot_token) if slack_on and cfg.slack else None,
+        slack_signing_secret=(
+            get("slack.signing_secret", cfg.slack.signing_secret) if slack_on and cfg.slack else None
+        ),
+    )
