@@ -1,0 +1,121 @@
+"""Sandboxed Jinja2 templates. Undefined names are errors; a template that is exactly ``{{ expr }}``
+keeps the expression's native type (bool, number, list), every other template renders to a string.
+
+Alert labels are untrusted: they are data in the context, never template source, so a label value that
+looks like ``{{ ... }}`` is printed as-is, not evaluated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from daemon.errors import TemplateError
+
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+CONTEXT_NAMES = frozenset({"alert", "params", "steps", "run", "schedule"})
+
+
+def _env() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+    env.filters["dns_label"] = lambda v: re.sub(r"[^a-z0-9-]", "-", str(v).lower()).strip("-")[:63]
+    return env
+
+
+ENV = _env()
+
+
+def is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _single_expression(source: str) -> str | None:
+    m = _SINGLE_EXPR.match(source)
+    if m and "}}" not in m.group("expr") and "{{" not in m.group("expr"):
+        return m.group("expr")
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> Any:
+    expr = _single_expression(source)
+    if expr is not None:
+        return ("expr", ENV.compile_expression(expr, undefined_to_none=False))
+    return ("text", ENV.from_string(source))
+
+
+def check_syntax(source: str) -> nodes.Template:
+    """Parse a template; raises TemplateSyntaxError. Returns the AST for reference checks."""
+    expr = _single_expression(source)
+    return ENV.parse("{{" + expr + "}}" if expr is not None else source)
+
+
+def render_value(source: str, context: dict[str, Any]) -> Any:
+    try:
+        kind, compiled = _compile(source)
+        if kind == "expr":
+            return compiled(**context)
+        return compiled.render(**context)
+    except UndefinedError as exc:
+        raise TemplateError(f"{exc.message} in {source!r}") from None
+    except SecurityError as exc:
+        raise TemplateError(f"not allowed in a template: {exc}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error: {exc.message}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise TemplateError(f"cannot render {source!r}: {exc}") from None
+
+
+def render(value: Any, context: dict[str, Any]) -> Any:
+    """Render every template string inside a structure of dicts, lists and scalars."""
+    if isinstance(value, str):
+        return render_value(value, context) if is_template(value) else value
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def iter_templates(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every template string in a structure, with its path."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from iter_templates(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from iter_templates(v, (*path, i))
+
+
+def references(ast: nodes.Template, root: str) -> set[str]:
+    """Names used as ``root.name`` or ``root['name']`` in a template."""
+    found: set[str] = set()
+    for node in ast.find_all(nodes.Getattr):
+        assert isinstance(node, nodes.Getattr)
+        if isinstance(node.node, nodes.Name) and node.node.name == root:
+            found.add(node.attr)
+    for item in ast.find_all(nodes.Getitem):
+        assert isinstance(item, nodes.Getitem)
+        named = isinstance(item.node, nodes.Name) and item.node.name == root
+        if named and isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            found.add(item.arg.value)
+    return found
+
+
+def free_names(ast: nodes.Template) -> set[str]:
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(ast))

@@ -1,0 +1,347 @@
+"""SQLite (WAL) store. One connection; transactions are serialised by an asyncio lock and committed
+before the caller acts on what they record.
+
+``synchronous=NORMAL`` in WAL mode survives a killed process (every committed transaction is in the WAL);
+only a power loss can drop the last transactions. That is the trade-off Prometheus' own TSDB makes too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from daemon.errors import StoreUnavailable
+from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, RunState, StepRecord, StepState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, runbook TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
+  trigger TEXT NOT NULL, requester TEXT, params TEXT NOT NULL, context TEXT NOT NULL, definition TEXT NOT NULL,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, dry_run INTEGER NOT NULL, ended_at REAL,
+  current_step INTEGER NOT NULL DEFAULT 0, mutated INTEGER NOT NULL DEFAULT 0,
+  alert_resolved INTEGER NOT NULL DEFAULT 0, outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_target ON runs (runbook, target, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state);
+CREATE TABLE IF NOT EXISTS steps (
+  run_id TEXT NOT NULL, idx INTEGER NOT NULL, step_id TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL,
+  mutating INTEGER NOT NULL, idempotent INTEGER NOT NULL, plan TEXT, plan_hash TEXT, requested_at REAL,
+  deadline REAL, started_at REAL, finished_at REAL, output TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (run_id, idx)
+);
+CREATE INDEX IF NOT EXISTS steps_by_state ON steps (state);
+CREATE TABLE IF NOT EXISTS approvals (
+  run_id TEXT NOT NULL, step_id TEXT NOT NULL, identity TEXT NOT NULL, via TEXT NOT NULL,
+  plan_hash TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (run_id, step_id, identity, plan_hash)
+);
+CREATE TABLE IF NOT EXISTS timeline (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, at REAL NOT NULL, event TEXT NOT NULL,
+  actor TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timeline_by_run ON timeline (run_id, seq);
+CREATE TABLE IF NOT EXISTS alert_links (
+  fingerprint TEXT NOT NULL, runbook TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (fingerprint, runbook, run_id)
+);
+CREATE TABLE IF NOT EXISTS alerts_received (
+  fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, status TEXT NOT NULL, alertname TEXT NOT NULL,
+  labels TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, times INTEGER NOT NULL,
+  PRIMARY KEY (fingerprint, starts_at, status)
+);
+CREATE TABLE IF NOT EXISTS kv (
+  namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
+);
+"""
+
+R = TypeVar("R", RunRecord, StepRecord)
+_JSON_FIELDS = {"params", "context", "definition", "plan", "output"}
+_BOOL_FIELDS = {"dry_run", "mutated", "alert_resolved", "mutating", "idempotent"}
+
+
+def _to_row(rec: RunRecord | StepRecord) -> dict[str, Any]:
+    row = asdict(rec)
+    for k, v in row.items():
+        if k in _JSON_FIELDS and v is not None:
+            row[k] = json.dumps(v, sort_keys=True, default=str)
+        elif k in _BOOL_FIELDS:
+            row[k] = int(v)
+        elif k == "state":
+            row[k] = str(v)
+    return row
+
+
+def _from_row(cls: type[R], row: sqlite3.Row) -> R:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        v = row[f.name]
+        if f.name in _JSON_FIELDS and v is not None:
+            v = json.loads(v)
+        elif f.name in _BOOL_FIELDS:
+            v = bool(v)
+        elif f.name == "state":
+            v = RunState(v) if cls is RunRecord else StepState(v)
+        values[f.name] = v
+    return cls(**values)
+
+
+class Tx:
+    """One open transaction. Only valid inside ``Store.transaction()``."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        async with self.db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        async with self.db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _upsert(self, table: str, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        await self.db.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", row)  # noqa: S608
+
+    # runs
+    async def save_run(self, run: RunRecord) -> None:
+        await self._upsert("runs", _to_row(run))
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        row = await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return _from_row(RunRecord, row) if row else None
+
+    async def list_runs(self, state: str | None = None, limit: int = 200) -> list[RunRecord]:
+        if state:
+            rows = await self._all(
+                "SELECT * FROM runs WHERE state = ? ORDER BY created_at DESC LIMIT ?", (state, limit)
+            )
+        else:
+            rows = await self._all("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_from_row(RunRecord, r) for r in rows]
+
+    async def active_runs(self) -> list[RunRecord]:
+        states = tuple(s.value for s in RunState if s.active)
+        rows = await self._all(
+            f"SELECT * FROM runs WHERE state IN ({', '.join('?' * len(states))}) ORDER BY created_at",  # noqa: S608
+            states,
+        )
+        return [_from_row(RunRecord, r) for r in rows]
+
+    async def active_run_for(self, runbook: str, target: str) -> RunRecord | None:
+        states = tuple(s.value for s in RunState if s.active)
+        row = await self._one(
+            f"SELECT * FROM runs WHERE runbook = ? AND target = ? AND state IN ({', '.join('?' * len(states))})",  # noqa: S608
+            (runbook, target, *states),
+        )
+        return _from_row(RunRecord, row) if row else None
+
+    async def last_ended_at(self, runbook: str, target: str) -> float | None:
+        row = await self._one(
+            "SELECT MAX(ended_at) AS t FROM runs WHERE runbook = ? AND target = ? AND ended_at IS NOT NULL",
+            (runbook, target),
+        )
+        return float(row["t"]) if row and row["t"] is not None else None
+
+    async def count_runs_since(self, runbook: str, target: str, since: float) -> int:
+        row = await self._one(
+            "SELECT COUNT(*) AS n FROM runs WHERE runbook = ? AND target = ? AND created_at >= ?",
+            (runbook, target, since),
+        )
+        return int(row["n"]) if row else 0
+
+    async def count_runs_by_state(self) -> dict[str, int]:
+        rows = await self._all("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+        return {r["state"]: int(r["n"]) for r in rows}
+
+    # steps
+    async def save_step(self, step: StepRecord) -> None:
+        await self._upsert("steps", _to_row(step))
+
+    async def steps_of(self, run_id: str) -> list[StepRecord]:
+        rows = await self._all("SELECT * FROM steps WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [_from_row(StepRecord, r) for r in rows]
+
+    async def steps_in_state(self, *states: StepState) -> list[StepRecord]:
+        marks = ", ".join("?" * len(states))
+        rows = await self._all(f"SELECT * FROM steps WHERE state IN ({marks})", tuple(str(s) for s in states))  # noqa: S608
+        return [_from_row(StepRecord, r) for r in rows]
+
+    async def running_mutating_steps(self) -> int:
+        row = await self._one("SELECT COUNT(*) AS n FROM steps WHERE state = 'running' AND mutating = 1")
+        return int(row["n"]) if row else 0
+
+    async def oldest_awaiting_approval(self) -> float | None:
+        row = await self._one("SELECT MIN(requested_at) AS t FROM steps WHERE state = 'awaiting_approval'")
+        return float(row["t"]) if row and row["t"] is not None else None
+
+    # approvals
+    async def add_approval(self, a: ApprovalRecord) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO approvals (run_id, step_id, identity, via, plan_hash, at) VALUES (?,?,?,?,?,?)",
+            (a.run_id, a.step_id, a.identity, a.via, a.plan_hash, a.at),
+        )
+
+    async def approvals_of(self, run_id: str) -> list[ApprovalRecord]:
+        rows = await self._all("SELECT * FROM approvals WHERE run_id = ? ORDER BY at", (run_id,))
+        return [ApprovalRecord(**dict(r)) for r in rows]
+
+    # timeline
+    async def add_event(self, ev: EventRecord) -> None:
+        await self.db.execute(
+            "INSERT INTO timeline (run_id, at, event, actor, detail) VALUES (?,?,?,?,?)",
+            (ev.run_id, ev.at, ev.event, ev.actor, json.dumps(ev.detail, sort_keys=True, default=str)),
+        )
+
+    async def events_of(self, run_id: str) -> list[EventRecord]:
+        rows = await self._all(
+            "SELECT run_id, at, event, actor, detail FROM timeline WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        return [
+            EventRecord(r["run_id"], r["at"], r["event"], r["actor"], json.loads(r["detail"])) for r in rows
+        ]
+
+    # alerts
+    async def link_alert(self, fingerprint: str, runbook: str, run_id: str) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO alert_links (fingerprint, runbook, run_id) VALUES (?,?,?)",
+            (fingerprint, runbook, run_id),
+        )
+
+    async def runs_for_alert(self, fingerprint: str) -> list[RunRecord]:
+        rows = await self._all(
+            "SELECT runs.* FROM runs JOIN alert_links ON alert_links.run_id = runs.id "
+            "WHERE alert_links.fingerprint = ?",
+            (fingerprint,),
+        )
+        return [_from_row(RunRecord, r) for r in rows]
+
+    async def record_alert(
+        self,
+        fingerprint: str,
+        starts_at: str,
+        status: str,
+        alertname: str,
+        labels: dict[str, str],
+        now: float,
+    ) -> bool:
+        """Record a received alert. True if this (fingerprint, startsAt, status) is new."""
+        cur = await self.db.execute(
+            "UPDATE alerts_received SET last_seen = ?, times = times + 1 "
+            "WHERE fingerprint = ? AND starts_at = ? AND status = ?",
+            (now, fingerprint, starts_at, status),
+        )
+        if cur.rowcount:
+            return False
+        await self.db.execute(
+            "INSERT INTO alerts_received (fingerprint, starts_at, status, alertname, labels, first_seen, last_seen,"
+            " times) VALUES (?,?,?,?,?,?,?,1)",
+            (fingerprint, starts_at, status, alertname, json.dumps(labels, sort_keys=True), now, now),
+        )
+        return True
+
+    async def prune_alerts(self, before: float) -> None:
+        await self.db.execute("DELETE FROM alerts_received WHERE last_seen < ?", (before,))
+
+    # key-value records
+    async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+        return dict(json.loads(row["value"])) if row else None
+
+    async def kv_put(self, namespace: str, key: str, value: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?,?,?)",
+            (namespace, key, json.dumps(value, sort_keys=True, default=str)),
+        )
+
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        await self.db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+
+    async def kv_items(self, namespace: str) -> dict[str, dict[str, Any]]:
+        rows = await self._all("SELECT key, value FROM kv WHERE namespace = ?", (namespace,))
+        return {r["key"]: dict(json.loads(r["value"])) for r in rows}
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        try:
+            if str(path) != ":memory:":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(str(path), isolation_level=None)
+            db.row_factory = sqlite3.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open state store {path}: {exc}") from exc
+        return cls(db, path)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """Serialised transaction; commits on success, rolls back on any error. Store failures raise
+        StoreUnavailable (callers answer 503 and act on nothing)."""
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+            try:
+                yield Tx(self._db)
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                raise
+            try:
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                raise StoreUnavailable(f"state store could not commit: {exc}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self._db.execute("SELECT 1") as cur:
+                await cur.fetchone()
+        except (sqlite3.Error, ValueError):
+            return False
+        return True
+
+
+class StoreMemory:
+    """The ActionMemory protocol over the store's kv table; each call is its own transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        async with self._store.transaction() as tx:
+            return await tx.kv_get(namespace, key)
+
+    async def put(self, namespace: str, key: str, value: dict[str, Any]) -> None:
+        async with self._store.transaction() as tx:
+            await tx.kv_put(namespace, key, value)
+
+    async def delete(self, namespace: str, key: str) -> None:
+        async with self._store.transaction() as tx:
+            await tx.kv_delete(namespace, key)
+
+    async def items(self, namespace: str) -> dict[str, dict[str, Any]]:
+        async with self._store.transaction() as tx:
+            return await tx.kv_items(namespace)
