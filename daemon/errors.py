@@ -67,3 +67,7 @@ class Conflict(RunbookdError):
 
 class Forbidden(RunbookdError):
     """The identity may not do this (role, approver group, separation of duties)."""
+
+
+class InvalidRequest(RunbookdError):
+    """The request itself is wrong (unknown param, empty reason); fix it and send again."""

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS timeline (
 );
 CREATE INDEX IF NOT EXISTS timeline_by_run ON timeline (run_id, seq);
 CREATE TABLE IF NOT EXISTS alert_links (
-  fingerprint TEXT NOT NULL, runbook TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (fingerprint, runbook, run_id)
+  fingerprint TEXT NOT NULL, runbook TEXT NOT NULL, run_id TEXT NOT NULL, resolved INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (fingerprint, runbook, run_id)
 );
 CREATE TABLE IF NOT EXISTS alerts_received (
   fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, status TEXT NOT NULL, alertname TEXT NOT NULL,
@@ -210,10 +211,20 @@ class Tx:
 
     # alerts
     async def link_alert(self, fingerprint: str, runbook: str, run_id: str) -> None:
+        """Attach a firing alert to a run (again firing if it had resolved)."""
         await self.db.execute(
-            "INSERT OR IGNORE INTO alert_links (fingerprint, runbook, run_id) VALUES (?,?,?)",
+            "INSERT OR REPLACE INTO alert_links (fingerprint, runbook, run_id, resolved) VALUES (?,?,?,0)",
             (fingerprint, runbook, run_id),
         )
+
+    async def resolve_alert(self, fingerprint: str) -> None:
+        await self.db.execute("UPDATE alert_links SET resolved = 1 WHERE fingerprint = ?", (fingerprint,))
+
+    async def firing_alerts_of(self, run_id: str) -> int:
+        row = await self._one(
+            "SELECT COUNT(*) AS n FROM alert_links WHERE run_id = ? AND resolved = 0", (run_id,)
+        )
+        return int(row["n"]) if row else 0
 
     async def runs_for_alert(self, fingerprint: str) -> list[RunRecord]:
         rows = await self._all(

@@ -1,0 +1,92 @@
+"""Local checks that need no server: ``validate`` and ``plan``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from daemon.actions.registry import default_registry
+from daemon.cli import render
+from daemon.config import load_config
+from daemon.engine.events import WebhookPayload
+from daemon.engine.preview import preview
+from daemon.errors import ConfigError, RunbookError
+from daemon.runbooks.loader import load_all, runbook_files
+
+
+def validate(config_path: Path | None, paths: list[Path]) -> int:
+    groups = None
+    problems: list[str] = []
+    if config_path is not None:
+        try:
+            config = load_config(config_path)
+            groups = list(config.approvers)
+            paths = paths or list(config.runbooks.paths)
+        except ConfigError as exc:
+            problems += str(exc).splitlines()
+    paths = paths or [Path("runbooks")]
+    registry = default_registry()
+    try:
+        loaded = load_all(paths, registry, groups)
+    except RunbookError as exc:
+        problems += exc.errors
+        loaded = {}
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    files = len(runbook_files(paths))
+    print(
+        f"ok: {len(loaded)} runbook(s) in {files} file(s) valid"
+        + (f"; {config_path} valid" if config_path else "")
+    )
+    return 0
+
+
+def _payload(path: Path) -> WebhookPayload:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        return WebhookPayload.model_validate(json.loads(text))
+    except OSError as exc:
+        raise RunbookError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            lines = [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise RunbookError(lines) from None
+        raise RunbookError([f"{path}: not valid JSON: {exc}"]) from None
+
+
+def plan(config_path: Path, alert_path: Path, output: str) -> int:
+    config = load_config(config_path)
+    registry = default_registry()
+    runbooks = load_all(config.runbooks.paths, registry, list(config.approvers))
+    result = preview(_payload(alert_path), runbooks, registry)
+    if output == "json":
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    print(_human(result))
+    return 0
+
+
+def _human(result: dict[str, Any]) -> str:
+    out: list[str] = []
+    if not result["runs"]:
+        out.append("no runbook answers these alerts")
+    for r in result["runs"]:
+        out.append(f"{r['alert']} -> runbook {r['runbook']}, target {r.get('target', '?')}")
+        if "error" in r:
+            out.append(f"  would not start: {r['error']}")
+            continue
+        out.append(f"  params: {json.dumps(r['params'], sort_keys=True)}")
+        rows = []
+        for s in r["steps"]:
+            detail = s.get("error") or s.get("note") or json.dumps(s["plan"], sort_keys=True)
+            rows.append((s["id"], s["action"], "mutating" if s["mutating"] else "read-only", detail))
+        out += ["  " + line for line in render.table(["STEP", "ACTION", "KIND", "PLAN"], rows).splitlines()]
+        out.append("")
+    if result["unmatched_alerts"]:
+        out.append(f"no runbook for: {', '.join(result['unmatched_alerts'])}")
+    return "\n".join(out).rstrip()

@@ -1,0 +1,145 @@
+"""Argument parsing and dispatch. Errors go to stderr with a non-zero exit, never as a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.cli import render
+from daemon.cli.client import ApiClient, ClientError, quote
+from daemon.errors import ConfigError, RunbookError
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="runbookd", description="Approval-gated runbooks for a monitoring cluster."
+    )
+    p.add_argument("--version", action="version", version=f"runbookd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the daemon")
+    s.add_argument("--config", type=Path, default=Path("config.example.yaml"))
+    s.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
+    s.add_argument("--state", type=Path, help="SQLite file (overrides state.path)")
+    s.add_argument("--dry-run", action="store_true", help="mutating actions only record their requests")
+
+    v = sub.add_parser("validate", help="check the config and runbooks; exit 1 with file:line messages")
+    v.add_argument("--config", type=Path)
+    v.add_argument("paths", nargs="*", type=Path, metavar="RUNBOOK_PATH")
+
+    pl = sub.add_parser(
+        "plan", help="show which runbooks an Alertmanager payload would start; changes nothing"
+    )
+    pl.add_argument("--alert", type=Path, required=True, help="a webhook payload (JSON file, - for stdin)")
+    pl.add_argument("--config", type=Path, default=Path("config.example.yaml"))
+    pl.add_argument("--output", choices=["table", "json"], default="table")
+
+    def client_args(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--server", help="runbookd URL (default $RUNBOOKD_SERVER or http://127.0.0.1:8080)")
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--state", help="only runs in this state")
+    r.add_argument("--output", choices=["table", "json"], default="table")
+    client_args(r)
+    sh = sub.add_parser("show", help="one run: steps, plans, approvals, timeline")
+    sh.add_argument("run_id", metavar="RUN_ID")
+    sh.add_argument("--output", choices=["table", "json"], default="table")
+    client_args(sh)
+    a = sub.add_parser("approve", help="approve the step a run waits on (as shown by `show`)")
+    a.add_argument("run_id", metavar="RUN_ID")
+    a.add_argument("--step", metavar="STEP_ID", help="the step to approve (default: the current one)")
+    a.add_argument("--output", choices=["table", "json"], default="table")
+    client_args(a)
+    rj = sub.add_parser("reject", help="reject a run's current step, ending the run")
+    rj.add_argument("run_id", metavar="RUN_ID")
+    rj.add_argument("--reason", required=True)
+    client_args(rj)
+    t = sub.add_parser("trigger", help="start a run by hand")
+    t.add_argument("runbook", metavar="RUNBOOK")
+    t.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--output", choices=["table", "json"], default="table")
+    client_args(t)
+    for name, text in (
+        ("pause", "stop new steps from starting (kill switch)"),
+        ("resume", "let steps start again"),
+    ):
+        client_args(sub.add_parser(name, help=text))
+    return p
+
+
+def _print(data: Any, output: str, human: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if output == "json" else human)
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    api = ApiClient(args.server)
+    cmd = args.command
+    if cmd == "runs":
+        runs = api.get("/api/v1/runs", state=args.state)["runs"]
+        _print(runs, args.output, render.runs_table(runs))
+    elif cmd == "show":
+        run = api.get(f"/api/v1/runs/{quote(args.run_id)}")
+        _print(run, args.output, render.run_details(run))
+    elif cmd == "approve":
+        run = api.get(f"/api/v1/runs/{quote(args.run_id)}")
+        step_id = args.step or run.get("current_step")
+        if not step_id:
+            raise ClientError(f"run {args.run_id} is {run['state']}: no step to approve")
+        step = next((s for s in run["steps"] if s["id"] == step_id), None)
+        body = {"plan_hash": step["plan_hash"]} if step and step.get("plan_hash") else {}
+        run = api.post(f"/api/v1/runs/{quote(args.run_id)}/steps/{quote(step_id)}/approve", body)
+        _print(run, args.output, f"approved {step_id} of {run['id']}; run is now {run['state']}")
+    elif cmd == "reject":
+        run = api.post(f"/api/v1/runs/{quote(args.run_id)}/reject", {"reason": args.reason})
+        print(f"rejected {run['id']}: {run['outcome']}")
+    elif cmd == "trigger":
+        params = {}
+        for item in args.param:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ClientError(f"--param takes KEY=VALUE, not {item!r}")
+            params[key] = value
+        run = api.post("/api/v1/runs", {"runbook": args.runbook, "params": params})
+        _print(
+            run, args.output, f"started {run['id']} ({run['runbook']} for {run['target']}): {run['state']}"
+        )
+    elif cmd in ("pause", "resume"):
+        res = api.post(f"/api/v1/{cmd}")
+        print("paused: no new steps will start" if res["paused"] else "resumed: approved steps may start")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from daemon.cli.serve import serve
+
+            return serve(args.config, listen=args.listen, state=args.state, dry_run=args.dry_run)
+        if args.command == "validate":
+            from daemon.cli.checks import validate
+
+            return validate(args.config, args.paths)
+        if args.command == "plan":
+            from daemon.cli.checks import plan
+
+            return plan(args.config, args.alert, args.output)
+        return _client_command(args)
+    except ConfigError as exc:
+        print(f"runbookd: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunbookError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return EXIT_INVALID
+    except ClientError as exc:
+        print(f"runbookd: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,75 @@
+"""Human-readable output for the CLI: plain aligned tables, no colours."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        return "no runs"
+    rows = [
+        (
+            r["id"],
+            r["runbook"],
+            _short(r["target"], 40),
+            r["state"],
+            r["current_step"] or "-",
+            r["created_at"],
+        )
+        for r in runs
+    ]
+    return table(["RUN", "RUNBOOK", "TARGET", "STATE", "STEP", "CREATED"], rows)
+
+
+def run_details(run: dict[str, Any]) -> str:
+    out = [
+        f"Run       {run['id']}",
+        f"Runbook   {run['runbook']}",
+        f"Target    {run['target']}",
+        f"State     {run['state']}" + (f"  ({run['outcome']})" if run.get("outcome") else ""),
+        f"Trigger   {run['trigger']}" + (f" by {run['requester']}" if run.get("requester") else ""),
+        f"Dry run   {'yes: mutating steps only record their requests' if run['dry_run'] else 'no'}",
+    ]
+    if run.get("alert"):
+        a = run["alert"]
+        out.append(f"Alert     {a.get('name')} ({a.get('status')}) {_short(a.get('labels', {}), 120)}")
+    out.append(f"Params    {_short(run['params'], 120)}")
+    out.append("")
+    rows = []
+    for s in run["steps"]:
+        marker = "->" if s["id"] == run.get("current_step") and run["state"] not in ("succeeded",) else ""
+        kind = "mutating" if s["mutating"] else "read-only"
+        approvals = ",".join(a["by"] for a in s["approvals"]) or "-"
+        rows.append((marker, s["id"], s["action"], kind, s["state"], approvals, s.get("deadline") or ""))
+    out.append(table(["", "STEP", "ACTION", "KIND", "STATE", "APPROVED BY", "DEADLINE"], rows))
+    for s in run["steps"]:
+        if s["id"] == run.get("current_step") and s["plan"] is not None and s["state"] == "awaiting_approval":
+            out += ["", f"Awaiting approval: {s['id']} ({s['action']}), plan {s['plan_hash']}"]
+            out += ["  " + line for line in json.dumps(s["plan"], indent=2, sort_keys=True).splitlines()]
+        if s.get("error"):
+            out.append(f"\n{s['id']}: {s['error']}")
+        if s.get("output") and s["state"] in ("succeeded", "failed"):
+            out.append(f"{s['id']} output: {_short(s['output'], 300)}")
+    if run.get("timeline"):
+        out += ["", "Timeline:"]
+        for e in run["timeline"]:
+            extra = {k: v for k, v in e.items() if k not in ("at", "event", "by")}
+            out.append(
+                f"  {e['at']}  {e['by']:<16} {e['event']:<20} {_short(extra, 100) if extra else ''}".rstrip()
+            )
+    return "\n".join(out)

@@ -1,0 +1,60 @@
+"""``runbookd serve``: load and check everything, then run until SIGTERM/SIGINT, draining on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from daemon import logs
+from daemon.actions.registry import default_registry
+from daemon.config import Config, load_config, resolve_secrets
+from daemon.runbooks.loader import load_all
+from daemon.server.app import create_app
+
+
+def _overrides(config: Config, listen: str | None, state: Path | None, dry_run: bool) -> Config:
+    data = config.model_dump()
+    if listen:
+        data["server"]["listen"] = listen
+    if state:
+        data["state"]["path"] = state
+    if dry_run:
+        data["dry_run"] = True
+    return Config.model_validate(data)
+
+
+def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run: bool) -> int:
+    config = _overrides(load_config(config_path), listen, state, dry_run)
+    logs.configure(config.log.format, config.log.level)
+    secrets = resolve_secrets(config)
+    runbooks = load_all(config.runbooks.paths, default_registry(), list(config.approvers))
+    app = create_app(config, secrets, runbooks)
+    try:
+        asyncio.run(_run(app, config))
+    except OSError as exc:
+        print(f"runbookd: cannot listen on {config.server.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run(app: web.Application, config: Config) -> None:
+    log = structlog.get_logger("runbookd")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        log.info("runbookd.listening", listen=config.server.listen, dry_run=config.dry_run)
+        await stop.wait()
+        log.info("runbookd.stopping")
+    finally:
+        await runner.cleanup()

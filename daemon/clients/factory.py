@@ -1,0 +1,39 @@
+"""Build the clients the config asks for, and close them again."""
+
+from __future__ import annotations
+
+from daemon.actions.base import Clients
+from daemon.clients.alertmanager import AlertmanagerClient
+from daemon.clients.http import JsonHttpClient
+from daemon.clients.prometheus import PrometheusClient
+from daemon.config import Config, Secrets
+
+
+def build_clients(config: Config, secrets: Secrets) -> Clients:
+    clients = Clients()
+    if config.prometheus is not None:
+        clients.prometheus = PrometheusClient(
+            JsonHttpClient(
+                config.prometheus.url,
+                timeout=config.prometheus.timeout,
+                token=secrets.prometheus_token,
+                name="prometheus",
+            )
+        )
+    if config.alertmanager is not None:
+        clients.alertmanager = AlertmanagerClient(
+            JsonHttpClient(
+                config.alertmanager.url,
+                timeout=config.alertmanager.timeout,
+                token=secrets.alertmanager_token,
+                name="alertmanager",
+            )
+        )
+    return clients
+
+
+async def close_clients(clients: Clients) -> None:
+    for name in ("prometheus", "alertmanager", "kubernetes", "s3", "opensearch"):
+        client = getattr(clients, name, None)
+        if client is not None and hasattr(client, "close"):
+            await client.close()

@@ -1,0 +1,1 @@
+"""The engine: events in, runs out. Router, planner, approval gate, executor, schedules."""

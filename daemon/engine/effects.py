@@ -1,0 +1,39 @@
+"""What a transaction decides to do once it has committed: notify people and start actions.
+
+Nothing here runs before the commit, so a crash between deciding and acting loses no record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.engine.notifier import EventKind, RunNotice
+from daemon.engine.views import run_view
+from daemon.store.sqlite import Tx
+
+
+@dataclass
+class Effects:
+    _notices: list[tuple[EventKind, str, str | None, dict[str, Any]]] = field(default_factory=list)
+    executions: list[tuple[str, int]] = field(default_factory=list)
+    notices: list[RunNotice] = field(default_factory=list)
+    ended: list[tuple[str, str]] = field(default_factory=list)
+    """(runbook, outcome) of runs that ended, for metrics."""
+    approval_waits: list[tuple[str, float]] = field(default_factory=list)
+
+    def notice(self, kind: EventKind, run_id: str, step_id: str | None = None, **detail: Any) -> None:
+        self._notices.append((kind, run_id, step_id, detail))
+
+    def execute(self, run_id: str, idx: int) -> None:
+        self.executions.append((run_id, idx))
+
+    async def materialize(self, tx: Tx) -> None:
+        """Build each notice's run view inside the transaction, after its last change."""
+        for kind, run_id, step_id, detail in self._notices:
+            run = await tx.get_run(run_id)
+            if run is None:
+                continue
+            view = run_view(run, await tx.steps_of(run_id), await tx.approvals_of(run_id))
+            step = next((s for s in view["steps"] if s["id"] == step_id), None)
+            self.notices.append(RunNotice(kind=kind, run=view, step=step, detail=detail))
+        self._notices.clear()

@@ -1,0 +1,82 @@
+"""What starts runs: the Alertmanager webhook payload (facts.md §1), validated strictly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+_MAX_LABELS = 128
+_MAX_VALUE = 4096
+
+
+class _In(BaseModel):
+    # Alertmanager may add fields in new versions: accept and ignore unknown keys, validate known ones.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def _check_labels(v: dict[str, str]) -> dict[str, str]:
+    if len(v) > _MAX_LABELS:
+        raise ValueError(f"more than {_MAX_LABELS} labels")
+    for k, val in v.items():
+        if len(k) > 256 or len(val) > _MAX_VALUE:
+            raise ValueError(f"label {k[:40]!r} is longer than allowed")
+    return v
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+
+
+class Alert(_In):
+    status: Literal["firing", "resolved"]
+    labels: Labels
+    annotations: Labels = Field(default_factory=dict)
+    # Field names are Alertmanager's own (camelCase), so payloads validate as they are sent.
+    startsAt: str = ""
+    endsAt: str = ""
+    generatorURL: str = ""
+    fingerprint: str = Field("", max_length=128)
+
+    @field_validator("labels")
+    @classmethod
+    def _has_name(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v.get("alertname"):
+            raise ValueError("an alert needs an alertname label")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.labels["alertname"]
+
+    def key(self) -> str:
+        """The alert's identity: Alertmanager's fingerprint, or a hash of its labels when absent."""
+        if self.fingerprint:
+            return self.fingerprint
+        return hashlib.sha256(json.dumps(self.labels, sort_keys=True).encode()).hexdigest()[:16]
+
+    def as_context(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "name": self.name,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": self.startsAt,
+            "endsAt": self.endsAt,
+            "generatorURL": self.generatorURL,
+            "fingerprint": self.key(),
+        }
+
+
+class WebhookPayload(_In):
+    version: str = "4"
+    groupKey: str = ""
+    truncatedAlerts: int = 0
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[Alert] = Field(max_length=10_000)

@@ -1,0 +1,132 @@
+"""Render a run's params, target and steps from its runbook and context; hash each step's plan."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from daemon.actions.base import Action, ActionRegistry
+from daemon.errors import TemplateError
+from daemon.runbooks import templating
+from daemon.runbooks.schema import Runbook, Step
+from daemon.store.records import RunRecord, StepRecord, StepState
+
+
+class PlanError(Exception):
+    """The step cannot be planned (template or parameter error); the run fails with this message."""
+
+
+def render_params(rb: Runbook, ctx: dict[str, Any], given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Params from the runbook's defaults (templates over the alert), overridden by ``given``."""
+    given = given or {}
+    unknown = sorted(set(given) - set(rb.params))
+    if unknown:
+        raise PlanError(
+            f"unknown param(s) {', '.join(unknown)}; {rb.name} takes: {', '.join(rb.params) or 'none'}"
+        )
+    out: dict[str, Any] = {}
+    for name, default in rb.params.items():
+        if name in given:
+            out[name] = given[name]
+            continue
+        try:
+            out[name] = templating.render(default, ctx)
+        except TemplateError as exc:
+            raise PlanError(f"param {name}: {exc} (give it explicitly)") from None
+    return out
+
+
+def render_target(rb: Runbook, ctx: dict[str, Any]) -> str:
+    try:
+        target = str(templating.render(rb.target, ctx))
+    except TemplateError as exc:
+        raise PlanError(f"target: {exc}") from None
+    if not target.strip():
+        raise PlanError("target rendered empty")
+    return target[:512]
+
+
+def step_context(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
+    done = {
+        s.step_id: {
+            "ok": s.state == StepState.SUCCEEDED,
+            "state": str(s.state),
+            "output": s.output or {},
+            "skipped": s.state == StepState.SKIPPED,
+        }
+        for s in steps
+        if s.state in (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
+    }
+    return {
+        "alert": run.context.get("alert", {}),
+        "schedule": run.context.get("schedule", {}),
+        "params": run.params,
+        "steps": done,
+        "run": {
+            "id": run.id,
+            "runbook": run.runbook,
+            "target": run.target,
+            "dry_run": run.dry_run,
+            "alert_resolved": run.alert_resolved,
+        },
+    }
+
+
+def should_run(step: Step, ctx: dict[str, Any]) -> bool:
+    if step.when is None:
+        return True
+    try:
+        return bool(templating.render(step.when, ctx))
+    except TemplateError as exc:
+        raise PlanError(f"step {step.id}: when: {exc}") from None
+
+
+def render_plan(step: Step, action: Action, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The step's parameters rendered and validated, in the form they will run with."""
+    try:
+        rendered = templating.render(step.with_, ctx)
+    except TemplateError as exc:
+        raise PlanError(f"step {step.id}: {exc}") from None
+    try:
+        model = action.params.model_validate(rendered)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise PlanError(f"step {step.id}: invalid parameters for {action.name}: {problems}") from None
+    return model.model_dump(mode="json")
+
+
+def plan_hash(run_id: str, step: StepRecord, plan: dict[str, Any]) -> str:
+    """What an approval is bound to: the run, the step, its attempt, the action and its exact params."""
+    doc = {
+        "run": run_id,
+        "step": step.step_id,
+        "attempt": step.attempts,
+        "action": step.action,
+        "params": plan,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_steps(run_id: str, rb: Runbook, registry: ActionRegistry) -> list[StepRecord]:
+    out = []
+    for i, s in enumerate(rb.steps):
+        act = registry.get(s.action)
+        assert act is not None, "runbooks are validated against the registry at load"
+        out.append(
+            StepRecord(
+                run_id=run_id,
+                idx=i,
+                step_id=s.id,
+                action=s.action,
+                state=StepState.PENDING,
+                mutating=not act.read_only,
+                idempotent=act.idempotent,
+            )
+        )
+    return out

@@ -1,0 +1,75 @@
+"""How a run is shown to people and tools: one dict used by the API, the CLI and notifiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.kits.clock import iso
+from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, StepRecord
+
+
+def _t(ts: float | None) -> str | None:
+    return iso(ts) if ts is not None else None
+
+
+def step_view(step: StepRecord, approvals: list[ApprovalRecord], description: str = "") -> dict[str, Any]:
+    return {
+        "id": step.step_id,
+        "index": step.idx,
+        "action": step.action,
+        "description": description,
+        "state": str(step.state),
+        "mutating": step.mutating,
+        "idempotent": step.idempotent,
+        "plan": step.plan,
+        "plan_hash": step.plan_hash,
+        "requested_at": _t(step.requested_at),
+        "deadline": _t(step.deadline),
+        "started_at": _t(step.started_at),
+        "finished_at": _t(step.finished_at),
+        "attempts": step.attempts,
+        "output": step.output,
+        "error": step.error,
+        "approvals": [
+            {"by": a.identity, "via": a.via, "at": iso(a.at), "plan_hash": a.plan_hash}
+            for a in approvals
+            if a.step_id == step.step_id
+        ],
+    }
+
+
+def run_view(
+    run: RunRecord,
+    steps: list[StepRecord],
+    approvals: list[ApprovalRecord],
+    events: list[EventRecord] | None = None,
+) -> dict[str, Any]:
+    descriptions = {s.get("id"): s.get("description", "") for s in run.definition.get("steps", [])}
+    current = steps[run.current_step].step_id if run.current_step < len(steps) else None
+    alert = run.context.get("alert") or {}
+    view: dict[str, Any] = {
+        "id": run.id,
+        "runbook": run.runbook,
+        "target": run.target,
+        "state": str(run.state),
+        "trigger": run.trigger,
+        "requester": run.requester,
+        "dry_run": run.dry_run,
+        "params": run.params,
+        "alert": {
+            k: alert.get(k) for k in ("name", "status", "labels", "annotations", "generatorURL", "startsAt")
+        }
+        if alert
+        else None,
+        "alert_resolved": run.alert_resolved,
+        "created_at": iso(run.created_at),
+        "updated_at": iso(run.updated_at),
+        "ended_at": _t(run.ended_at),
+        "outcome": run.outcome,
+        "current_step": current,
+        "approval": run.definition.get("approval", {}),
+        "steps": [step_view(s, approvals, descriptions.get(s.step_id, "")) for s in steps],
+    }
+    if events is not None:
+        view["timeline"] = [{"at": iso(e.at), "event": e.event, "by": e.actor, **e.detail} for e in events]
+    return view

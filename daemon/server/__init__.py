@@ -1,0 +1,1 @@
+"""The HTTP server: Alertmanager intake, the API, Slack endpoints, metrics and health."""

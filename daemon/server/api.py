@@ -1,0 +1,111 @@
+"""The JSON API (design section 7). Viewers read; approvers and admins act."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from daemon.engine.identity import Identity, Role
+from daemon.errors import Forbidden, InvalidRequest
+from daemon.server.keys import AUTH, engine_of
+
+
+def _who(request: web.Request, role: Role = "viewer") -> Identity:
+    identity = request.app[AUTH].identity(request)
+    if not identity.at_least(role):
+        raise Forbidden(f"{identity.name} has role {identity.role}; this needs {role}")
+    return identity
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = json.loads(await request.read() or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return data
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    _who(request)
+    state = request.query.get("state")
+    return web.json_response({"runs": await engine_of(request).list_runs(state)})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    _who(request)
+    return web.json_response(await engine_of(request).get_run(request.match_info["run_id"]))
+
+
+async def approve_step(request: web.Request) -> web.Response:
+    identity = _who(request)
+    body = await _body(request)
+    plan_hash = body.get("plan_hash")
+    if plan_hash is not None and not isinstance(plan_hash, str):
+        raise InvalidRequest("plan_hash must be a string")
+    run = await engine_of(request).approve(
+        request.match_info["run_id"], request.match_info["step_id"], identity, plan_hash
+    )
+    return web.json_response(run)
+
+
+async def reject_run(request: web.Request) -> web.Response:
+    identity = _who(request)
+    reason = (await _body(request)).get("reason")
+    if not isinstance(reason, str):
+        raise InvalidRequest('a rejection needs {"reason": "..."}')
+    return web.json_response(await engine_of(request).reject(request.match_info["run_id"], identity, reason))
+
+
+async def create_run(request: web.Request) -> web.Response:
+    identity = _who(request)
+    body = await _body(request)
+    runbook, params = body.get("runbook"), body.get("params", {})
+    if not isinstance(runbook, str) or not isinstance(params, dict):
+        raise InvalidRequest('expected {"runbook": NAME, "params": {KEY: VALUE}}')
+    if not all(isinstance(v, str | int | float | bool) for v in params.values()):
+        raise InvalidRequest("param values must be strings, numbers or booleans")
+    run = await engine_of(request).trigger(runbook, params, identity)
+    return web.json_response(run, status=201)
+
+
+async def list_runbooks(request: web.Request) -> web.Response:
+    _who(request)
+    return web.json_response({"runbooks": engine_of(request).runbook_list()})
+
+
+async def pause(request: web.Request) -> web.Response:
+    return web.json_response(await engine_of(request).set_paused(True, _who(request)))
+
+
+async def resume(request: web.Request) -> web.Response:
+    return web.json_response(await engine_of(request).set_paused(False, _who(request)))
+
+
+async def status(request: web.Request) -> web.Response:
+    _who(request)
+    engine = engine_of(request)
+    return web.json_response(
+        {
+            "paused": await engine.is_paused(),
+            "dry_run": engine.config.dry_run,
+            "runbooks": len(engine.runbooks),
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/runs", list_runs)
+    app.router.add_post("/api/v1/runs", create_run)
+    app.router.add_get("/api/v1/runs/{run_id}", get_run)
+    app.router.add_post("/api/v1/runs/{run_id}/steps/{step_id}/approve", approve_step)
+    app.router.add_post("/api/v1/runs/{run_id}/reject", reject_run)
+    app.router.add_get("/api/v1/runbooks", list_runbooks)
+    app.router.add_post("/api/v1/pause", pause)
+    app.router.add_post("/api/v1/resume", resume)
+    app.router.add_get("/api/v1/status", status)

@@ -1,0 +1,95 @@
+"""Assemble the daemon: store, clients, engine and HTTP routes, owned by the app's cleanup context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daemon.actions.base import ActionRegistry
+from daemon.actions.registry import default_registry
+from daemon.clients.factory import build_clients, close_clients
+from daemon.config import Config, Secrets
+from daemon.engine.engine import Engine
+from daemon.engine.metrics import Metrics
+from daemon.engine.notifier import LogNotifier, Notifier
+from daemon.kits.clock import Clock
+from daemon.runbooks.loader import LoadedRunbook
+from daemon.server import api
+from daemon.server.auth import TokenAuth
+from daemon.server.errors import errors_middleware
+from daemon.server.intake import alertmanager_webhook
+from daemon.server.keys import AUTH, CONFIG, SLOT, Slot, engine_of
+from daemon.store.sqlite import Store
+
+log = structlog.get_logger("runbookd.server")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    slot = request.app[SLOT]
+    if slot.ready and slot.engine is not None and await slot.engine.store.ping():
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    body = generate_latest(engine.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    config: Config,
+    secrets: Secrets,
+    runbooks: dict[str, LoadedRunbook],
+    *,
+    registry: ActionRegistry | None = None,
+    clock: Clock | None = None,
+    notifiers: list[Notifier] | None = None,
+    tick_interval: float = 1.0,
+) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[errors_middleware])
+    app[CONFIG] = config
+    app[AUTH] = TokenAuth(config.auth.tokens, secrets.tokens, secrets.webhook_token)
+    app[SLOT] = slot = Slot()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = await Store.open(config.state.path)
+        clients = build_clients(config, secrets)
+        engine = Engine(
+            config=config,
+            store=store,
+            registry=registry or default_registry(),
+            runbooks=runbooks,
+            clients=clients,
+            notifiers=[LogNotifier(), *(notifiers or [])],
+            metrics=Metrics(),
+            clock=clock,
+            tick_interval=tick_interval,
+        )
+        slot.engine = engine
+        try:
+            await engine.start()
+            slot.ready = True
+            log.info("runbookd.started", runbooks=sorted(runbooks), dry_run=config.dry_run)
+            yield
+        finally:
+            slot.ready = False
+            await engine.stop()
+            await close_clients(clients)
+            await store.close()
+            log.info("runbookd.stopped")
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
+    api.add_routes(app)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,54 @@
+"""Bearer tokens: each names an identity and a role. Compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from daemon.config import TokenConfig
+from daemon.engine.identity import Identity
+
+
+class Unauthorized(Exception):
+    """No valid credentials; answered 401."""
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class TokenAuth:
+    def __init__(
+        self, tokens: list[TokenConfig], secrets: dict[str, SecretStr], webhook: SecretStr | None
+    ) -> None:
+        self._by_digest = {_digest(secrets[t.name].get_secret_value()): t for t in tokens}
+        self._webhook = _digest(webhook.get_secret_value()) if webhook is not None else None
+
+    def identity(self, request: web.Request) -> Identity:
+        value = bearer(request)
+        if value is None:
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        digest = _digest(value)
+        for known, token in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                via = "cli" if request.headers.get("X-Runbookd-Client") == "cli" else "api"
+                return Identity(name=token.name, role=token.role, via=via)
+        raise Unauthorized("invalid token")
+
+    def check_webhook(self, request: web.Request) -> None:
+        if self._webhook is None:
+            return
+        value = bearer(request)
+        if value is None or not hmac.compare_digest(self._webhook, _digest(value)):
+            raise Unauthorized("missing or invalid webhook token")
