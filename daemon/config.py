@@ -87,6 +87,8 @@ class ServerConfig(_Model):
 class StateConfig(_Model):
     path: Path = Path("/var/lib/runbookd/state.db")
     """SQLite database file (WAL mode); its folder is created if missing."""
+    busy_timeout: Duration = 5.0
+    """How long a write waits for a lock before the store counts as unavailable (webhook answers 503)."""
 
 
 class RunbooksConfig(_Model):
@@ -167,6 +169,8 @@ class LogConfig(_Model):
 
 
 class Config(_Model):
+    plugins: list[str] = Field(default_factory=list)
+    """Python modules exporting ``ACTIONS`` (lists of actions) to add to the built-in ones."""
     server: ServerConfig = ServerConfig()
     state: StateConfig = StateConfig()
     runbooks: RunbooksConfig = RunbooksConfig()

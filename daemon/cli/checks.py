@@ -20,16 +20,21 @@ from daemon.runbooks.loader import load_all, runbook_files
 
 def validate(config_path: Path | None, paths: list[Path]) -> int:
     groups = None
+    plugins: list[str] = []
     problems: list[str] = []
     if config_path is not None:
         try:
             config = load_config(config_path)
-            groups = list(config.approvers)
+            groups, plugins = list(config.approvers), list(config.plugins)
             paths = paths or list(config.runbooks.paths)
         except ConfigError as exc:
             problems += str(exc).splitlines()
     paths = paths or [Path("runbooks")]
-    registry = default_registry()
+    try:
+        registry = default_registry(plugins)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     try:
         loaded = load_all(paths, registry, groups)
     except RunbookError as exc:
@@ -61,7 +66,7 @@ def _payload(path: Path) -> WebhookPayload:
 
 def plan(config_path: Path, alert_path: Path, output: str) -> int:
     config = load_config(config_path)
-    registry = default_registry()
+    registry = default_registry(config.plugins)
     runbooks = load_all(config.runbooks.paths, registry, list(config.approvers))
     result = preview(_payload(alert_path), runbooks, registry)
     if output == "json":

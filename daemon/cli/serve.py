@@ -32,7 +32,7 @@ def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run:
     config = _overrides(load_config(config_path), listen, state, dry_run)
     logs.configure(config.log.format, config.log.level)
     secrets = resolve_secrets(config)
-    runbooks = load_all(config.runbooks.paths, default_registry(), list(config.approvers))
+    runbooks = load_all(config.runbooks.paths, default_registry(config.plugins), list(config.approvers))
     app = create_app(config, secrets, runbooks)
     try:
         asyncio.run(_run(app, config))

@@ -60,12 +60,12 @@ def create_app(
     app[SLOT] = slot = Slot()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = await Store.open(config.state.path)
+        store = await Store.open(config.state.path, config.state.busy_timeout)
         clients = build_clients(config, secrets)
         engine = Engine(
             config=config,
             store=store,
-            registry=registry or default_registry(),
+            registry=registry or default_registry(config.plugins),
             runbooks=runbooks,
             clients=clients,
             notifiers=[LogNotifier(), *(notifiers or [])],

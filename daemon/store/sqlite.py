@@ -287,7 +287,7 @@ class Store:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, busy_timeout: float = 5.0) -> Store:
         try:
             if str(path) != ":memory:":
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +295,7 @@ class Store:
             db.row_factory = sqlite3.Row
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             await db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open state store {path}: {exc}") from exc
