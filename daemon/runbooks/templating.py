@@ -22,11 +22,24 @@ _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 CONTEXT_NAMES = frozenset({"alert", "params", "steps", "run", "schedule"})
 
 
+def promql_string(value: object) -> str:
+    """Escape a value for a double-quoted PromQL string, so an alert label cannot close the string and
+    change the query (a job label of ``x"} or vector(1) or up{job="``)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def regex_escape(value: object) -> str:
+    """Escape a value for a regex matcher (=~) built from a label."""
+    return re.escape(str(value))
+
+
 def _env() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
     )
     env.filters["dns_label"] = lambda v: re.sub(r"[^a-z0-9-]", "-", str(v).lower()).strip("-")[:63]
+    env.filters["promql"] = promql_string
+    env.filters["regex_escape"] = regex_escape
     return env
 
 
