@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from daemon.clients.bundle import Clients
 from daemon.config import LimitsConfig
 from daemon.errors import PermanentError
 from daemon.kits.clock import Clock, SystemClock
@@ -36,18 +37,6 @@ class ActionMemory(Protocol):
     async def delete(self, namespace: str, key: str) -> None: ...
 
     async def items(self, namespace: str) -> dict[str, dict[str, Any]]: ...
-
-
-@dataclass
-class Clients:
-    """The clients actions talk through, built once at start from the config. A system that is not
-    configured is None; an action that needs it fails with a clear message (``ActionContext.need``)."""
-
-    prometheus: Any = None
-    alertmanager: Any = None
-    kubernetes: Any = None
-    s3: Any = None
-    opensearch: Any = None
 
 
 @dataclass

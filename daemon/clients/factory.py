@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.actions.base import Clients
+from daemon.clients.bundle import Clients
 from daemon.clients.alertmanager import AlertmanagerClient
 from daemon.clients.http import JsonHttpClient
 from daemon.clients.prometheus import PrometheusClient
