@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from daemon.clients.bundle import Clients
+from daemon.clients.bundle import Clients as Clients  # re-exported for action modules
 from daemon.config import LimitsConfig
 from daemon.errors import PermanentError
 from daemon.kits.clock import Clock, SystemClock

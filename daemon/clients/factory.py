@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.clients.bundle import Clients
 from daemon.clients.alertmanager import AlertmanagerClient
+from daemon.clients.bundle import Clients
 from daemon.clients.http import JsonHttpClient
 from daemon.clients.prometheus import PrometheusClient
 from daemon.config import Config, Secrets

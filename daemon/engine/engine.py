@@ -14,7 +14,8 @@ from typing import Any
 
 import structlog
 
-from daemon.actions.base import ActionContext, ActionRegistry, Clients
+from daemon.actions.base import ActionContext, ActionRegistry
+from daemon.clients.bundle import Clients
 from daemon.config import Config
 from daemon.engine import gate, planner, schedules
 from daemon.engine.effects import Effects
