@@ -76,12 +76,16 @@ class Engine:
         self._ticker: asyncio.Task[None] | None = None
         self._definitions: dict[str, Runbook] = {}
         self._noted: set[tuple[str, int, str]] = set()
+        self._stopping = False
+        """Set by stop(): no step starts any more (one started while draining would be abandoned)."""
         self.metrics.runbooks_loaded.set(len(runbooks))
+        self.metrics.preset(sorted(runbooks))
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, *, background: bool = True) -> None:
         """Recover runs interrupted by a stop or crash, then start the tick loop."""
+        self._stopping = False
         await self.recover()
         await self.tick()
         if background:
@@ -90,6 +94,7 @@ class Engine:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop starting work, let running actions finish for ``grace`` seconds, then cancel them.
         A cancelled step stays ``running`` in the store and is recovered on the next start."""
+        self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
@@ -474,6 +479,8 @@ class Engine:
 
     async def _may_start(self, tx: Tx, run: RunRecord, st: StepRecord) -> bool:
         """Pause and the blast-radius budget hold an approved step back (noted once in the timeline)."""
+        if self._stopping:
+            return False  # stays approved; the next start runs it
         reason = None
         if await self.is_paused(tx):
             reason = "paused: runbookd resume lets it start"

@@ -60,6 +60,19 @@ class Metrics:
         )
         self.runbooks_loaded = Gauge("runbookd_runbooks_loaded", "Runbooks loaded.", registry=r)
 
+    def preset(self, runbooks: list[str]) -> None:
+        """Create the known series at 0, so alert rules using rate()/increase() see the first event."""
+        for code in ("200", "400", "401", "413", "503"):
+            self.webhook_responses.labels(code=code)
+        for status in ("firing", "resolved"):
+            self.alerts_received.labels(status=status)
+        for name in runbooks:
+            self.runs_started.labels(runbook=name)
+            for state in RunState:
+                if not state.active:
+                    self.runs.labels(runbook=name, outcome=state.value)
+        self.set_active({})
+
     def set_active(self, counts: dict[str, int]) -> None:
         for state in RunState:
             if state.active:
