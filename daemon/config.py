@@ -23,6 +23,7 @@ from pydantic import (
 
 from daemon.errors import ConfigError
 from daemon.kits.durations import Duration
+from daemon.kits.quantities import StorageQuantity
 
 Role = Literal["viewer", "approver", "admin"]
 
@@ -147,6 +148,30 @@ class SlackConfig(_Model):
     timeout: Duration = 10.0
 
 
+class KubernetesConfig(_Model):
+    """How runbookd reaches the Kubernetes API. With neither ``kubeconfig`` nor ``host``: the pod's own
+    service account (in-cluster configuration)."""
+
+    kubeconfig: Path | None = None
+    """A kubeconfig file, for running outside the cluster."""
+    context: str | None = None
+    """The kubeconfig context to use; its current-context when unset."""
+    host: str | None = None
+    """An API URL used as-is, without credentials (``kubectl proxy``, tests)."""
+    timeout: Duration = 10.0
+    """Seconds for one attempt of one API call."""
+    retries: int = Field(3, ge=0, le=10)
+    """Further attempts after a 429, 5xx, timeout or connection error, with exponential backoff."""
+    max_pvc_size: StorageQuantity | None = None
+    """Ceiling for kubernetes.expand_pvc (e.g. 500Gi), whatever a runbook's max_size says."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KubernetesConfig:
+        if self.kubeconfig is not None and self.host is not None:
+            raise ValueError("give kubeconfig or host, not both")
+        return self
+
+
 class LimitsConfig(_Model):
     max_concurrent_mutating_steps: int = Field(1, ge=1)
     """Blast-radius budget: mutating steps running at once, cluster-wide."""
@@ -180,6 +205,7 @@ class Config(_Model):
     """Time zone of cron schedules in runbooks."""
     prometheus: HttpServiceConfig | None = None
     alertmanager: HttpServiceConfig | None = None
+    kubernetes: KubernetesConfig | None = None
     auth: AuthConfig
     approvers: dict[str, list[str]] = Field(default_factory=dict)
     """Approver groups: token names and slack:<user id>."""
