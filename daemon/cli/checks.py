@@ -29,6 +29,9 @@ def validate(config_path: Path | None, paths: list[Path]) -> int:
             paths = paths or list(config.runbooks.paths)
         except ConfigError as exc:
             problems += str(exc).splitlines()
+            if not paths:  # the runbook folders are in the config we could not read: do not guess
+                print("\n".join(problems), file=sys.stderr)
+                return 1
     paths = paths or [Path("runbooks")]
     try:
         registry = default_registry(plugins)

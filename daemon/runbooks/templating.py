@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -75,7 +75,10 @@ def render_value(source: str, context: dict[str, Any]) -> Any:
     try:
         kind, compiled = _compile(source)
         if kind == "expr":
-            return compiled(**context)
+            value = compiled(**context)
+            if isinstance(value, Undefined):  # a bare {{ missing }} returns Undefined instead of raising
+                value = str(value)  # StrictUndefined raises UndefinedError (SecurityError if unsafe)
+            return value
         return compiled.render(**context)
     except UndefinedError as exc:
         raise TemplateError(f"{exc.message} in {source!r}") from None
