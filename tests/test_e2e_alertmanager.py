@@ -1,0 +1,166 @@
+"""The whole path with real components (design §8, issue 2 "Done means"):
+
+real Prometheus scraping a job with one down target -> an alert posted to a real Alertmanager's API v2 ->
+Alertmanager's webhook (bearer token) -> ``runbookd serve`` (dry_run off) -> every step approved through
+the HTTP API and the CLI -> ``prometheus.query`` answered by the real Prometheus -> the silence created in
+the real Alertmanager -> the run ``succeeded``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from support.am import AlertmanagerServer, webhook_config
+from support.ports import closed_port
+from support.prom import MetricsExporter, PrometheusServer
+from support.runbookd import RunbookdProcess
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUNBOOK = REPO_ROOT / "runbooks" / "prometheus-scrape-failure.yaml"
+JOB = "e2e-scrape"
+WAIT = 60.0  # upper bound of every poll; nothing here is timed
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {got!r}")
+        time.sleep(0.2)
+
+
+def metric(rb: RunbookdProcess, name: str, **labels: str) -> float:
+    """One sample of runbookd's /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(rb.get("/metrics", token="").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def step(run: dict[str, Any], step_id: str) -> dict[str, Any]:
+    return next(s for s in run["steps"] if s["id"] == step_id)
+
+
+def _config(prom: PrometheusServer, am: AlertmanagerServer) -> dict[str, Any]:
+    return {
+        "runbooks": {"paths": [str(RUNBOOK)]},
+        "dry_run": False,
+        "prometheus": {"url": prom.url, "timeout": "5s"},
+        "alertmanager": {"url": am.url, "timeout": "5s"},
+        "auth": {
+            "webhook_token": {"env": "RUNBOOKD_WEBHOOK_TOKEN"},
+            "tokens": [{"name": "admin", "role": "admin", "secret": {"env": "RUNBOOKD_ADMIN_TOKEN"}}],
+        },
+        "approvers": {"sre": ["admin"]},
+        "log": {"format": "json"},
+    }
+
+
+def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_silence(
+    prometheus_factory: Callable[..., PrometheusServer],
+    alertmanager_factory: Callable[..., AlertmanagerServer],
+    runbookd_factory: Callable[..., RunbookdProcess],
+    test_exporter: MetricsExporter,
+) -> None:
+    # A job with one live target (the test exporter) and one down (a closed loopback port).
+    test_exporter.set("e2e_alive", 1)
+    down = f"127.0.0.1:{closed_port()}"
+    prom = prometheus_factory(
+        scrape_configs=[{"job_name": JOB, "static_configs": [{"targets": [test_exporter.target, down]}]}]
+    )
+    am = alertmanager_factory()
+    rb = runbookd_factory(_config(prom, am))
+    am.set_config(
+        webhook_config(
+            rb.url + "/api/v1/alertmanager",
+            bearer_token=rb.webhook_token,
+            group_by=("alertname", "job"),
+            group_wait="0s",
+            group_interval="1s",
+        )
+    )
+    prom.wait_for(
+        f'up{{job="{JOB}"}}',
+        lambda r: (
+            {s["metric"]["instance"]: s["value"][1] for s in r} == {test_exporter.target: "1", down: "0"}
+        ),
+        timeout=WAIT,
+    )
+
+    labels = {"alertname": "PrometheusScrapeFailure", "job": JOB, "instance": down, "severity": "warning"}
+    am.fire(labels, {"summary": f"Prometheus cannot scrape {JOB} target {down}"})
+
+    def awaiting() -> list[dict[str, Any]]:
+        r = rb.get("/api/v1/runs", params={"state": "awaiting_approval"})
+        assert r.status == 200, r
+        return [x for x in r.json()["runs"] if x["runbook"] == "prometheus-scrape-failure"]
+
+    (run,) = wait_until("Alertmanager to deliver the alert and runbookd to start a run", awaiting)
+    run_id = run["id"]
+    assert run["trigger"] == "alert" and run["target"] == JOB and run["dry_run"] is False
+    assert run["alert"]["labels"] == labels
+    assert run["current_step"] == "targets-down"
+
+    # Approve every step as it comes up: the first with the CLI, the others over the HTTP API.
+    approved: list[str] = []
+    while True:
+        run = rb.get(f"/api/v1/runs/{run_id}").json()
+        if run["state"] not in ("awaiting_approval", "running"):
+            break
+        cur = run["current_step"]
+        if run["state"] == "running" or step(run, cur)["state"] != "awaiting_approval":
+            time.sleep(0.1)
+            continue
+        assert cur not in approved, f"step {cur} asks for approval twice: {run}"
+        if not approved:
+            res = rb.cli("approve", run_id)
+            assert res.returncode == 0, res.stderr
+        else:
+            plan_hash = step(run, cur)["plan_hash"]
+            r = rb.post(f"/api/v1/runs/{run_id}/steps/{cur}/approve", json={"plan_hash": plan_hash})
+            assert r.status == 200, r
+        approved.append(cur)
+        assert len(approved) <= 4
+
+    assert run["state"] == "succeeded", run
+    assert approved == ["targets-down", "down-since", "silence-follow-on", "report"]
+    assert all(s["state"] == "succeeded" for s in run["steps"]), run["steps"]
+
+    # prometheus.query answered by the real Prometheus: exactly the down instance
+    targets_down = step(run, "targets-down")["output"]
+    assert targets_down["count"] == 1
+    assert [s["labels"]["instance"] for s in targets_down["result"]] == [down]
+    assert targets_down["result"][0]["labels"]["job"] == JOB
+    assert [s["labels"]["instance"] for s in step(run, "down-since")["output"]["result"]] == [down]
+
+    # the silence is real, in Alertmanager, for the job's follow-on alerts, and names the run
+    silence_id = step(run, "silence-follow-on")["output"]["silence_id"]
+    silences = {s["id"]: s for s in am.silences()}
+    assert silence_id in silences, silences
+    silence = silences[silence_id]
+    assert silence["status"]["state"] == "active"
+    assert silence["createdBy"] == "runbookd"
+    assert run_id in silence["comment"]
+    assert {"name": "job", "value": JOB, "isRegex": False, "isEqual": True} in silence["matchers"]
+    assert {"name": "alertname", "value": "PrometheusScrapeFailure", "isRegex": False, "isEqual": False} in (
+        silence["matchers"]
+    )
+    # ... which leaves the scrape-failure alert itself visible
+    (alert,) = am.alerts(filter=['alertname="PrometheusScrapeFailure"'])
+    assert alert["status"]["state"] == "active"
+
+    report = step(run, "report")["output"]["message"]
+    assert down in report and silence_id in report
+
+    assert metric(rb, "runbookd_alerts_received_total", status="firing") >= 1
+    assert metric(rb, "runbookd_webhook_responses_total", code="200") >= 1
+    assert metric(rb, "runbookd_webhook_responses_total", code="401") == 0
+    assert metric(rb, "runbookd_runs_total", runbook="prometheus-scrape-failure", outcome="succeeded") == 1
