@@ -19,6 +19,7 @@ if _TESTS_DIR not in sys.path:  # make ``import support`` work whatever the impo
     sys.path.insert(0, _TESTS_DIR)
 
 from support.am import AlertmanagerServer  # noqa: E402
+from support.kube_fixtures import action_memory, kube_api, kube_client, kube_ctx  # noqa: E402, F401
 from support.procs import PROXY_VARS, ManagedProcess  # noqa: E402
 from support.prom import MetricsExporter, PrometheusServer  # noqa: E402
 from support.runbookd import RunbookdProcess  # noqa: E402

@@ -15,11 +15,8 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
-from support import kube_fixtures
 from support.kube_api import KubeApiEmulator
 from support.kube_fixtures import api_client_for
-
-kube_api = kube_fixtures.kube_api
 
 
 @pytest_asyncio.fixture

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from support import kube_fixtures
 from support.action_memory import DictActionMemory
 from support.kube_api import KubeApiEmulator
 from support.kube_api import parse_quantity as emulator_quantity
@@ -39,10 +38,6 @@ from daemon.kits.clock import FrozenClock, iso
 from daemon.kits.quantities import format_bytes, parse_quantity
 
 # The emulator fixtures, until tests/conftest.py imports them for every module.
-kube_api = kube_fixtures.kube_api
-kube_client = kube_fixtures.kube_client
-kube_ctx = kube_fixtures.kube_ctx
-action_memory = kube_fixtures.action_memory
 
 ACTIONS = {a.name: a for a in kubernetes.ACTIONS}
 MakeCtx = Callable[..., ActionContext]

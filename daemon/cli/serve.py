@@ -13,6 +13,7 @@ from aiohttp import web
 from daemon import logs
 from daemon.actions.registry import default_registry
 from daemon.config import Config, load_config, resolve_secrets
+from daemon.errors import ConfigError
 from daemon.runbooks.loader import load_all
 from daemon.server.app import create_app
 
@@ -36,6 +37,8 @@ def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run:
     app = create_app(config, secrets, runbooks)
     try:
         asyncio.run(_run(app, config))
+    except ConfigError:
+        raise
     except OSError as exc:
         print(f"runbookd: cannot listen on {config.server.listen}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from daemon.clients import kubernetes
 from daemon.clients.alertmanager import AlertmanagerClient
 from daemon.clients.bundle import Clients
 from daemon.clients.http import JsonHttpClient
 from daemon.clients.prometheus import PrometheusClient
 from daemon.config import Config, Secrets
+from daemon.errors import ConfigError, PermanentError
 
 
-def build_clients(config: Config, secrets: Secrets) -> Clients:
+async def build_clients(config: Config, secrets: Secrets) -> Clients:
+    """Raises ConfigError when a configured system cannot be set up (e.g. no kubeconfig outside a pod)."""
     clients = Clients()
     if config.prometheus is not None:
         clients.prometheus = PrometheusClient(
@@ -29,6 +32,12 @@ def build_clients(config: Config, secrets: Secrets) -> Clients:
                 name="alertmanager",
             )
         )
+    if config.kubernetes is not None:
+        try:
+            clients.kubernetes = await kubernetes.from_config(config.kubernetes)
+        except PermanentError as exc:
+            await close_clients(clients)
+            raise ConfigError(f"kubernetes: {exc}") from None
     return clients
 
 

@@ -61,7 +61,7 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await Store.open(config.state.path, config.state.busy_timeout)
-        clients = build_clients(config, secrets)
+        clients = await build_clients(config, secrets)
         engine = Engine(
             config=config,
             store=store,
