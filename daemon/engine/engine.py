@@ -741,6 +741,7 @@ class Engine:
                     run = await tx.get_run(st.run_id)
                     if run is not None and run.state.active:
                         await self._expire(tx, run, st, fx)
+            await self._remind(tx, now, fx)
             await self._fire_schedules(tx, now, fx)
             await self._advance_waiting(tx, fx)
             oldest = await tx.oldest_awaiting_approval()
@@ -748,6 +749,19 @@ class Engine:
             self.metrics.set_active(await tx.count_runs_by_state())
 
         await self._transact(body)
+
+    async def _remind(self, tx: Tx, now: float, fx: Effects) -> None:
+        """Once per approval request, ``slack.reminder_before`` ahead of its deadline: a ``reminder`` notice."""
+        before = self.config.slack.reminder_before if self.config.slack else None
+        if not before:
+            return
+        for st in await tx.steps_in_state(StepState.AWAITING_APPROVAL):
+            if st.deadline is None or not now < st.deadline <= now + before:
+                continue
+            key = f"{st.run_id}/{st.step_id}/{st.requested_at}"
+            if await tx.kv_get("reminders", key) is None:
+                await tx.kv_put("reminders", key, {"at": now})
+                fx.notice("reminder", st.run_id, st.step_id, deadline=iso(st.deadline))
 
     async def _fire_schedules(self, tx: Tx, now: float, fx: Effects) -> None:
         for lr in self.runbooks.values():

@@ -22,6 +22,7 @@ from daemon.server.auth import TokenAuth
 from daemon.server.errors import errors_middleware
 from daemon.server.intake import alertmanager_webhook
 from daemon.server.keys import AUTH, CONFIG, SLOT, Slot, engine_of
+from daemon.server.slack import ChatOps
 from daemon.store.sqlite import Store
 
 log = structlog.get_logger("runbookd.server")
@@ -58,6 +59,7 @@ def create_app(
     app[CONFIG] = config
     app[AUTH] = TokenAuth(config.auth.tokens, secrets.tokens, secrets.webhook_token)
     app[SLOT] = slot = Slot()
+    chatops = ChatOps.install(app, config, secrets, runbooks, clock)  # None unless Slack is on
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await Store.open(config.state.path, config.state.busy_timeout)
@@ -68,7 +70,7 @@ def create_app(
             registry=registry or default_registry(config.plugins),
             runbooks=runbooks,
             clients=clients,
-            notifiers=[LogNotifier(), *(notifiers or [])],
+            notifiers=[LogNotifier(), *(notifiers or []), *([chatops.start(store)] if chatops else [])],
             metrics=Metrics(),
             clock=clock,
             tick_interval=tick_interval,
@@ -81,6 +83,8 @@ def create_app(
             yield
         finally:
             slot.ready = False
+            if chatops is not None:
+                await chatops.drain()
             await engine.stop()
             await close_clients(clients)
             await store.close()
