@@ -67,6 +67,9 @@ class ServerConfig(_Model):
     """Largest request body accepted (webhook, API); larger answers 413."""
     public_url: str | None = None
     """How operators reach this server (for links in messages); defaults to http://<listen>."""
+    shutdown_grace: Duration = 10.0
+    """On SIGTERM, how long running steps may go on before they are cancelled (and recovered on the
+    next start). Keep it below the pod's terminationGracePeriodSeconds."""
 
     @field_validator("listen")
     @classmethod

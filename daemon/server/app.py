@@ -85,7 +85,7 @@ def create_app(
             slot.ready = False
             if chatops is not None:
                 await chatops.drain()
-            await engine.stop()
+            await engine.stop(config.server.shutdown_grace)
             await close_clients(clients)
             await store.close()
             log.info("runbookd.stopped")
