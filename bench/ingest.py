@@ -1,0 +1,219 @@
+"""Webhook ingest rate, side by side in one run (design.md §9):
+
+  (a) bare   a bare aiohttp handler that only parses the same JSON and answers 200 (bench/bare_server.py)
+  (b) runbookd  `runbookd serve` (subprocess, SQLite WAL state, JSON logs at info) on POST /api/v1/alertmanager,
+               with a runbook matching every alert, so each request records its alerts and starts or
+               attaches to runs, committed before the 200
+  (c) alertmanager  Debian's prometheus-alertmanager 0.25 accepting the same alerts on POST /api/v2/alerts
+
+Same client for all three (aiohttp, keep-alive, CONCURRENCY requests in flight, the same N pre-built
+bodies), one server at a time, each after a warm-up on other targets. Each server runs in its own
+process; the client is this process. Bare and Alertmanager take a few seconds, so they get PASSES passes
+over the bodies and the median counts; runbookd gets one pass on a fresh state file. Server CPU (from
+/proc) is shown per server: when the bare server stays well under 100%, the client is the ceiling and the
+bare rate is a lower bound (so runbookd/bare is, if anything, flattering).
+Targets: runbookd >= 0.5 x bare and runbookd >= Alertmanager.
+
+    .venv/bin/python bench/ingest.py [--requests 8000] [--passes 3] [--concurrency 32] [--strict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+from common import Check, LoadResult
+from support.am import AlertmanagerServer
+from support.ports import free_port
+from support.procs import ManagedProcess, base_env
+
+
+class QuietAlertmanager(AlertmanagerServer):
+    """support.am's Alertmanager, but logging at info as in production (the test fixture uses debug)."""
+
+    def build_argv(self) -> list[str]:
+        return [a if not a.startswith("--log.level=") else "--log.level=info" for a in super().build_argv()]
+
+
+def start_bare(workdir: Path) -> ManagedProcess:
+    port = free_port()
+    proc = ManagedProcess(
+        "bare",
+        [sys.executable, str(Path(__file__).parent / "bare_server.py"), str(port)],
+        log_path=workdir / "bare.log",
+        env=base_env(),
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    proc.port = port  # type: ignore[attr-defined]
+    return proc.start()
+
+
+async def measure(
+    name: str,
+    url: str,
+    pid: int,
+    wl_warm: list[bytes],
+    wl: list[bytes],
+    headers: dict[str, str],
+    args: Any,
+    passes: int = 1,
+) -> tuple[LoadResult, float]:
+    """Warm up, then POST ``wl`` ``passes`` times; return the median pass and the server CPU it used."""
+    warm = await common.closed_loop(url, wl_warm, headers=headers, concurrency=args.concurrency)
+    if warm.ok != warm.requests:
+        print(f"  {name}: warm-up got {warm.statuses} {warm.errors[:3]}")
+    runs: list[tuple[LoadResult, float]] = []
+    for _ in range(passes):
+        cpu0 = common.proc_cpu_seconds(pid)
+        res = await common.closed_loop(
+            url, wl, headers=headers, concurrency=args.concurrency, time_cap=args.time_cap
+        )
+        cpu = common.proc_cpu_seconds(pid) - cpu0
+        runs.append((res, cpu))
+        p50, p99 = common.percentile(res.latencies, 50) * 1000, common.percentile(res.latencies, 99) * 1000
+        print(
+            f"  {name:<13} {res.rate:8.0f} req/s  {res.requests} requests in {res.seconds:.1f}s  "
+            f"statuses {res.statuses}  latency p50 {p50:.1f} ms p99 {p99:.1f} ms  "
+            f"server CPU {cpu / res.seconds * 100:.0f}% ({cpu / max(res.requests, 1) * 1e3:.3f} ms/request)"
+        )
+        if res.errors:
+            print(f"    errors: {res.errors[:3]}")
+    runs.sort(key=lambda r: r[0].rate)
+    return runs[len(runs) // 2]
+
+
+async def run(args: argparse.Namespace) -> bool:
+    wl = common.ingest_workload(args.requests, seed=7)
+    warm = common.ingest_workload(args.warmup, seed=11)
+    # the warm-up uses other jobs (targets) than the measured requests
+    warm_hook = [b.replace(b'"job-', b'"warm-') for b in warm.webhook]
+    warm_am = [b.replace(b'"job-', b'"warm-') for b in warm.alertmanager]
+    print(
+        f"workload: {args.requests} requests, {wl.alerts} alerts ({wl.distinct} distinct fingerprints, "
+        f"{wl.repeated_requests} re-delivered groups), 200 jobs (run targets), concurrency {args.concurrency}"
+    )
+    results: dict[str, LoadResult] = {}
+    cpus: dict[str, float] = {}
+    sanity: list[Check] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        base = Path(tmp)
+
+        bare = start_bare(base / "bare")
+        try:
+            url = f"http://127.0.0.1:{bare.port}/api/v1/alertmanager"  # type: ignore[attr-defined]
+            assert bare.pid is not None
+            results["bare"], cpus["bare"] = await measure(
+                "bare aiohttp", url, bare.pid, warm_hook, wl.webhook, {}, args, passes=args.passes
+            )
+        finally:
+            bare.stop()
+
+        rb = common.runbookd_process(base / "runbookd").start()
+        try:
+            url = rb.url + "/api/v1/alertmanager"
+            hdrs = {"Authorization": f"Bearer {common.WEBHOOK_TOKEN}"}
+            results["runbookd"], cpus["runbookd"] = await measure(
+                "runbookd", url, rb.pid, warm_hook, wl.webhook, hdrs, args
+            )
+        finally:
+            rb.stop()
+        db = sqlite3.connect(f"file:{rb.state_path}?mode=ro", uri=True)
+        try:
+            runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            got = db.execute("SELECT COUNT(DISTINCT fingerprint) FROM alerts_received").fetchone()[0]
+        finally:
+            db.close()
+        targets = {
+            json.loads(b)["alerts"][0]["labels"]["job"]
+            for b in warm_hook + wl.webhook[: results["runbookd"].requests]
+        }
+        fps = {
+            a["fingerprint"]
+            for b in warm_hook + wl.webhook[: results["runbookd"].requests]
+            for a in json.loads(b)["alerts"]
+        }
+        sanity.append(
+            Check(
+                "runbookd: runs created (one per target)",
+                str(runs),
+                f"== {len(targets)}",
+                runs == len(targets),
+            )
+        )
+        sanity.append(Check("runbookd: fingerprints stored", str(got), f"== {len(fps)}", got == len(fps)))
+
+        am = QuietAlertmanager(base / "alertmanager").start()
+        try:
+            url = am.api_url + "/alerts"
+            assert am.pid is not None
+            results["alertmanager"], cpus["alertmanager"] = await measure(
+                "alertmanager", url, am.pid, warm_am, wl.alertmanager, {}, args, passes=args.passes
+            )
+            held = len(am.alerts())
+        finally:
+            am.stop()
+        fps_am = {
+            json.dumps(a["labels"], sort_keys=True)
+            for b in warm_am + wl.alertmanager[: results["alertmanager"].requests]
+            for a in json.loads(b)
+        }
+        sanity.append(Check("alertmanager: alerts held", str(held), f"== {len(fps_am)}", held == len(fps_am)))
+
+    bare_r, rb_r, am_r = results["bare"], results["runbookd"], results["alertmanager"]
+
+    def rate(name: str) -> str:
+        r = results[name]
+        return f"{r.rate:.0f} req/s (server CPU {cpus[name] / r.seconds * 100:.0f}%, {cpus[name] / max(r.requests, 1) * 1e3:.2f} ms/req)"
+
+    checks = [
+        Check("(a) bare aiohttp (parse JSON, 200)", rate("bare"), "baseline", None),
+        Check("(b) runbookd webhook (SQLite WAL commit)", rate("runbookd"), "", None),
+        Check("(c) alertmanager POST /api/v2/alerts", rate("alertmanager"), "", None),
+        Check(
+            "runbookd / bare",
+            f"{rb_r.rate / bare_r.rate:.2f}x",
+            ">= 0.50x",
+            rb_r.rate >= 0.5 * bare_r.rate and rb_r.ok == rb_r.requests,
+        ),
+        Check(
+            "runbookd / alertmanager",
+            f"{rb_r.rate / am_r.rate:.2f}x",
+            ">= 1.00x",
+            rb_r.rate >= am_r.rate and rb_r.ok == rb_r.requests,
+        ),
+        Check("runbookd non-2xx answers", str(rb_r.requests - rb_r.ok), "0", rb_r.ok == rb_r.requests),
+        *sanity,
+    ]
+    return common.print_table("bench/ingest.py: webhook ingest", checks)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=8000, help="measured requests per server (default 8000)")
+    p.add_argument("--warmup", type=int, default=300, help="warm-up requests per server (default 300)")
+    p.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=3,
+        help="passes over the bodies for bare and Alertmanager (median; default 3)",
+    )
+    p.add_argument("--time-cap", type=float, default=30.0, help="stop a phase after this many seconds")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = p.parse_args()
+    t0 = time.monotonic()
+    passed = asyncio.run(run(args))
+    print(f"total {time.monotonic() - t0:.0f}s")
+    return common.finish(passed, args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
