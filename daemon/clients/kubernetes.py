@@ -15,13 +15,15 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client.exceptions import ApiException
+
+# kubernetes_asyncio is imported where it is used: importing any part of it loads the whole generated
+# client (~35 MB, ~0.25 s), which a daemon without a `kubernetes:` section should not pay for.
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client.exceptions import ApiException
 
 from daemon.config import KubernetesConfig
 from daemon.errors import PermanentError, TemporaryError
@@ -154,6 +156,8 @@ class KubernetesClient:
         content_type: str = JSON_CT,
     ) -> Any:
         """One API call with timeout and bounded retries; the decoded JSON answer, or a daemon error."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
         what = f"{method} {path}"
         attempt = 0
         while True:
@@ -345,6 +349,9 @@ async def connect(
 ) -> KubernetesClient:
     """Build a client: an explicit ``host`` (tests, ``kubectl proxy``), else a kubeconfig file, else the
     pod's service account (in-cluster)."""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio import config as k8s_config
+
     configuration = k8s.Configuration()
     if host is not None:
         configuration.host = host

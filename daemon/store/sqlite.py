@@ -98,13 +98,13 @@ class Tx:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
 
+    # One aiosqlite round trip per statement (execute + fetch + close would be three thread hand-offs).
     async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        async with self.db.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        return list(await self.db.execute_fetchall(sql, args))
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-        async with self.db.execute(sql, args) as cur:
-            return await cur.fetchone()
+        rows = await self.db.execute_fetchall(sql, args)
+        return next(iter(rows), None)
 
     async def _upsert(self, table: str, row: dict[str, Any]) -> None:
         cols = ", ".join(row)
