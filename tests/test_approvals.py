@@ -183,6 +183,50 @@ async def test_resolved_alert_does_not_cancel_after_a_change(tmp_path: Path) -> 
         assert run["state"] == "succeeded" and run["alert_resolved"] is True
 
 
+WHEN_RESOLVED = """
+name: when-resolved
+triggers: [{alert: PrometheusScrapeFailure}]
+target: "{{ params.job }}"
+params: {job: "{{ alert.labels.job }}"}
+policy: {cooldown: 0s, on_resolved: cancel}
+steps:
+  - id: change
+    action: test.gate
+    with: {name: "{{ params.job }}"}
+  - id: only-while-firing
+    action: notify.log
+    when: "{{ not run.alert_resolved }}"
+    with: {message: "still firing"}
+  - id: always
+    action: notify.log
+    when: "{{ steps.change.ok }}"
+    with: {message: "cleaning up"}
+"""
+
+
+async def test_resolved_alert_rechecks_the_when_of_a_step_awaiting_approval(tmp_path: Path) -> None:
+    """A step planned while the alert fired is not run on an approval given after it resolved, when
+    its `when:` says so; a step whose `when:` still holds keeps waiting for its approval."""
+    gates = Gates()
+    gates.open("node")
+    async with serve(tmp_path, {"when-resolved": WHEN_RESOLVED}, registry=gates.registry()) as d:
+        run = await start_run(d)
+        await d.approve(run["id"], "change", who="alice")
+        await wait_until(lambda: _at(d, run["id"], "only-while-firing"))
+        status, body = await d.webhook(alert_payload(job="node", fingerprint="fp-node", status="resolved"))
+        assert status == 200 and body["cancelled"] == []  # it changed something: it goes on
+        run = await d.run(run["id"])
+        assert run["alert_resolved"] is True
+        assert [s["state"] for s in run["steps"]] == ["succeeded", "skipped", "awaiting_approval"]
+        skipped = [e for e in run["timeline"] if e["event"] == "step_skipped"]
+        assert skipped[-1]["step"] == "only-while-firing" and skipped[-1]["reason"] == "alert resolved"
+        status, body = await d.approve(run["id"], "only-while-firing", who="alice")
+        assert status == 409
+        assert (await d.approve(run["id"], "always", who="alice"))[0] == 200
+        await d.engine.wait_idle()
+        assert (await d.run(run["id"]))["state"] == "succeeded"
+
+
 async def test_unknown_run_and_step(tmp_path: Path) -> None:
     async with serve(tmp_path, runbook(), registry=Gates().registry()) as d:
         assert (await d.call("GET", "/api/v1/runs/nope"))[0] == 404

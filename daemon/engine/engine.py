@@ -308,6 +308,28 @@ class Engine:
                 summary["cancelled"].append(run.id)
             else:
                 await tx.save_run(run)
+                await self._recheck_when(tx, run, fx)
+
+    async def _recheck_when(self, tx: Tx, run: RunRecord, fx: Effects) -> None:
+        """The alert resolved under a run that goes on: a current step not started yet was planned
+        while it still fired, so its ``when:`` (e.g. ``not run.alert_resolved``) is checked again, and
+        the step is skipped instead of waiting for an approval that would run it anyway."""
+        steps = await tx.steps_of(run.id)
+        if run.state != RunState.AWAITING_APPROVAL or run.current_step >= len(steps):
+            return
+        st, spec = steps[run.current_step], self.definition(run).steps[run.current_step]
+        if spec.when is None or st.state not in (StepState.AWAITING_APPROVAL, StepState.APPROVED):
+            return
+        try:
+            if planner.should_run(spec, planner.step_context(run, steps)):
+                return
+        except planner.PlanError:
+            return  # it rendered when planned; keep the step as the operator sees it
+        st.state, st.finished_at = StepState.SKIPPED, self.clock.now()
+        await tx.save_step(st)
+        await self._event(tx, run, "step_skipped", step=st.step_id, when=spec.when, reason="alert resolved")
+        fx.notice("step_finished", run.id, st.step_id)
+        await self._advance(tx, run, fx)
 
     async def _cancel_current(self, tx: Tx, run: RunRecord) -> None:
         steps = await tx.steps_of(run.id)
