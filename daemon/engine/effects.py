@@ -21,6 +21,13 @@ class Effects:
     """(runbook, outcome) of runs that ended, for metrics."""
     approval_waits: list[tuple[str, float]] = field(default_factory=list)
 
+    def merge(self, other: Effects) -> None:
+        self._notices += other._notices
+        self.executions += other.executions
+        self.notices += other.notices
+        self.ended += other.ended
+        self.approval_waits += other.approval_waits
+
     def notice(self, kind: EventKind, run_id: str, step_id: str | None = None, **detail: Any) -> None:
         self._notices.append((kind, run_id, step_id, detail))
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
+from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from daemon.engine.effects import Effects
 from daemon.engine.events import Alert, WebhookPayload
 from daemon.engine.executor import execute
 from daemon.engine.identity import SYSTEM, Identity
+from daemon.engine.inbox import Inbox
 from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import Notifier
 from daemon.engine.views import run_view
@@ -34,6 +37,10 @@ from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, RunStat
 from daemon.store.sqlite import Store, StoreMemory, Tx
 
 _DONE_STEP = (StepState.SUCCEEDED, StepState.SKIPPED)
+_DEFINITION_CACHE = 512
+"""Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
+_ROUTE_BATCH = 50
+_KEEP_INTAKE = 7 * 86400
 
 
 def _action_timeout(default: float, planned: object) -> float:
@@ -74,8 +81,14 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._executions: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._definitions: dict[str, Runbook] = {}
+        self._router: asyncio.Task[None] | None = None
+        self._route_wanted = asyncio.Event()
+        self._routed_seq = 0
+        self._routed = asyncio.Condition()
+        self.inbox = Inbox(store, self.clock, self._route_wanted.set)
+        self._definitions: OrderedDict[str, Runbook] = OrderedDict()
         self._noted: set[tuple[str, int, str]] = set()
+        self._pruned_at = 0.0
         self._stopping = False
         """Set by stop(): no step starts any more (one started while draining would be abandoned)."""
         self.metrics.runbooks_loaded.set(len(runbooks))
@@ -87,17 +100,20 @@ class Engine:
         """Recover runs interrupted by a stop or crash, then start the tick loop."""
         self._stopping = False
         await self.recover()
+        await self.route_pending()  # notifications stored but not routed before a crash
         await self.tick()
         if background:
             self._ticker = asyncio.create_task(self._tick_loop(), name="engine.tick")
+            self._router = asyncio.create_task(self._route_loop(), name="engine.route")
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop starting work, let running actions finish for ``grace`` seconds, then cancel them.
         A cancelled step stays ``running`` in the store and is recovered on the next start."""
         self._stopping = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+        for loop_task in (self._ticker, self._router):
+            if loop_task is not None:
+                loop_task.cancel()  # a routing batch cut off here rolls back and is routed on the next start
+                await asyncio.gather(loop_task, return_exceptions=True)
         if self._executions:
             self.log.info("engine.draining", running_steps=len(self._executions), grace=grace)
             _done, pending = await asyncio.wait(self._executions, timeout=grace)
@@ -149,6 +165,10 @@ class Engine:
         if rb is None:
             rb = Runbook.model_validate(run.definition)
             self._definitions[run.id] = rb
+            if len(self._definitions) > _DEFINITION_CACHE:
+                self._definitions.popitem(last=False)
+        else:
+            self._definitions.move_to_end(run.id)
         return rb
 
     async def _event(
@@ -203,32 +223,91 @@ class Engine:
 
     # ------------------------------------------------------------------ intake
 
-    async def ingest(self, payload: WebhookPayload) -> dict[str, Any]:
-        """Store an Alertmanager notification and route its alerts. Returns when committed."""
-
-        async def body(tx: Tx, fx: Effects) -> dict[str, Any]:
-            summary: dict[str, Any] = {
-                "alerts": len(payload.alerts),
-                "started": [],
-                "attached": [],
-                "cancelled": [],
-            }
-            now = self.clock.now()
-            for alert in payload.alerts:
-                new = await tx.record_alert(
-                    alert.key(), alert.startsAt, alert.status, alert.name, alert.labels, now
-                )
-                if alert.status == "firing":
-                    await self._on_firing(tx, alert, new, fx, summary)
-                else:
-                    await self._on_resolved(tx, alert, new, fx, summary)
-            return summary
-
+    async def submit(self, payload: WebhookPayload, raw: str) -> int:
+        """Store an Alertmanager notification (group-committed with concurrent ones); returns its receipt
+        number once committed. Routing follows in the background. Raises StoreUnavailable."""
         if payload.truncatedAlerts:
             self.log.warning("webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey)
-        summary: dict[str, Any] = await self._transact(body)
+        receipt = await self.inbox.submit(raw, len(payload.alerts))
         for alert in payload.alerts:
             self.metrics.alerts_received.labels(status=alert.status).inc()
+        return receipt
+
+    async def ingest(self, payload: WebhookPayload) -> dict[str, Any]:
+        """Store and route one notification, returning what it did (tests, benchmarks, tools)."""
+        receipt = await self.submit(payload, payload.model_dump_json())
+        return await self.routed(receipt)
+
+    async def receipt(self, seq: int) -> dict[str, Any]:
+        async with self.store.transaction() as tx:
+            found = await tx.receipt(seq)
+        if found is None:
+            raise NotFound(f"no receipt {seq}")
+        return found
+
+    async def routed(self, seq: int, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until a stored notification is routed; what it did (started, attached, cancelled)."""
+        if self._router is None or self._router.done():
+            await self.route_pending()
+        async with asyncio.timeout(timeout), self._routed:
+            await self._routed.wait_for(lambda: self._routed_seq >= seq)
+        result: dict[str, Any] = (await self.receipt(seq))["result"] or {}
+        return result
+
+    async def _route_loop(self) -> None:
+        while True:
+            await self._route_wanted.wait()
+            self._route_wanted.clear()
+            try:
+                await self.route_pending()
+            except StoreUnavailable as exc:
+                self.log.warning("inbox.route_failed", error=str(exc))
+                await asyncio.sleep(1.0)
+                self._route_wanted.set()
+
+    async def route_pending(self) -> None:
+        """Route every stored notification not routed yet, oldest first, in batches."""
+        while True:
+            last: int = await self._transact(self._route_batch)
+            if last == 0:
+                return
+            async with self._routed:
+                self._routed_seq = max(self._routed_seq, last)
+                self._routed.notify_all()
+
+    async def _route_batch(self, tx: Tx, fx: Effects) -> int:
+        """Route up to a batch of notifications in one transaction; the highest receipt routed, or 0."""
+        rows = await tx.unrouted(_ROUTE_BATCH)
+        for seq, raw in rows:
+            one = Effects()
+            try:
+                async with tx.savepoint("route_one"):
+                    result = await self._route(tx, WebhookPayload.model_validate_json(raw), one)
+                fx.merge(one)
+            except (StoreUnavailable, sqlite3.Error):
+                raise
+            except Exception as exc:  # one bad notification must not block the inbox behind it
+                self.log.exception("inbox.unroutable", receipt=seq)
+                result = {"error": f"could not be routed: {exc}"}
+            await tx.mark_routed(seq, self.clock.now(), result)
+        return rows[-1][0] if rows else 0
+
+    async def _route(self, tx: Tx, payload: WebhookPayload, fx: Effects) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "alerts": len(payload.alerts),
+            "started": [],
+            "attached": [],
+            "cancelled": [],
+        }
+        now = self.clock.now()
+        for alert in payload.alerts:
+            new = await tx.record_alert(
+                alert.key(), alert.startsAt, alert.status, alert.name, alert.labels, now
+            )
+            if alert.status == "firing":
+                await self._on_firing(tx, alert, new, fx, summary)
+            else:
+                await self._on_resolved(tx, alert, new, fx, summary)
         return summary
 
     def _matching(self, alert: Alert) -> list[Runbook]:
@@ -758,13 +837,17 @@ class Engine:
 
         async def body(tx: Tx, fx: Effects) -> None:
             now = self.clock.now()
-            for st in await tx.steps_in_state(StepState.AWAITING_APPROVAL):
-                if st.deadline is not None and st.deadline <= now:
-                    run = await tx.get_run(st.run_id)
-                    if run is not None and run.state.active:
-                        await self._expire(tx, run, st, fx)
+            for st in await tx.steps_due_before(now):
+                run = await tx.get_run(st.run_id)
+                if run is not None and run.state.active:
+                    await self._expire(tx, run, st, fx)
             await self._remind(tx, now, fx)
             await self._fire_schedules(tx, now, fx)
+            if now - self._pruned_at > 3600:
+                # Routed notifications and seen-alert records are kept a week, for audit and dedup.
+                await tx.prune_inbox(now - _KEEP_INTAKE)
+                await tx.prune_alerts(now - _KEEP_INTAKE)
+                self._pruned_at = now
             await self._advance_waiting(tx, fx)
             oldest = await tx.oldest_awaiting_approval()
             self.metrics.oldest_pending_approval.set(now - oldest if oldest else 0)
@@ -777,8 +860,8 @@ class Engine:
         before = self.config.slack.reminder_before if self.config.slack else None
         if not before:
             return
-        for st in await tx.steps_in_state(StepState.AWAITING_APPROVAL):
-            if st.deadline is None or not now < st.deadline <= now + before:
+        for st in await tx.steps_due_before(now + before):
+            if st.deadline is None or st.deadline <= now:
                 continue
             key = f"{st.run_id}/{st.step_id}/{st.requested_at}"
             if await tx.kv_get("reminders", key) is None:

@@ -74,6 +74,15 @@ async def create_run(request: web.Request) -> web.Response:
     return web.json_response(run, status=201)
 
 
+async def get_receipt(request: web.Request) -> web.Response:
+    """What one Alertmanager notification did: runs started, attached, cancelled (once routed)."""
+    _who(request)
+    seq = request.match_info["seq"]
+    if not seq.isdigit():
+        raise InvalidRequest("a receipt is a number")
+    return web.json_response(await engine_of(request).receipt(int(seq)))
+
+
 async def list_runbooks(request: web.Request) -> web.Response:
     _who(request)
     return web.json_response({"runbooks": engine_of(request).runbook_list()})
@@ -106,6 +115,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/runs/{run_id}/steps/{step_id}/approve", approve_step)
     app.router.add_post("/api/v1/runs/{run_id}/reject", reject_run)
     app.router.add_get("/api/v1/runbooks", list_runbooks)
+    app.router.add_get("/api/v1/receipts/{seq}", get_receipt)
     app.router.add_post("/api/v1/pause", pause)
     app.router.add_post("/api/v1/resume", resume)
     app.router.add_get("/api/v1/status", status)

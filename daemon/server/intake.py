@@ -4,8 +4,6 @@ Never 429 and never 2xx before the commit: Alertmanager retries 5xx only (facts.
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -43,15 +41,17 @@ async def _handle(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"payload larger than {limit} bytes")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "body is not valid JSON")
-    try:
-        payload = WebhookPayload.model_validate(data)
+        text = body.decode("utf-8")
+        payload = WebhookPayload.model_validate_json(text)
+    except UnicodeDecodeError:
+        return error(400, "body is not valid JSON (UTF-8)")
     except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return error(400, "body is not valid JSON")
         return error(400, "not an Alertmanager webhook payload", details=_validation_message(exc))
     try:
-        summary = await engine_of(request).ingest(payload)
+        receipt = await engine_of(request).submit(payload, text)
     except StoreUnavailable as exc:
         return error(503, f"cannot store the alerts now, retry: {exc}")
-    return web.json_response({"status": "stored", **summary})
+    # Stored: routing (starting or attaching runs) follows at once; GET /api/v1/receipts/{receipt} shows it.
+    return web.json_response({"status": "stored", "alerts": len(payload.alerts), "receipt": receipt})

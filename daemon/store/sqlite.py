@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS alerts_received (
   labels TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, times INTEGER NOT NULL,
   PRIMARY KEY (fingerprint, starts_at, status)
 );
+CREATE TABLE IF NOT EXISTS inbox (
+  seq INTEGER PRIMARY KEY, received_at REAL NOT NULL, alerts INTEGER NOT NULL, payload TEXT NOT NULL,
+  routed_at REAL, result TEXT
+);
+CREATE INDEX IF NOT EXISTS inbox_unrouted ON inbox (seq) WHERE routed_at IS NULL;
+CREATE INDEX IF NOT EXISTS steps_by_deadline ON steps (state, deadline);
 CREATE TABLE IF NOT EXISTS kv (
   namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
 );
@@ -260,6 +266,65 @@ class Tx:
 
     async def prune_alerts(self, before: float) -> None:
         await self.db.execute("DELETE FROM alerts_received WHERE last_seen < ?", (before,))
+
+    # inbox: Alertmanager notifications, stored before they are answered and routed after
+    async def add_to_inbox(self, rows: list[tuple[int, float, int, str]]) -> None:
+        """Rows of (seq, received_at, alert count, payload JSON)."""
+        await self.db.executemany(
+            "INSERT INTO inbox (seq, received_at, alerts, payload) VALUES (?,?,?,?)", rows
+        )
+
+    async def unrouted(self, limit: int) -> list[tuple[int, str]]:
+        rows = await self._all(
+            "SELECT seq, payload FROM inbox WHERE routed_at IS NULL ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [(int(r["seq"]), str(r["payload"])) for r in rows]
+
+    async def mark_routed(self, seq: int, at: float, result: dict[str, Any]) -> None:
+        await self.db.execute(
+            "UPDATE inbox SET routed_at = ?, result = ? WHERE seq = ?", (at, json.dumps(result), seq)
+        )
+
+    async def receipt(self, seq: int) -> dict[str, Any] | None:
+        row = await self._one(
+            "SELECT seq, received_at, alerts, routed_at, result FROM inbox WHERE seq = ?", (seq,)
+        )
+        if row is None:
+            return None
+        return {
+            "receipt": int(row["seq"]),
+            "received_at": float(row["received_at"]),
+            "alerts": int(row["alerts"]),
+            "routed_at": row["routed_at"],
+            "result": json.loads(row["result"]) if row["result"] else None,
+        }
+
+    async def last_inbox_seq(self) -> int:
+        row = await self._one("SELECT COALESCE(MAX(seq), 0) AS n FROM inbox")
+        return int(row["n"]) if row else 0
+
+    async def prune_inbox(self, before: float) -> None:
+        await self.db.execute("DELETE FROM inbox WHERE routed_at IS NOT NULL AND routed_at < ?", (before,))
+
+    async def steps_due_before(self, until: float) -> list[StepRecord]:
+        """Steps awaiting approval whose deadline is at or before ``until`` (uses steps_by_deadline)."""
+        rows = await self._all(
+            "SELECT * FROM steps WHERE state = 'awaiting_approval' AND deadline IS NOT NULL AND deadline <= ?",
+            (until,),
+        )
+        return [_from_row(StepRecord, r) for r in rows]
+
+    @asynccontextmanager
+    async def savepoint(self, name: str) -> AsyncIterator[None]:
+        """A nested transaction: on error, undo only what was done inside it, and re-raise."""
+        await self.db.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self.db.execute(f"ROLLBACK TO {name}")
+            await self.db.execute(f"RELEASE {name}")
+            raise
+        await self.db.execute(f"RELEASE {name}")
 
     # key-value records
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:

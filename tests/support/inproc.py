@@ -98,7 +98,15 @@ class Daemon:
                 return resp.status, body.decode()
 
     async def webhook(self, payload: Any) -> tuple[int, Any]:
-        return await self.call("POST", "/api/v1/alertmanager", token="webhook", json=payload)
+        """POST a notification; once stored, wait until it is routed and add what it did (started,
+        attached, cancelled, from GET /api/v1/receipts/N) to the answer."""
+        status, body = await self.call("POST", "/api/v1/alertmanager", token="webhook", json=payload)
+        if status == 200:
+            await self.engine.routed(body["receipt"])
+            rstatus, receipt = await self.call("GET", f"/api/v1/receipts/{body['receipt']}")
+            assert rstatus == 200, receipt
+            body = {**body, **receipt["result"]}
+        return status, body
 
     async def approve(
         self, run_id: str, step: str, who: str = "admin", plan_hash: str | None = None

@@ -1,0 +1,60 @@
+"""Alertmanager notifications are stored first and routed after.
+
+The webhook answers 200 once its payload is committed to the inbox; routing (matching runbooks, starting
+or attaching runs) happens right after, in batches, in the order received. Concurrent requests share one
+commit (group commit), so intake keeps up with Alertmanager however slow routing is; a notification that
+was stored but not yet routed when the process died is routed on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from daemon.errors import StoreUnavailable
+from daemon.kits.clock import Clock
+from daemon.store.sqlite import Store
+
+MAX_BATCH = 500
+
+
+class Inbox:
+    def __init__(self, store: Store, clock: Clock, on_stored: Callable[[], None]) -> None:
+        self._store = store
+        self._clock = clock
+        self._on_stored = on_stored
+        self._pending: list[tuple[str, int, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._next_seq: int | None = None
+
+    async def submit(self, payload: str, alerts: int) -> int:
+        """Store one notification; returns its receipt number once committed. Raises StoreUnavailable."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((payload, alerts, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="inbox.write")
+        return await future
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            now = self._clock.now()
+            try:
+                async with self._store.transaction() as tx:
+                    if self._next_seq is None:
+                        self._next_seq = await tx.last_inbox_seq() + 1
+                    first = self._next_seq
+                    rows = [(first + i, now, alerts, payload) for i, (payload, alerts, _) in enumerate(batch)]
+                    await tx.add_to_inbox(rows)
+            except Exception as exc:  # every waiting request must get an answer: 503, so Alertmanager retries
+                error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"cannot store: {exc}")
+                self._next_seq = None  # read it again: the batch may or may not have been written
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self._next_seq = first + len(batch)
+            for i, (_, _, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(first + i)
+            self._on_stored()

@@ -1,0 +1,84 @@
+"""Store first, route after: notifications survive a crash between the two, and a bad one blocks nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from support.inproc import alert_payload, base_config, serve, write_runbooks
+
+from daemon.actions.registry import default_registry
+from daemon.clients.bundle import Clients
+from daemon.config import parse_config
+from daemon.engine.engine import Engine
+from daemon.engine.events import WebhookPayload
+from daemon.kits.clock import FrozenClock
+from daemon.runbooks.loader import load_all
+from daemon.store.sqlite import Store
+
+LOG = """
+name: log
+triggers: [{alert: PrometheusScrapeFailure}]
+target: "{{ params.job }}"
+params: {job: "{{ alert.labels.job }}"}
+steps:
+  - id: say
+    action: notify.log
+    with: {message: "{{ params.job }}"}
+"""
+
+
+async def _engine(tmp_path: Path, store: Store) -> Engine:
+    cfg = parse_config(base_config(tmp_path))
+    registry = default_registry()
+    runbooks = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
+    return Engine(
+        config=cfg, store=store, registry=registry, runbooks=runbooks, clients=Clients(), clock=FrozenClock()
+    )
+
+
+async def test_a_notification_stored_before_a_crash_is_routed_on_start(tmp_path: Path) -> None:
+    write_runbooks(tmp_path, {"log": LOG})
+    store = await Store.open(tmp_path / "state.db")
+    first = await _engine(tmp_path, store)
+    payload = WebhookPayload.model_validate(alert_payload(job="node"))
+    receipt = await first.submit(payload, payload.model_dump_json())  # stored; the process "dies" here
+    assert (await first.receipt(receipt))["routed_at"] is None
+    await store.close()
+
+    store = await Store.open(tmp_path / "state.db")
+    second = await _engine(tmp_path, store)
+    await second.start(background=False)
+    try:
+        result = (await second.receipt(receipt))["result"]
+        assert len(result["started"]) == 1
+        run = await second.get_run(result["started"][0])
+        assert run["state"] == "awaiting_approval" and run["target"] == "node"
+        # routed exactly once: routing again changes nothing
+        await second.route_pending()
+        assert len(await second.list_runs()) == 1
+    finally:
+        await second.stop()
+        await store.close()
+
+
+async def test_an_unroutable_notification_does_not_block_the_ones_behind_it(tmp_path: Path) -> None:
+    async with serve(tmp_path, {"log": LOG}) as d:
+        async with d.engine.store.transaction() as tx:  # as if stored by an older version, now unreadable
+            await tx.add_to_inbox([(1, d.clock.now(), 1, json.dumps({"status": "firing", "alerts": "x"}))])
+        status, body = await d.webhook(alert_payload(job="after"))
+        assert status == 200 and body["receipt"] == 2 and len(body["started"]) == 1
+        status, bad = await d.call("GET", "/api/v1/receipts/1")
+        assert status == 200 and bad["routed_at"] is not None
+        assert bad["result"]["error"].startswith("could not be routed")
+
+
+async def test_receipts_api(tmp_path: Path) -> None:
+    async with serve(tmp_path, {"log": LOG}) as d:
+        status, body = await d.webhook(alert_payload(job="a"))
+        assert status == 200 and body["status"] == "stored" and body["alerts"] == 1
+        status, receipt = await d.call("GET", f"/api/v1/receipts/{body['receipt']}")
+        assert status == 200 and receipt["result"]["started"] == body["started"]
+        assert (await d.call("GET", "/api/v1/receipts/999"))[0] == 404
+        assert (await d.call("GET", "/api/v1/receipts/abc"))[0] == 400
+        assert (await d.call("GET", "/api/v1/receipts/1", token=None))[0] == 401
