@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -405,3 +406,19 @@ def finish(passed: bool, strict: bool) -> int:
 
 def mb(kb: int) -> str:
     return f"{kb / 1024:.0f} MB"
+
+
+def wait_routed(state_path: Path, timeout: float = 120.0) -> float:
+    """Wait until runbookd has routed every stored notification (the webhook answers once a notification
+    is stored; routing follows). Returns the seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        db = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=5)
+        try:
+            left = db.execute("SELECT COUNT(*) FROM inbox WHERE routed_at IS NULL").fetchone()[0]
+        finally:
+            db.close()
+        waited = time.perf_counter() - t0
+        if left == 0 or waited > timeout:
+            return waited
+        time.sleep(0.05)

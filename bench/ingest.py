@@ -123,6 +123,8 @@ async def run(args: argparse.Namespace) -> bool:
             results["runbookd"], cpus["runbookd"] = await measure(
                 "runbookd", url, rb.pid, warm_hook, wl.webhook, hdrs, args
             )
+            routing = common.wait_routed(rb.state_path)
+            print(f"  runbookd routed its backlog {routing:.1f}s after the last answer")
         finally:
             rb.stop()
         db = sqlite3.connect(f"file:{rb.state_path}?mode=ro", uri=True)

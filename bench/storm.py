@@ -135,6 +135,8 @@ def main() -> int:
             t0 = time.perf_counter()
             stats = asyncio.run(deliver(rb.url + "/api/v1/alertmanager", bodies, args.concurrency))
             elapsed = time.perf_counter() - t0
+            routing = common.wait_routed(rb.state_path)
+            print(f"routed the backlog {routing:.1f}s after the last answer")
             time.sleep(2.5)  # two engine ticks over the new runs
             sampler.stop.set()
             sampler.join()

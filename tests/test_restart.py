@@ -163,17 +163,9 @@ def _now_rfc3339() -> str:
 
 def post_alert(rb: RunbookdProcess, payload: dict[str, Any]) -> dict[str, Any]:
     """POST a notification and return what routing it did (the receipt's result), once routed."""
-    r = rb.post_webhook(payload)
+    r = rb.post_webhook(payload, wait_routed=False)
     assert r.status == 200, r
-    receipt = r.json()["receipt"]
-    deadline = time.monotonic() + 20
-    while True:
-        got = rb.get(f"/api/v1/receipts/{receipt}")
-        assert got.status == 200, got
-        if got.json()["routed_at"] is not None:
-            return {**r.json(), **got.json()["result"]}
-        assert time.monotonic() < deadline, f"receipt {receipt} not routed: {got.json()}"
-        time.sleep(0.05)
+    return {**r.json(), **rb.wait_routed(r.json()["receipt"])["result"]}
 
 
 def start_run(rb: RunbookdProcess, alertname: str, instance: str) -> str:

@@ -39,7 +39,10 @@ from daemon.store.sqlite import Store, StoreMemory, Tx
 _DONE_STEP = (StepState.SUCCEEDED, StepState.SKIPPED)
 _DEFINITION_CACHE = 512
 """Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
-_ROUTE_BATCH = 50
+_ROUTE_BATCH = 10
+"""Notifications routed per transaction: small, so the inbox writer gets the store between batches."""
+_ROUTE_MAX_DEFER = 1.0
+"""Longest a routing batch waits for intake to pause, so a steady stream still gets routed."""
 _KEEP_INTAKE = 7 * 86400
 
 
@@ -174,8 +177,13 @@ class Engine:
     async def _event(
         self, tx: Tx, run: RunRecord, event: str, actor: str = "runbookd", **detail: Any
     ) -> None:
-        await tx.add_event(EventRecord(run.id, self.clock.now(), event, actor, detail))
-        self.log.info(f"run.{event}", run_id=run.id, runbook=run.runbook, actor=actor, **detail)
+        await self._event_ids(tx, run.id, run.runbook, event, actor, **detail)
+
+    async def _event_ids(
+        self, tx: Tx, run_id: str, runbook: str, event: str, actor: str = "runbookd", **detail: Any
+    ) -> None:
+        await tx.add_event(EventRecord(run_id, self.clock.now(), event, actor, detail))
+        self.log.info(f"run.{event}", run_id=run_id, runbook=runbook, actor=actor, **detail)
 
     async def _finish(self, tx: Tx, run: RunRecord, state: RunState, outcome: str, fx: Effects) -> None:
         now = self.clock.now()
@@ -229,8 +237,8 @@ class Engine:
         if payload.truncatedAlerts:
             self.log.warning("webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey)
         receipt = await self.inbox.submit(raw, len(payload.alerts))
-        for alert in payload.alerts:
-            self.metrics.alerts_received.labels(status=alert.status).inc()
+        firing = sum(1 for alert in payload.alerts if alert.status == "firing")
+        self.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
 
     async def ingest(self, payload: WebhookPayload) -> dict[str, Any]:
@@ -259,15 +267,23 @@ class Engine:
             await self._route_wanted.wait()
             self._route_wanted.clear()
             try:
-                await self.route_pending()
+                await self.route_pending(yield_to_intake=True)
             except StoreUnavailable as exc:
                 self.log.warning("inbox.route_failed", error=str(exc))
                 await asyncio.sleep(1.0)
                 self._route_wanted.set()
 
-    async def route_pending(self) -> None:
-        """Route every stored notification not routed yet, oldest first, in batches."""
+    async def route_pending(self, *, yield_to_intake: bool = False) -> None:
+        """Route every stored notification not routed yet, oldest first, in batches.
+
+        With ``yield_to_intake``, a batch waits while notifications are arriving (for at most
+        _ROUTE_MAX_DEFER): answering Alertmanager comes first, and a burst is routed right after it."""
+        loop = asyncio.get_running_loop()
         while True:
+            if yield_to_intake:
+                deferred = loop.time()
+                while self.inbox.busy() and loop.time() - deferred < _ROUTE_MAX_DEFER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.002)  # a debounce: wait for a 2 ms gap in arrivals
             last: int = await self._transact(self._route_batch)
             if last == 0:
                 return
@@ -328,15 +344,17 @@ class Engine:
                 self.metrics.runs_suppressed.labels(runbook=rb.name, reason="render_error").inc()
                 self.log.warning("alert.unroutable", runbook=rb.name, alert=alert.name, error=str(exc))
                 continue
-            active = await tx.active_run_for(rb.name, target)
+            active = await tx.active_run_ref(rb.name, target)
             if active is not None:
-                await tx.link_alert(alert.key(), rb.name, active.id)
+                run_id, resolved = active
+                await tx.link_alert(alert.key(), rb.name, run_id)
                 if new:
-                    await self._event(tx, active, "alert_attached", alert=alert.name, fingerprint=alert.key())
-                if active.alert_resolved:
-                    active.alert_resolved = False
-                    await tx.save_run(active)
-                summary["attached"].append(active.id)
+                    await self._event_ids(
+                        tx, run_id, rb.name, "alert_attached", alert=alert.name, fingerprint=alert.key()
+                    )
+                if resolved:
+                    await tx.set_alert_firing(run_id)
+                summary["attached"].append(run_id)
                 continue
             reason = await self._policy_blocks(tx, rb, target)
             if reason is not None:

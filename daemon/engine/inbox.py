@@ -26,10 +26,19 @@ class Inbox:
         self._pending: list[tuple[str, int, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._next_seq: int | None = None
+        self._last_submit = 0.0
+
+    def busy(self, within: float = 0.002) -> bool:
+        """Whether notifications are arriving right now (one submitted in the last ``within`` seconds, or
+        one waiting to be written)."""
+        loop = asyncio.get_running_loop()
+        return bool(self._pending) or loop.time() - self._last_submit < within
 
     async def submit(self, payload: str, alerts: int) -> int:
         """Store one notification; returns its receipt number once committed. Raises StoreUnavailable."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._last_submit = loop.time()
+        future: asyncio.Future[int] = loop.create_future()
         self._pending.append((payload, alerts, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="inbox.write")

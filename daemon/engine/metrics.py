@@ -59,6 +59,21 @@ class Metrics:
             registry=r,
         )
         self.runbooks_loaded = Gauge("runbookd_runbooks_loaded", "Runbooks loaded.", registry=r)
+        # children of the hot-path counters, looked up once (labels() takes a lock and hashes each time)
+        self._received = {s: self.alerts_received.labels(status=s) for s in ("firing", "resolved")}
+        self._responses: dict[int, Counter] = {}
+
+    def count_received(self, firing: int, resolved: int) -> None:
+        if firing:
+            self._received["firing"].inc(firing)
+        if resolved:
+            self._received["resolved"].inc(resolved)
+
+    def count_response(self, code: int) -> None:
+        child = self._responses.get(code)
+        if child is None:
+            child = self._responses[code] = self.webhook_responses.labels(code=str(code))
+        child.inc()
 
     def preset(self, runbooks: list[str]) -> None:
         """Create the known series at 0, so alert rules using rate()/increase() see the first event."""

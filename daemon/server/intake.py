@@ -24,7 +24,7 @@ def _validation_message(exc: ValidationError) -> list[str]:
 async def alertmanager_webhook(request: web.Request) -> web.Response:
     engine = engine_of(request)
     resp = await _handle(request)
-    engine.metrics.webhook_responses.labels(code=str(resp.status)).inc()
+    engine.metrics.count_response(resp.status)
     return resp
 
 

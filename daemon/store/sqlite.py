@@ -150,6 +150,18 @@ class Tx:
         )
         return _from_row(RunRecord, row) if row else None
 
+    async def active_run_ref(self, runbook: str, target: str) -> tuple[str, bool] | None:
+        """(id, alert_resolved) of the active run for a target: the cheap check on every repeated alert."""
+        states = tuple(s.value for s in RunState if s.active)
+        row = await self._one(
+            f"SELECT id, alert_resolved FROM runs WHERE runbook = ? AND target = ? AND state IN ({', '.join('?' * len(states))})",  # noqa: S608
+            (runbook, target, *states),
+        )
+        return (str(row["id"]), bool(row["alert_resolved"])) if row else None
+
+    async def set_alert_firing(self, run_id: str) -> None:
+        await self.db.execute("UPDATE runs SET alert_resolved = 0 WHERE id = ?", (run_id,))
+
     async def last_ended_at(self, runbook: str, target: str) -> float | None:
         row = await self._one(
             "SELECT MAX(ended_at) AS t FROM runs WHERE runbook = ? AND target = ? AND ended_at IS NOT NULL",
@@ -250,19 +262,13 @@ class Tx:
         now: float,
     ) -> bool:
         """Record a received alert. True if this (fingerprint, startsAt, status) is new."""
-        cur = await self.db.execute(
-            "UPDATE alerts_received SET last_seen = ?, times = times + 1 "
-            "WHERE fingerprint = ? AND starts_at = ? AND status = ?",
-            (now, fingerprint, starts_at, status),
-        )
-        if cur.rowcount:
-            return False
-        await self.db.execute(
+        rows = await self.db.execute_fetchall(
             "INSERT INTO alerts_received (fingerprint, starts_at, status, alertname, labels, first_seen, last_seen,"
-            " times) VALUES (?,?,?,?,?,?,?,1)",
+            " times) VALUES (?,?,?,?,?,?,?,1) ON CONFLICT (fingerprint, starts_at, status)"
+            " DO UPDATE SET last_seen = excluded.last_seen, times = times + 1 RETURNING times",
             (fingerprint, starts_at, status, alertname, json.dumps(labels, sort_keys=True), now, now),
         )
-        return True
+        return bool(rows) and int(next(iter(rows))[0]) == 1
 
     async def prune_alerts(self, before: float) -> None:
         await self.db.execute("DELETE FROM alerts_received WHERE last_seen < ?", (before,))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,29 @@ class RunbookdProcess(ServerProcess):
     def post(self, path: str, **kw: Any) -> httpclient.Response:
         return self.request("POST", path, **kw)
 
-    def post_webhook(self, payload: Any, *, token: str | None = None) -> httpclient.Response:
-        """POST an Alertmanager webhook payload to /api/v1/alertmanager with the webhook token."""
+    def post_webhook(
+        self, payload: Any, *, token: str | None = None, wait_routed: bool = True
+    ) -> httpclient.Response:
+        """POST an Alertmanager webhook payload to /api/v1/alertmanager with the webhook token.
+
+        The daemon answers once the notification is stored and routes it right after; by default this
+        also waits until it is routed (GET /api/v1/receipts/N), so its runs can be looked up at once."""
         tok = self.webhook_token if token is None else token
-        return httpclient.request("POST", self.url + "/api/v1/alertmanager", json=payload, token=tok or None)
+        resp = httpclient.request("POST", self.url + "/api/v1/alertmanager", json=payload, token=tok or None)
+        if wait_routed and resp.status == 200:
+            self.wait_routed(resp.json()["receipt"])
+        return resp
+
+    def wait_routed(self, receipt: int, timeout: float = 20.0) -> dict[str, Any]:
+        """Poll a receipt until its notification is routed; returns the receipt."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.get(f"/api/v1/receipts/{receipt}")
+            if got.status == 200 and got.json()["routed_at"] is not None:
+                return dict(got.json())
+            if time.monotonic() > deadline:
+                raise AssertionError(f"receipt {receipt} not routed in {timeout}s: {got}")
+            time.sleep(0.02)
 
     # -- CLI -------------------------------------------------------------------------------------------------
     def cli(
