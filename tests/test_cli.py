@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.payloads import webhook_payload
 from support.ports import closed_port
 from support.procs import base_env
 from support.runbookd import RunbookdProcess
@@ -118,28 +119,12 @@ def step(run: dict[str, Any], step_id: str) -> dict[str, Any]:
 
 def scrape_failure_payload(job: str = "node", fingerprint: str = "fp-node", **extra: str) -> dict[str, Any]:
     labels = {"alertname": "PrometheusScrapeFailure", "job": job, "severity": "warning", **extra}
-    return {
-        "version": "4",
-        "groupKey": '{}:{alertname="PrometheusScrapeFailure"}',
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "runbookd",
-        "groupLabels": {"alertname": "PrometheusScrapeFailure"},
-        "commonLabels": labels,
-        "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "annotations": {"summary": f"job {job} targets are down"},
-                "startsAt": "2024-05-01T10:00:00Z",
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://127.0.0.1:9090/graph",
-                "fingerprint": fingerprint,
-            }
-        ],
-    }
+    return webhook_payload(
+        labels,
+        fingerprint=fingerprint,
+        annotations={"summary": f"job {job} targets are down"},
+        starts_at="2024-05-01T10:00:00Z",
+    )
 
 
 def alert_run(server: RunbookdProcess, job: str = "node") -> str:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from support.am import AlertmanagerServer, webhook_config
+from support.polling import wait_until
 from support.ports import closed_port
 from support.prom import MetricsExporter, PrometheusServer
 from support.runbookd import RunbookdProcess
@@ -23,26 +23,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = REPO_ROOT / "runbooks" / "prometheus-scrape-failure.yaml"
 JOB = "e2e-scrape"
 WAIT = 60.0  # upper bound of every poll; nothing here is timed
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {got!r}")
-        time.sleep(0.2)
-
-
-def metric(rb: RunbookdProcess, name: str, **labels: str) -> float:
-    """One sample of runbookd's /metrics (0 when absent)."""
-    for family in text_string_to_metric_families(rb.get("/metrics", token="").text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 def step(run: dict[str, Any], step_id: str) -> dict[str, Any]:
@@ -160,7 +140,7 @@ def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_s
     report = step(run, "report")["output"]["message"]
     assert down in report and silence_id in report
 
-    assert metric(rb, "runbookd_alerts_received_total", status="firing") >= 1
-    assert metric(rb, "runbookd_webhook_responses_total", code="200") >= 1
-    assert metric(rb, "runbookd_webhook_responses_total", code="401") == 0
-    assert metric(rb, "runbookd_runs_total", runbook="prometheus-scrape-failure", outcome="succeeded") == 1
+    assert rb.metric("runbookd_alerts_received_total", status="firing") >= 1
+    assert rb.metric("runbookd_webhook_responses_total", code="200") >= 1
+    assert rb.metric("runbookd_webhook_responses_total", code="401") == 0
+    assert rb.metric("runbookd_runs_total", runbook="prometheus-scrape-failure", outcome="succeeded") == 1

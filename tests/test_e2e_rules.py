@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import secrets
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -24,8 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from support.am import AMTOOL_BIN, AlertmanagerServer
+from support.polling import wait_until
 from support.prom import PROMTOOL_BIN, MetricsExporter, PrometheusServer, values
 from support.runbookd import RunbookdProcess
 
@@ -46,29 +45,6 @@ SIDECAR_ALERT = "ThanosSidecarUploadFailure"
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll ``probe()`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {got!r}")
-        time.sleep(0.2)
-
-
-def metric(rb: RunbookdProcess, name: str, **labels: str) -> float:
-    """One sample of runbookd's /metrics (0 when absent)."""
-    r = rb.get("/metrics", token="")
-    assert r.status == 200, r
-    for family in text_string_to_metric_families(r.text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 def runs(rb: RunbookdProcess) -> list[dict[str, Any]]:
@@ -295,8 +271,8 @@ def runbooks_answering(alertname: str, folder: Path) -> set[str]:
 def sidecar_alert_reaches_runbookd(s: Stack) -> dict[str, Any]:
     """Wait for ThanosSidecarUploadFailure to fire in Prometheus and be answered 200 by runbookd's webhook;
     return the Prometheus alert."""
-    firing0 = metric(s.rb, "runbookd_alerts_received_total", status="firing")
-    ok0 = metric(s.rb, "runbookd_webhook_responses_total", code="200")
+    firing0 = s.rb.metric("runbookd_alerts_received_total", status="firing")
+    ok0 = s.rb.metric("runbookd_webhook_responses_total", code="200")
     s.prom.wait_for(
         f'increase(thanos_objstore_bucket_operation_failures_total{{job="{SIDECAR_JOB}"}}[5m])',
         lambda r: bool(r) and values(r)[0] > 0,
@@ -316,11 +292,11 @@ def sidecar_alert_reaches_runbookd(s: Stack) -> dict[str, Any]:
     wait_until(
         "runbookd's webhook to count the firing alert and answer 200",
         lambda: (
-            metric(s.rb, "runbookd_alerts_received_total", status="firing") > firing0
-            and metric(s.rb, "runbookd_webhook_responses_total", code="200") > ok0
+            s.rb.metric("runbookd_alerts_received_total", status="firing") > firing0
+            and s.rb.metric("runbookd_webhook_responses_total", code="200") > ok0
         ),
     )
-    assert metric(s.rb, "runbookd_webhook_responses_total", code="401") == 0
+    assert s.rb.metric("runbookd_webhook_responses_total", code="401") == 0
 
     # What runbookd counted is this alert: it is the only active alert Alertmanager routes to runbookd
     # (the S3 alert, which would inhibit it, is not firing).
@@ -372,9 +348,9 @@ def test_scrape_failure_fires_and_a_run_awaits_approval_for_the_job(
     assert run["alert"]["annotations"]["runbook"] == "prometheus-scrape-failure"
     assert run["current_step"] == "targets-down"
     assert step(run, "targets-down")["plan"]["query"] == f'up{{job="{SCRAPE_JOB}"}} == 0'
-    assert metric(s.rb, "runbookd_alerts_received_total", status="firing") >= 1
-    assert metric(s.rb, "runbookd_webhook_responses_total", code="200") >= 1
-    assert metric(s.rb, "runbookd_webhook_responses_total", code="401") == 0
+    assert s.rb.metric("runbookd_alerts_received_total", status="firing") >= 1
+    assert s.rb.metric("runbookd_webhook_responses_total", code="200") >= 1
+    assert s.rb.metric("runbookd_webhook_responses_total", code="401") == 0
 
     # The silence step is planned when the run reaches it: approve the two read-only queries (they run
     # against the real Prometheus, dry-run or not) and read its rendered matchers.
@@ -425,7 +401,7 @@ def test_sidecar_upload_failure_reaches_the_webhook_and_only_answering_runbooks_
         if (r["alert"] or {}).get("labels", {}).get("alertname") == SIDECAR_ALERT
     }
     assert started == expected
-    assert metric(s.rb, "runbookd_runs_started_total", runbook="prometheus-scrape-failure") == 0
+    assert s.rb.metric("runbookd_runs_started_total", runbook="prometheus-scrape-failure") == 0
 
 
 E2E_SIDECAR_RUNBOOK = """\
@@ -466,4 +442,4 @@ def test_sidecar_upload_failure_starts_a_run_once_a_runbook_answers_it(
     assert run["alert"]["labels"] == alert["labels"]
     assert run["current_step"] == "failures"
     assert 'pod="prometheus-k8s-0"' in step(run, "failures")["plan"]["query"]
-    assert metric(s.rb, "runbookd_runs_started_total", runbook="e2e-thanos-sidecar-upload") == 1
+    assert s.rb.metric("runbookd_runs_started_total", runbook="e2e-thanos-sidecar-upload") == 1

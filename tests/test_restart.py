@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
+from support.payloads import webhook_payload
+from support.polling import wait_until
 from support.runbookd import RunbookdProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -117,44 +117,15 @@ def daemon(
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def wait_until(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll ``probe()`` until it returns something truthy; fail with ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {got!r}")
-        time.sleep(0.1)
-
-
 def alert_payload(alertname: str, instance: str, *, fingerprint: str | None = None) -> dict[str, Any]:
-    """An Alertmanager webhook payload (facts.md §1) with one firing alert; a new alert each call unless
-    ``fingerprint`` is given."""
-    labels = {"alertname": alertname, "instance": instance, "severity": "warning"}
-    return {
-        "version": "4",
-        "groupKey": f'{{}}:{{alertname="{alertname}"}}',
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "runbookd",
-        "groupLabels": {"alertname": alertname},
-        "commonLabels": labels,
-        "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "annotations": {"summary": f"{alertname} on {instance}"},
-                "startsAt": "2024-05-01T03:00:00Z" if fingerprint else _now_rfc3339(),
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "",
-                "fingerprint": fingerprint or uuid.uuid4().hex[:16],
-            }
-        ],
-    }
+    """One firing alert; a new alert each call unless ``fingerprint`` is given."""
+    return webhook_payload(
+        {"alertname": alertname, "instance": instance, "severity": "warning"},
+        fingerprint=fingerprint or uuid.uuid4().hex[:16],
+        annotations={"summary": f"{alertname} on {instance}"},
+        starts_at="2024-05-01T03:00:00Z" if fingerprint else _now_rfc3339(),
+        generator_url="",
+    )
 
 
 def _now_rfc3339() -> str:
@@ -228,15 +199,6 @@ def lines(path: Path) -> list[str]:
 
 def events(run: dict[str, Any]) -> list[str]:
     return [e["event"] for e in run["timeline"]]
-
-
-def metric(rb: RunbookdProcess, name: str, **labels: str) -> float:
-    """One sample of runbookd's /metrics (0 when absent)."""
-    for family in text_string_to_metric_families(rb.get("/metrics", token="").text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 def walk_to_hold_running(rb: RunbookdProcess, run_id: str, started: Path) -> str:
@@ -434,17 +396,17 @@ def test_duplicate_payload_cooldown_and_daily_limit_hold_across_kill9(
     blocked = post_alert(rb, alert_payload("CooldownTest", "c1"))
     assert blocked["started"] == [] and blocked["attached"] == []
     assert [r["id"] for r in runs_of(rb, "cooldown-test")] == [cool_run]
-    assert metric(rb, "runbookd_runs_suppressed_total", runbook="cooldown-test", reason="cooldown") == 1
+    assert rb.metric("runbookd_runs_suppressed_total", runbook="cooldown-test", reason="cooldown") == 1
 
     blocked = post_alert(rb, alert_payload("DailyTest", "d1"))
     assert blocked["started"] == [] and blocked["attached"] == []
     assert sorted(r["id"] for r in runs_of(rb, "daily-test")) == sorted(daily_runs)
-    assert metric(rb, "runbookd_runs_suppressed_total", runbook="daily-test", reason="daily_limit") == 1
+    assert rb.metric("runbookd_runs_suppressed_total", runbook="daily-test", reason="daily_limit") == 1
 
     # the limits are per target: another target still starts a run
     other = start_run(rb, "CooldownTest", "c2")
     assert get_run(rb, other)["target"] == "c2"
-    assert metric(rb, "runbookd_alerts_received_total", status="firing") == 3
+    assert rb.metric("runbookd_alerts_received_total", status="firing") == 3
 
 
 # ------------------------------------------------------------------------------------------ (e)

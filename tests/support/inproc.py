@@ -24,6 +24,7 @@ from daemon.runbooks.loader import load_all
 from daemon.server.app import create_app
 from daemon.server.keys import SLOT
 
+from .payloads import webhook_payload
 from .ports import free_port
 
 WEBHOOK = "wh-token"
@@ -163,26 +164,6 @@ def alert_payload(
     fingerprint: str = "fp-1",
     **labels: str,
 ) -> dict[str, Any]:
-    all_labels = {"alertname": alertname, "severity": "warning", **labels}
-    return {
-        "version": "4",
-        "groupKey": f'{{}}:{{alertname="{alertname}"}}',
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "runbookd",
-        "groupLabels": {"alertname": alertname},
-        "commonLabels": all_labels,
-        "commonAnnotations": {"summary": "test"},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": [
-            {
-                "status": status,
-                "labels": all_labels,
-                "annotations": {"summary": "test"},
-                "startsAt": "2026-11-26T10:00:00Z",
-                "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-26T11:00:00Z",
-                "generatorURL": "http://127.0.0.1:9090/graph",
-                "fingerprint": fingerprint,
-            }
-        ],
-    }
+    return webhook_payload(
+        {"alertname": alertname, "severity": "warning", **labels}, status=status, fingerprint=fingerprint
+    )

@@ -124,6 +124,18 @@ class RunbookdProcess(ServerProcess):
             self.wait_routed(resp.json()["receipt"])
         return resp
 
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the daemon's /metrics (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        r = self.get("/metrics", token="")
+        assert r.status == 200, r
+        for family in text_string_to_metric_families(r.text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
     def wait_routed(self, receipt: int, timeout: float = 20.0) -> dict[str, Any]:
         """Poll a receipt until its notification is routed; returns the receipt."""
         deadline = time.monotonic() + timeout
