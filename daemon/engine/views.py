@@ -1,11 +1,16 @@
-"""How a run is shown to people and tools: one dict used by the API, the CLI and notifiers."""
+"""How a run is shown to people and tools: one dict used by the API, the CLI and notifiers; and how the
+loaded runbooks are listed."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from daemon.actions.base import ActionRegistry
+from daemon.errors import NotFound
 from daemon.kits.clock import iso
+from daemon.runbooks.loader import LoadedRunbook
 from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, StepRecord
+from daemon.store.sqlite import Tx
 
 
 def _t(ts: float | None) -> str | None:
@@ -73,3 +78,38 @@ def run_view(
     if events is not None:
         view["timeline"] = [{"at": iso(e.at), "event": e.event, "by": e.actor, **e.detail} for e in events]
     return view
+
+
+async def view_of(tx: Tx, run_id: str, timeline: bool = True) -> dict[str, Any]:
+    run = await tx.get_run(run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id!r}")
+    events = await tx.events_of(run_id) if timeline else None
+    return run_view(run, await tx.steps_of(run_id), await tx.approvals_of(run_id), events)
+
+
+def runbook_list(runbooks: dict[str, LoadedRunbook], registry: ActionRegistry) -> list[dict[str, Any]]:
+    out = []
+    for lr in sorted(runbooks.values(), key=lambda x: x.runbook.name):
+        rb = lr.runbook
+        out.append(
+            {
+                "name": rb.name,
+                "description": rb.description.strip(),
+                "file": str(lr.path),
+                "alerts": rb.alert_names,
+                "schedules": [t.schedule for t in rb.triggers if t.schedule],
+                "params": rb.params,
+                "approval": rb.approval.model_dump(mode="json"),
+                "policy": rb.policy.model_dump(mode="json"),
+                "steps": [
+                    {
+                        "id": s.id,
+                        "action": s.action,
+                        "mutating": not registry.get(s.action).read_only,  # type: ignore[union-attr]
+                    }
+                    for s in rb.steps
+                ],
+            }
+        )
+    return out

@@ -1,0 +1,104 @@
+"""What the parts of the engine share: their dependencies, the parsed definitions of active runs, the
+run timeline, and transactions whose effects are applied once they have committed."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from daemon.actions.base import ActionRegistry
+from daemon.clients.bundle import Clients
+from daemon.config import Config
+from daemon.engine.effects import Effects
+from daemon.engine.metrics import Metrics
+from daemon.engine.notifier import Notifier, RunNotice
+from daemon.engine.tasks import Tasks
+from daemon.kits.clock import Clock
+from daemon.runbooks.loader import LoadedRunbook
+from daemon.runbooks.schema import Runbook
+from daemon.store.records import EventRecord, RunRecord
+from daemon.store.sqlite import Store, StoreMemory, Tx
+
+_DEFINITION_CACHE = 512
+"""Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
+
+T = TypeVar("T")
+StepExecutor = Callable[[str, int], Coroutine[Any, Any, None]]
+"""Runs step ``idx`` of a run, once its start is committed."""
+
+
+@dataclass(kw_only=True, eq=False)
+class Context:
+    config: Config
+    store: Store
+    registry: ActionRegistry
+    runbooks: dict[str, LoadedRunbook]
+    clients: Clients
+    memory: StoreMemory
+    notifiers: list[Notifier]
+    metrics: Metrics
+    clock: Clock
+    log: Any
+    tasks: Tasks
+    execute: StepExecutor
+    _definitions: OrderedDict[str, Runbook] = field(default_factory=OrderedDict, init=False, repr=False)
+
+    def definition(self, run: RunRecord) -> Runbook:
+        rb = self._definitions.get(run.id)
+        if rb is None:
+            rb = Runbook.model_validate(run.definition)
+            self._definitions[run.id] = rb
+            if len(self._definitions) > _DEFINITION_CACHE:
+                self._definitions.popitem(last=False)
+        else:
+            self._definitions.move_to_end(run.id)
+        return rb
+
+    def forget_definition(self, run_id: str) -> None:
+        self._definitions.pop(run_id, None)
+
+    async def event(self, tx: Tx, run: RunRecord, event: str, actor: str = "runbookd", **detail: Any) -> None:
+        await self.event_ids(tx, run.id, run.runbook, event, actor, **detail)
+
+    async def event_ids(
+        self, tx: Tx, run_id: str, runbook: str, event: str, actor: str = "runbookd", **detail: Any
+    ) -> None:
+        await tx.add_event(EventRecord(run_id, self.clock.now(), event, actor, detail))
+        self.log.info(f"run.{event}", run_id=run_id, runbook=runbook, actor=actor, **detail)
+
+    async def is_paused(self, tx: Tx | None = None) -> bool:
+        if tx is None:
+            async with self.store.transaction() as t:
+                return await self.is_paused(t)
+        rec = await tx.kv_get("engine", "paused")
+        return bool(rec and rec.get("paused"))
+
+    async def transact(self, body: Callable[[Tx, Effects], Awaitable[T]]) -> T:
+        """Run ``body(tx, fx)`` in one transaction, then apply its effects."""
+        fx = Effects()
+        async with self.store.transaction() as tx:
+            result = await body(tx, fx)
+            await fx.materialize(tx)
+        self._apply(fx)
+        return result
+
+    def _apply(self, fx: Effects) -> None:
+        """Run after commit: metrics, notifications, action executions."""
+        for runbook, outcome in fx.ended:
+            self.metrics.runs.labels(runbook=runbook, outcome=outcome).inc()
+        for runbook, wait in fx.approval_waits:
+            self.metrics.approval_wait.labels(runbook=runbook).observe(wait)
+        for notice in fx.notices:
+            for n in self.notifiers:
+                self.tasks.spawn(self._notify(n, notice), f"notify.{n.name}.{notice.run['id']}.{notice.kind}")
+        for run_id, idx in fx.executions:
+            self.tasks.spawn(self.execute(run_id, idx), f"step.{run_id}.{idx}", execution=True)
+
+    async def _notify(self, notifier: Notifier, notice: RunNotice) -> None:
+        try:
+            await notifier.notify(notice)
+        except Exception as exc:  # a notifier must never fail a run
+            self.metrics.notifications_failed.labels(notifier=notifier.name).inc()
+            self.log.warning("notify.failed", notifier=notifier.name, run_id=notice.run["id"], error=str(exc))
