@@ -59,7 +59,7 @@ class Runs:
                 if run.alert_resolved and rb.policy.on_resolved == "cancel" and not run.mutated:
                     await self.cancel_current(tx, run)
                     await self.finish(
-                        tx, run, RunState.CANCELLED, "the alert resolved before anything changed", fx
+                        tx, run, RunState.CANCELLED, "the alert resolved before anything was changed", fx
                     )
                     return
                 await self._plan_step(tx, run, st, rb, steps, fx)

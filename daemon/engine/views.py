@@ -106,10 +106,15 @@ def runbook_list(runbooks: dict[str, LoadedRunbook], registry: ActionRegistry) -
                     {
                         "id": s.id,
                         "action": s.action,
-                        "mutating": not registry.get(s.action).read_only,  # type: ignore[union-attr]
+                        "mutating": _mutating(registry, s.action),
                     }
                     for s in rb.steps
                 ],
             }
         )
     return out
+
+
+def _mutating(registry: ActionRegistry, name: str) -> bool:
+    action = registry.get(name)
+    return action is None or not action.read_only  # unknown (cannot happen after load): assume the worst
