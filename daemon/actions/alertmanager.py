@@ -81,7 +81,9 @@ async def silence(ctx: ActionContext, p: SilenceParams) -> Output:
         return ctx.would({"method": "POST", "url": client.http.url("/api/v2/silences"), "body": body})
     for existing in await client.silences():
         state = (existing.get("status") or {}).get("state")
-        if state in ("active", "pending") and ctx.origin in str(existing.get("comment", "")):
+        # Exactly this step's own silence: "run R step silence" is a substring of "... step silence-2".
+        mine = str(existing.get("comment", "")).endswith(f"({ctx.origin})")
+        if state in ("active", "pending") and mine:
             return {
                 "ok": True,
                 "silence_id": existing["id"],

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from daemon.actions.base import ActionContext, Output, Params, action
 from daemon.clients.prometheus import PrometheusClient, Sample
@@ -66,6 +66,16 @@ class WaitParams(QueryParams):
     expect: Expectation = "non_empty"
     timeout: Duration = 300.0
     interval: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _bounded(self) -> WaitParams:
+        # As kubernetes.wait: a running step cannot be rejected, so it must end; and it must not poll
+        # Prometheus in a tight loop.
+        if not 0 < self.timeout <= 24 * 3600:
+            raise ValueError("timeout must be more than 0 and at most 24h")
+        if not 0.01 <= self.interval <= 600:
+            raise ValueError("interval must be between 10ms and 10m")
+        return self
 
 
 def _output(ok: bool, why: str, samples: list[Sample], **extra: object) -> Output:

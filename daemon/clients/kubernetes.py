@@ -136,6 +136,10 @@ class KubernetesClient:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_pvc_bytes: int | None = None
     """Site-wide ceiling for PVC expansion (config ``kubernetes.max_pvc_size``); None: runbooks decide."""
+    take_out_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    """Held by a node action from its blast-radius check until its cordon is sent, so that two steps
+    running at once (limits.max_concurrent_mutating_steps > 1) cannot both pass the check on the same
+    picture of the cluster and together take out more nodes than the guards allow."""
 
     @property
     def host(self) -> str:

@@ -119,6 +119,8 @@ class Engine:
                 await self.tick()
             except StoreUnavailable as exc:
                 self.log.warning("engine.tick_failed", error=str(exc))
+            except Exception:  # expiry and schedules depend on this loop: log a bug, never end the loop
+                self.log.exception("engine.tick_crashed")
 
     async def _execute(self, run_id: str, idx: int) -> None:
         """Execute a step whose start has committed (the context spawns it; the state machine runs it)."""

@@ -18,6 +18,9 @@ from daemon.runbooks.schema import Runbook
 from daemon.store.records import ApprovalRecord, RunRecord, RunState, StepRecord, StepState
 from daemon.store.sqlite import Tx
 
+REASON_MAX = 1000
+"""Longest rejection reason (as Slack's reason dialog allows)."""
+
 
 class Operators:
     def __init__(self, ctx: Context, runs: Runs) -> None:
@@ -115,6 +118,10 @@ class Operators:
         reason = reason.strip()
         if not reason:
             raise InvalidRequest("a rejection needs a reason")
+        if len(reason) > REASON_MAX:  # it goes to the timeline, the log and Slack whole
+            raise InvalidRequest(
+                f"a rejection reason is at most {REASON_MAX} characters (this one has {len(reason)})"
+            )
 
         async def body(tx: Tx, fx: Effects) -> dict[str, Any]:
             run, cur = await self._current(tx, run_id, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,13 +31,46 @@ def render_params(rb: Runbook, ctx: dict[str, Any], given: dict[str, Any] | None
     out: dict[str, Any] = {}
     for name, default in rb.params.items():
         if name in given:
-            out[name] = given[name]
+            out[name] = _as_type_of(name, given[name], default)
             continue
         try:
             out[name] = templating.render(default, ctx)
         except TemplateError as exc:
             raise PlanError(f"param {name}: {exc} (give it explicitly)") from None
     return out
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _as_type_of(name: str, value: Any, default: Any) -> Any:
+    """A given param as the type of the runbook's default: the CLI sends every value as a string, and
+    the string "false" is true in a ``when:``."""
+    shown = repr(value) if len(repr(value)) <= 64 else repr(value)[:61] + "..."
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        word = value.strip().lower() if isinstance(value, str) else None
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise PlanError(f"param {name}: expected true or false, not {shown}")
+    if isinstance(default, int | float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
+        raise PlanError(f"param {name}: expected a number, not {shown}")
+    return value
 
 
 def render_target(rb: Runbook, ctx: dict[str, Any]) -> str:

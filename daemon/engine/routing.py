@@ -69,8 +69,11 @@ class Router:
             self._wanted.clear()
             try:
                 await self.route_pending(yield_to_intake=True)
-            except StoreUnavailable as exc:
-                self._ctx.log.warning("inbox.route_failed", error=str(exc))
+            except Exception as exc:  # never end the loop: stored notifications would wait for a restart
+                if isinstance(exc, StoreUnavailable):
+                    self._ctx.log.warning("inbox.route_failed", error=str(exc))
+                else:
+                    self._ctx.log.exception("inbox.route_crashed")
                 await asyncio.sleep(1.0)
                 self._wanted.set()
 

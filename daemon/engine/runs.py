@@ -6,6 +6,7 @@ is in the store (see ``Effects``)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from daemon.actions.base import ActionContext
@@ -197,11 +198,18 @@ class Runs:
             if st2.mutating:
                 await self.advance_waiting(tx, fx)
 
-        try:
-            await self._ctx.transact(record)
-        except StoreUnavailable as exc:
-            # The step stays `running` in the store: the next start treats it as interrupted.
-            log.error("step.result_not_recorded", error=str(exc))
+        delay = 1.0
+        while True:
+            try:
+                await self._ctx.transact(record)
+                return
+            except StoreUnavailable as exc:
+                # The step stays `running` in the store (holding its budget slot) until its result is
+                # committed: keep the result and try again. A stop cancels this; the next start then
+                # treats the step as interrupted.
+                log.error("step.result_not_recorded", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def advance_waiting(self, tx: Tx, fx: Effects) -> None:
         for st in await tx.steps_in_state(StepState.APPROVED):

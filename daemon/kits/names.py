@@ -14,7 +14,7 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 def _check(pattern: re.Pattern[str], what: str, max_len: int) -> AfterValidator:
     def check(v: str) -> str:
-        if len(v) > max_len or not pattern.match(v):
+        if len(v) > max_len or not pattern.fullmatch(v):  # match() with $ would accept a final newline
             shown = v if len(v) <= 64 else v[:61] + "..."
             raise ValueError(f"{shown!r} is not a valid {what} (max {max_len} chars)")
         return v

@@ -272,7 +272,8 @@ def run_message(run: dict[str, Any], public_url: str | None = None) -> Message:
         footer += f" · <{esc(link)}|open in the API>"
     blocks.append(_context(footer))
     waiting = f": step {step['id']} awaits approval" if step else ""
-    return Message(f"runbookd {run['runbook']} on {run['target']}: {state}{waiting}"[:300], blocks)
+    # The notification text is mrkdwn too, and the target comes from alert labels: escape it like the blocks.
+    return Message(safe(f"runbookd {run['runbook']} on {run['target']}: {state}{waiting}", 300), blocks)
 
 
 # ---------------------------------------------------------------- replies in the thread

@@ -11,6 +11,9 @@ from daemon.engine.identity import Identity, Role
 from daemon.errors import Forbidden, InvalidRequest
 from daemon.server.keys import AUTH, engine_of
 
+MAX_PARAM_VALUE = 4096
+"""Longest string a manual trigger may give a param (the limit on an alert label's value)."""
+
 
 def _who(request: web.Request, role: Role = "viewer") -> Identity:
     identity = request.app[AUTH].identity(request)
@@ -24,7 +27,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise InvalidRequest("body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body must be a JSON object")
@@ -70,6 +73,9 @@ async def create_run(request: web.Request) -> web.Response:
         raise InvalidRequest('expected {"runbook": NAME, "params": {KEY: VALUE}}')
     if not all(isinstance(v, str | int | float | bool) for v in params.values()):
         raise InvalidRequest("param values must be strings, numbers or booleans")
+    long = sorted(k for k, v in params.items() if isinstance(v, str) and len(v) > MAX_PARAM_VALUE)
+    if long:  # as an alert label's value: params end up in plans, the timeline, Slack and logs
+        raise InvalidRequest(f"param(s) {', '.join(long)[:200]} longer than {MAX_PARAM_VALUE} characters")
     run = await engine_of(request).trigger(runbook, params, identity)
     return web.json_response(run, status=201)
 
@@ -78,7 +84,7 @@ async def get_receipt(request: web.Request) -> web.Response:
     """What one Alertmanager notification did: runs started, attached, cancelled (once routed)."""
     _who(request)
     seq = request.match_info["seq"]
-    if not seq.isdigit():
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 18:  # SQLite integers are 64-bit
         raise InvalidRequest("a receipt is a number")
     return web.json_response(await engine_of(request).receipt(int(seq)))
 

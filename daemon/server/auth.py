@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from daemon.config import TokenConfig
 from daemon.engine.identity import Identity
+from daemon.errors import ConfigError
 
 
 class Unauthorized(Exception):
@@ -32,8 +33,23 @@ class TokenAuth:
     def __init__(
         self, tokens: list[TokenConfig], secrets: dict[str, SecretStr], webhook: SecretStr | None
     ) -> None:
-        self._by_digest = {_digest(secrets[t.name].get_secret_value()): t for t in tokens}
+        self._by_digest: dict[bytes, TokenConfig] = {}
+        for t in tokens:
+            if t.name.startswith("slack:"):
+                raise ConfigError(
+                    f"auth.tokens: a token cannot be named {t.name!r}: slack:<user id> names a Slack user"
+                )
+            digest = _digest(secrets[t.name].get_secret_value())
+            other = self._by_digest.get(digest)
+            if other is not None:  # one secret, two identities: whichever came last would win
+                raise ConfigError(f"auth.tokens: tokens {other.name!r} and {t.name!r} have the same secret")
+            self._by_digest[digest] = t
         self._webhook = _digest(webhook.get_secret_value()) if webhook is not None else None
+        if self._webhook is not None and self._webhook in self._by_digest:
+            name = self._by_digest[self._webhook].name
+            raise ConfigError(
+                f"auth.webhook_token: it is also the secret of token {name!r}; give Alertmanager its own"
+            )
 
     def identity(self, request: web.Request) -> Identity:
         value = bearer(request)

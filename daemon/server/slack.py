@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -41,6 +42,10 @@ log = structlog.get_logger("runbookd.slack")
 
 _USER_ID = re.compile(r"^[A-Z0-9]{2,32}$")
 Answer = replies.Answer
+_SIGNATURE_WINDOW = 300
+"""Seconds a signed request stays valid on either side of its timestamp (slack_sdk's verifier)."""
+_SEEN_MAX = 50_000
+"""Signatures remembered to refuse replays; Slack sends far fewer requests than this in 10 minutes."""
 
 
 class _VerifierClock(signature.Clock):
@@ -75,9 +80,12 @@ class ChatOps:
         self.retry = RetryPolicy()
         """Retries of every call to Slack; set before start-up to change it."""
         self._token = secrets.slack_bot_token
+        self._clock = clock
         self._verifier = signature.SignatureVerifier(
             secrets.slack_signing_secret.get_secret_value(), clock=_VerifierClock(clock)
         )
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        """Signatures of requests already accepted, until their timestamp leaves the window."""
         self._runbook_channels = {
             name: lr.runbook.channel for name, lr in runbooks.items() if lr.runbook.channel
         }
@@ -147,7 +155,26 @@ class ChatOps:
         if not valid:
             log.warning("slack.unverified_request", path=request.path, remote=request.remote)
             raise Unauthorized("missing, invalid or expired Slack signature")
+        if not self._first_delivery(request.headers):
+            log.warning("slack.replayed_request", path=request.path, remote=request.remote)
+            raise Unauthorized("replayed Slack request: this signed request was already received")
         return body
+
+    def _first_delivery(self, headers: Mapping[str, str]) -> bool:
+        """Remember a verified request's signature while its timestamp is valid; False if seen already.
+
+        Slack never re-sends a command or an interaction, so the same signature twice is a replay (for
+        ``/runbook approve RUN``, which approves the current step, a replay could approve the next one)."""
+        now = self._clock.now()
+        while self._seen and next(iter(self._seen.values())) < now:
+            self._seen.popitem(last=False)
+        sig = headers.get("X-Slack-Signature", "")
+        if sig in self._seen:
+            return False
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.popitem(last=False)
+        self._seen[sig] = float(headers.get("X-Slack-Request-Timestamp", now)) + _SIGNATURE_WINDOW + 1
+        return True
 
     # ------------------------------------------------------------------ background work
 

@@ -377,8 +377,8 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """Serialised transaction; commits on success, rolls back on any error. Store failures raise
-        StoreUnavailable (callers answer 503 and act on nothing)."""
+        """Serialised transaction; commits on success, rolls back on any error. Store failures (of BEGIN,
+        of any statement, of COMMIT) raise StoreUnavailable (callers answer 503 and act on nothing)."""
         async with self._lock:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -386,6 +386,10 @@ class Store:
                 raise StoreUnavailable(f"state store unavailable: {exc}") from exc
             try:
                 yield Tx(self._db)
+            except sqlite3.Error as exc:  # a statement failed (disk full, I/O error, corrupt page, ...)
+                with suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                raise StoreUnavailable(f"state store error: {exc}") from exc
             except BaseException:
                 with suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -244,33 +245,39 @@ def _report(node: str, cordoned: bool, plans: list[PodPlan], results: list[PodRe
 async def drain(ctx: ActionContext, p: DrainParams) -> Output:
     """Cordon and drain a node as kubectl drain does (Eviction API, PDB-aware), one node at a time."""
     client: KubernetesClient = ctx.need("kubernetes")
-    await guards.check_drain_lock(ctx, p.node)
-    nodes = await client.list_nodes()
-    node = o.find_node(nodes, p.node)
-    cluster = guards.ClusterNodes.from_objects(nodes)
-    guards.check_take_out(cluster, p.node, "drain", ctx.limits.max_unavailable_nodes)
-    pods = await client.pods_on_node(p.node)
-    daemonsets = await _existing_daemonsets(client, pods)
-    plans = [plan_pod(pod, p, daemonsets) for pod in pods]
-    _refuse_opt_ins(p.node, plans)
-    to_evict = [pl.pod for pl in plans if pl.evict]
-    cordon = (
-        None if o.is_unschedulable(node) else client.patch_node(p.node, {"spec": {"unschedulable": True}})
-    )
-    if ctx.dry_run:
-        requests = [] if cordon is None else [cordon.describe(client.host)]
-        for pod in to_evict:
-            ns = str(o.meta(pod).get("namespace"))
-            evict = client.evict_pod(ns, o.name_of(pod), grace_period_seconds=p.grace_period_seconds)
-            requests.append(evict.describe(client.host))
-        skipped = [{"pod": pl.ref, "reason": pl.reason} for pl in plans if not pl.evict]
-        return ctx.would(*requests, node=p.node, skipped=skipped)
-    started = time.monotonic()
-    async with guards.drain_lock(ctx, p.node, hold_for=p.timeout):
-        if cordon is not None:
-            await guards.remember_cordon(ctx, p.node, f"drain ({ctx.origin})")
-            await client.send(cordon)
-        results = await _evict_all(ctx, client, p, to_evict)
+    async with AsyncExitStack() as held:
+        # From the checks until the drain lock is taken and the cordon sent, no other node action of
+        # this daemon may check or cordon: each must see the cluster as the other one left it.
+        async with client.take_out_lock:
+            await guards.check_drain_lock(ctx, p.node)
+            nodes = await client.list_nodes()
+            node = o.find_node(nodes, p.node)
+            cluster = guards.ClusterNodes.from_objects(nodes)
+            guards.check_take_out(cluster, p.node, "drain", ctx.limits.max_unavailable_nodes)
+            pods = await client.pods_on_node(p.node)
+            daemonsets = await _existing_daemonsets(client, pods)
+            plans = [plan_pod(pod, p, daemonsets) for pod in pods]
+            _refuse_opt_ins(p.node, plans)
+            to_evict = [pl.pod for pl in plans if pl.evict]
+            cordon = (
+                None
+                if o.is_unschedulable(node)
+                else client.patch_node(p.node, {"spec": {"unschedulable": True}})
+            )
+            if ctx.dry_run:
+                requests = [] if cordon is None else [cordon.describe(client.host)]
+                for pod in to_evict:
+                    ns = str(o.meta(pod).get("namespace"))
+                    evict = client.evict_pod(ns, o.name_of(pod), grace_period_seconds=p.grace_period_seconds)
+                    requests.append(evict.describe(client.host))
+                skipped = [{"pod": pl.ref, "reason": pl.reason} for pl in plans if not pl.evict]
+                return ctx.would(*requests, node=p.node, skipped=skipped)
+            started = time.monotonic()
+            await held.enter_async_context(guards.drain_lock(ctx, p.node, hold_for=p.timeout))
+            if cordon is not None:
+                await guards.remember_cordon(ctx, p.node, f"drain ({ctx.origin})")
+                await client.send(cordon)
+        results = await _evict_all(ctx, client, p, to_evict)  # the drain lock is held until the end
     return _report(p.node, cordon is not None, plans, results, time.monotonic() - started)
 
 

@@ -83,28 +83,29 @@ async def cluster_health(ctx: ActionContext, p: ClusterParams) -> Output:
 async def cordon(ctx: ActionContext, p: CordonParams) -> Output:
     """Mark a node unschedulable, if the blast-radius guards allow it; runbookd remembers the cordon."""
     client: KubernetesClient = ctx.need("kubernetes")
-    nodes = await client.list_nodes()
-    node = o.find_node(nodes, p.node)
-    if o.is_unschedulable(node):
-        mine = await guards.cordon_record(ctx, p.node)
-        who = "by runbookd" if mine else "by someone else"
-        return {
-            "ok": True,
-            "node": p.node,
-            "changed": False,
-            "cordoned_by_runbookd": mine is not None,
-            "message": f"node {p.node} was already cordoned ({who})",
-        }
-    guards.check_take_out(
-        guards.ClusterNodes.from_objects(nodes), p.node, "cordon", ctx.limits.max_unavailable_nodes
-    )
-    request = client.patch_node(p.node, {"spec": {"unschedulable": True}})
-    if ctx.dry_run:
-        return ctx.would(request.describe(client.host), node=p.node)
-    # Remembered before it is done: a crash in between leaves a record for a schedulable node, which
-    # uncordon treats as done; the other order could leave a cordon nobody knows runbookd made.
-    await guards.remember_cordon(ctx, p.node, p.reason or ctx.origin)
-    await client.send(request)
+    async with client.take_out_lock:  # the check and the cordon, as one step against other node actions
+        nodes = await client.list_nodes()
+        node = o.find_node(nodes, p.node)
+        if o.is_unschedulable(node):
+            mine = await guards.cordon_record(ctx, p.node)
+            who = "by runbookd" if mine else "by someone else"
+            return {
+                "ok": True,
+                "node": p.node,
+                "changed": False,
+                "cordoned_by_runbookd": mine is not None,
+                "message": f"node {p.node} was already cordoned ({who})",
+            }
+        guards.check_take_out(
+            guards.ClusterNodes.from_objects(nodes), p.node, "cordon", ctx.limits.max_unavailable_nodes
+        )
+        request = client.patch_node(p.node, {"spec": {"unschedulable": True}})
+        if ctx.dry_run:
+            return ctx.would(request.describe(client.host), node=p.node)
+        # Remembered before it is done: a crash in between leaves a record for a schedulable node, which
+        # uncordon treats as done; the other order could leave a cordon nobody knows runbookd made.
+        await guards.remember_cordon(ctx, p.node, p.reason or ctx.origin)
+        await client.send(request)
     return {"ok": True, "node": p.node, "changed": True, "message": f"cordoned {p.node}"}
 
 
