@@ -107,6 +107,19 @@ class HttpServiceConfig(_Model):
     """Per-request timeout."""
     bearer_token: SecretRef | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _plain_http_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL, for example http://thanos-query.monitoring:9090")
+        if parts.username or parts.password:
+            # it would be shown in dry-run requests, the API and Slack: use bearer_token instead
+            raise ValueError("must not carry credentials (user:password@); use bearer_token: {env|file}")
+        return v
+
 
 class TokenConfig(_Model):
     name: str
@@ -212,6 +225,10 @@ class Config(_Model):
     auth: AuthConfig
     approvers: dict[str, list[str]] = Field(default_factory=dict)
     """Approver groups: token names and slack:<user id>."""
+    people: dict[str, list[str]] = Field(default_factory=dict)
+    """Who is who: a person's identities (token names, slack:<user id>). Approvals are counted per
+    person and separation of duties holds per person, so one person with a token and a Slack account
+    cannot count as two approvers. An identity not listed is a person of its own."""
     slack: SlackConfig | None = None
     limits: LimitsConfig = LimitsConfig()
     approval: ApprovalConfig = ApprovalConfig()
@@ -227,6 +244,26 @@ class Config(_Model):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r}") from None
         return v
+
+    def person_of(self, identity: str) -> str:
+        """The person an identity belongs to (the identity itself when not listed in ``people``)."""
+        for person, identities in self.people.items():
+            if identity in identities:
+                return person
+        return identity
+
+    @model_validator(mode="after")
+    def _people_distinct(self) -> Config:
+        names = {t.name for t in self.auth.tokens}
+        seen: dict[str, str] = {}
+        for person, identities in self.people.items():
+            for i in identities:
+                if not i.startswith("slack:") and i not in names:
+                    raise ValueError(f"people.{person}: {i!r} is neither a token name nor slack:<user id>")
+                if i in seen:
+                    raise ValueError(f"people: {i!r} is listed for both {seen[i]} and {person}")
+                seen[i] = person
+        return self
 
     @model_validator(mode="after")
     def _approvers_known(self) -> Config:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.gates import Gates, wait_until
-from support.inproc import Daemon, alert_payload, serve
+from support.inproc import Daemon, alert_payload, base_config, serve
 
 TWO_STEPS = """
 name: two-steps
@@ -237,3 +238,54 @@ async def test_unknown_run_and_step(tmp_path: Path) -> None:
         assert status == 409 and "the run is at step look" in body["error"]
         status, body = await d.call("GET", "/api/v1/runs?state=bogus")
         assert status == 400
+
+
+async def test_one_person_with_two_identities_counts_once(tmp_path: Path) -> None:
+    """people: maps identities to persons; min_approvers and separation of duties hold per person, so a
+    person with a token and a Slack account (here: two tokens) cannot count as two approvers."""
+    gates = Gates()
+    gates.open("node")
+    cfg = base_config(tmp_path, people={"ann": ["alice", "bob"]})
+    async with serve(tmp_path, runbook(min_approvers=2), config=cfg, registry=gates.registry()) as d:
+        run = await start_run(d)
+        assert (await d.approve(run["id"], "look", who="alice"))[0] == 200
+        status, body = await d.approve(run["id"], "look", who="bob")
+        assert status == 409 and "(ann) already approved" in body["error"]
+        assert (await d.run(run["id"]))["steps"][0]["state"] == "awaiting_approval"
+        assert (await d.approve(run["id"], "look", who="admin"))[0] == 200
+        await wait_until(lambda: _at(d, run["id"], "change"))
+
+        status, manual = await d.call(
+            "POST", "/api/v1/runs", token="alice", json={"runbook": "two-steps", "params": {"job": "db"}}
+        )
+        assert status == 201, manual
+        await d.approve(manual["id"], "look", who="alice")
+        await d.approve(manual["id"], "look", who="admin")
+        await wait_until(lambda: _at(d, manual["id"], "change"))
+        status, body = await d.approve(manual["id"], "change", who="bob")  # alice's other identity
+        assert status == 403 and "separation of duties" in body["error"]
+
+
+async def test_starting_a_run_by_hand_needs_an_approver_group_of_the_runbook(tmp_path: Path) -> None:
+    async with serve(tmp_path, runbook(), registry=Gates().registry()) as d:
+        body = {"runbook": "two-steps", "params": {"job": "x"}}
+        status, answer = await d.call("POST", "/api/v1/runs", token="carol", json=body)  # approver, group dba
+        assert status == 403 and "cannot start it" in answer["error"]
+        status, answer = await d.call("POST", "/api/v1/runs", token="vic", json=body)  # viewer
+        assert status == 403
+        status, answer = await d.call("POST", "/api/v1/runs", token="admin", json=body)
+        assert status == 201 and answer["requester"] == "admin"
+        assert (await d.call("GET", "/api/v1/runs"))[1]["runs"][0]["id"] == answer["id"]
+
+
+def test_people_config_is_checked(tmp_path: Path) -> None:
+    from daemon.config import parse_config
+    from daemon.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'alice' is listed for both ann and al"):
+        parse_config(base_config(tmp_path, people={"ann": ["alice"], "al": ["alice"]}))
+    with pytest.raises(ConfigError, match=r"people\.ann: 'mallory' is neither a token name"):
+        parse_config(base_config(tmp_path, people={"ann": ["alice", "mallory"]}))
+    cfg = parse_config(base_config(tmp_path, people={"ann": ["alice", "slack:U0ANN"]}))
+    assert cfg.person_of("slack:U0ANN") == cfg.person_of("alice") == "ann"
+    assert cfg.person_of("bob") == "bob"

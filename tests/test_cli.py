@@ -554,3 +554,16 @@ def test_plan_missing_alert_file(plan_config: Path) -> None:
         timeout=60,
     )
     fails(res, "nope.json", "cannot read")
+
+
+def test_approve_shows_the_plan_it_approves_and_refuses_a_stale_hash(server: RunbookdProcess) -> None:
+    run_id = trigger(server, "carl")
+    hello = step(show(server, run_id), "hello")
+    fails(server.cli("approve", run_id, "--plan-hash", "0000000000000000"), "409", "changed since you saw it")
+    assert step(show(server, run_id), "hello")["approvals"] == []
+    res = server.cli("approve", run_id, "--plan-hash", hello["plan_hash"])
+    out = ok(res)
+    assert out.startswith(f"approved hello of {run_id}")
+    # what was approved is printed: the step, its action, kind, plan hash and the exact parameters
+    assert "step hello: notify.log [read-only]" in res.stderr
+    assert hello["plan_hash"] in res.stderr and '"message": "hello carl"' in res.stderr

@@ -248,6 +248,13 @@ async def test_approve_and_reject_by_command(tmp_path: Path) -> None:
             and "Nothing changed: step look is succeeded" in answer["text"]
         )
 
+        # "approve RUN" never approves a mutating step unseen: it must be named
+        status, text, url = await sd.command(f"approve {run['id']}", ALICE)
+        (answer,) = sd.slack.answers_to(url)
+        assert answer["response_type"] == "ephemeral"
+        assert f"/runbook approve {run['id']} silence" in answer["text"]
+        assert (await sd.d.run(run["id"]))["steps"][1]["approvals"] == []
+
         status, text, url = await sd.command(f"reject {run['id']}   silence is not enough here", BOB)
         (answer,) = sd.slack.answers_to(url)
         assert answer["response_type"] == "in_channel" and "silence is not enough here" in answer["text"]

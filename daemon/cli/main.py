@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("approve", help="approve the step a run waits on (as shown by `show`)")
     a.add_argument("run_id", metavar="RUN_ID")
     a.add_argument("--step", metavar="STEP_ID", help="the step to approve (default: the current one)")
+    a.add_argument(
+        "--plan-hash", metavar="HASH", help="approve only this plan (as `show` printed it); 409 if it changed"
+    )
+    a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation on a terminal")
     a.add_argument("--output", choices=["table", "json"], default="table")
     client_args(a)
     rj = sub.add_parser("reject", help="reject a run's current step, ending the run")
@@ -78,6 +82,28 @@ def _print(data: Any, output: str, human: str) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if output == "json" else human)
 
 
+def _approve(api: ApiClient, args: argparse.Namespace) -> None:
+    """Approve exactly the plan the operator is shown: the step and plan hash come from one read, the
+    plan is printed (and confirmed on a terminal), and the server refuses it if it changed since."""
+    run = api.get(f"/api/v1/runs/{quote(args.run_id)}")
+    step_id = args.step or run.get("current_step")
+    if not step_id:
+        raise ClientError(f"run {args.run_id} is {run['state']}: no step to approve")
+    step = next((s for s in run["steps"] if s["id"] == step_id), None)
+    if step is None:
+        raise ClientError(f"run {args.run_id} has no step {step_id!r}")
+    plan_hash = args.plan_hash or step.get("plan_hash")
+    kind = "MUTATING" if step["mutating"] else "read-only"
+    dry = " (dry-run: it only records its requests)" if run["dry_run"] else ""
+    print(f"{run['id']} step {step_id}: {step['action']} [{kind}]{dry}, plan {plan_hash}", file=sys.stderr)
+    print(json.dumps(step.get("plan"), indent=2, sort_keys=True), file=sys.stderr)
+    if sys.stdin.isatty() and not args.yes and input("Approve this plan? [y/N] ").strip().lower() != "y":
+        raise ClientError("not approved")
+    body = {"plan_hash": plan_hash} if plan_hash else {}
+    run = api.post(f"/api/v1/runs/{quote(args.run_id)}/steps/{quote(step_id)}/approve", body)
+    _print(run, args.output, f"approved {step_id} of {run['id']}; run is now {run['state']}")
+
+
 def _client_command(args: argparse.Namespace) -> int:
     api = ApiClient(args.server)
     cmd = args.command
@@ -88,14 +114,7 @@ def _client_command(args: argparse.Namespace) -> int:
         run = api.get(f"/api/v1/runs/{quote(args.run_id)}")
         _print(run, args.output, render.run_details(run))
     elif cmd == "approve":
-        run = api.get(f"/api/v1/runs/{quote(args.run_id)}")
-        step_id = args.step or run.get("current_step")
-        if not step_id:
-            raise ClientError(f"run {args.run_id} is {run['state']}: no step to approve")
-        step = next((s for s in run["steps"] if s["id"] == step_id), None)
-        body = {"plan_hash": step["plan_hash"]} if step and step.get("plan_hash") else {}
-        run = api.post(f"/api/v1/runs/{quote(args.run_id)}/steps/{quote(step_id)}/approve", body)
-        _print(run, args.output, f"approved {step_id} of {run['id']}; run is now {run['state']}")
+        _approve(api, args)
     elif cmd == "reject":
         run = api.post(f"/api/v1/runs/{quote(args.run_id)}/reject", {"reason": args.reason})
         print(f"rejected {run['id']}: {run['outcome']}")

@@ -52,7 +52,8 @@ class Operators:
             rb = self._ctx.definition(run)
             if cur.state != StepState.AWAITING_APPROVAL:
                 raise Conflict(f"step {cur.step_id} is {cur.state}, not awaiting approval")
-            gate.check_may_approve(identity, rb, run, cur, self._ctx.config.approvers)
+            config = self._ctx.config
+            gate.check_may_approve(identity, rb, run, cur, config.approvers, config.person_of)
             now = self._ctx.clock.now()
             if cur.deadline is not None and now >= cur.deadline:
                 await self._runs.expire(tx, run, cur, fx)
@@ -83,11 +84,12 @@ class Operators:
     ) -> None:
         """Record one approver's approval; with enough distinct approvers the step is approved."""
         approvals = await tx.approvals_of(run.id)
-        already = gate.approvers_of(cur, approvals)
-        if identity.name in already:
+        person_of = self._ctx.config.person_of
+        already = gate.approvers_of(cur, approvals, person_of)
+        if person_of(identity.name) in already:
             raise Conflict(
-                f"{identity.name} already approved step {cur.step_id}; it needs "
-                f"{rb.approval.min_approvers} distinct approver(s)"
+                f"{identity.name} ({person_of(identity.name)}) already approved step {cur.step_id}; it needs "
+                f"{rb.approval.min_approvers} distinct people"
             )
         assert cur.plan_hash is not None
         await tx.add_approval(
@@ -131,7 +133,8 @@ class Operators:
                     f"step {cur.step_id} is running and cannot be stopped mid-way; reject after it ends"
                 )
             check = StepRecord(**{**cur.__dict__, "mutating": False})  # a requester may abort their own run
-            gate.check_may_approve(identity, rb, run, check, self._ctx.config.approvers)
+            config = self._ctx.config
+            gate.check_may_approve(identity, rb, run, check, config.approvers, config.person_of)
             cur.state, cur.finished_at = StepState.REJECTED, self._ctx.clock.now()
             await tx.save_step(cur)
             await self._ctx.event(

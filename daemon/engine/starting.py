@@ -8,7 +8,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.engine import planner, schedules
+from daemon.engine import gate, planner, schedules
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.identity import Identity
@@ -83,6 +83,15 @@ class Starter:
                 f"{identity.name} has role {identity.role}; starting runs needs approver or admin"
             )
         rb = lr.runbook
+        # Whoever may start a runbook by hand (and choose its params) must be one of its approvers, as
+        # for approving it; an admin may start any runbook.
+        if identity.role != "admin" and not gate.groups_of(identity, self._ctx.config.approvers) & set(
+            rb.approval.approvers
+        ):
+            raise Forbidden(
+                f"{identity.name} is not in an approver group of runbook {rb.name} "
+                f"({', '.join(sorted(rb.approval.approvers))}) and cannot start it"
+            )
         ctx: dict[str, Any] = {"alert": {}, "schedule": {}, "run": {"runbook": rb.name}, "steps": {}}
         try:
             rendered = planner.render_params(rb, ctx, params)

@@ -92,12 +92,20 @@ class SlackOperations:
     async def _approve_command(
         self, engine: Engine, identity: Identity, run_id: str, step_id: str | None
     ) -> Answer | None:
-        """Approve the step's current plan (the one ``show`` prints and the answer repeats)."""
+        """Approve the step's current plan (the one ``show`` prints and the answer repeats). A mutating step
+        must be named (``approve RUN STEP``): typing "approve RUN" must never approve a change the person
+        has not seen because the run moved on in the meantime."""
         run = await engine.get_run(run_id)
+        named = step_id is not None
         step_id = step_id or run["current_step"]
         if step_id is None:
             raise Conflict(f"run {run_id} is {run['state']}: it has no step to approve")
         step = next((s for s in run["steps"] if s["id"] == step_id), None)
+        if step is not None and step["mutating"] and not named:
+            return replies.nothing_changed(
+                f"step {step_id} of {run_id} changes something ({step['action']}): review it with "
+                f"`/runbook show {run_id}`, then approve it by name: `/runbook approve {run_id} {step_id}`"
+            )
         plan_hash = step["plan_hash"] if step and step["state"] == "awaiting_approval" else None
         try:
             after = await engine.approve(run_id, step_id, identity, plan_hash)
