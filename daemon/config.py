@@ -188,6 +188,66 @@ class KubernetesConfig(_Model):
         return self
 
 
+class S3Config(_Model):
+    """How runbookd reaches S3-compatible object storage (MinIO in the seed) for the ``s3.*`` and
+    ``thanos.*`` actions. Without this section those actions fail their step with "s3 is not
+    configured"; runbooks using them still validate."""
+
+    endpoint_url: str
+    """Base URL of the S3 API, for example https://minio.minio:9000 (no path, no credentials)."""
+    region: str = "us-east-1"
+    """Signing region; MinIO accepts its default, us-east-1."""
+    access_key: SecretRef | None = None
+    secret_key: SecretRef | None = None
+    """Both or neither. With neither, botocore's own credential chain is used (AWS_* variables, web
+    identity), which is rarely what a MinIO deployment wants."""
+    verify_tls: bool = True
+    """Verify the server's certificate. The seed's MinIO has a self-signed one: prefer ``ca_bundle``
+    over turning this off."""
+    ca_bundle: Path | None = None
+    """PEM file of the CA that signed the server's certificate (a mounted Secret or ConfigMap)."""
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    """MinIO needs path-style addressing (http://host/bucket/key)."""
+    connect_timeout: Duration = 5.0
+    """Seconds to open a connection, per attempt."""
+    timeout: Duration = 15.0
+    """Seconds to wait for a response (each read), per attempt."""
+    retries: int = Field(2, ge=0, le=10)
+    """Further attempts after a timeout, a connection error, a throttle or a 5xx (botocore's standard
+    retry mode: exponential backoff with jitter)."""
+    max_concurrency: int = Field(32, ge=1, le=256)
+    """Requests in flight at once when an action reads many objects (Thanos meta.json files); also
+    the size of the connection pool."""
+    meta_cache_entries: int = Field(200_000, ge=0, le=2_000_000)
+    """Parsed Thanos meta.json files kept in memory between scans (blocks are immutable, so a cached
+    one never goes stale; a block gone from the bucket is dropped from the cache at the next scan).
+    About 350 bytes each (35 MB for 100,000 blocks). 0 reads every meta.json on every scan."""
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("endpoint_url must be http(s)://host[:port]")
+        if parts.username or parts.password:
+            raise ValueError("endpoint_url must not carry credentials: use access_key and secret_key")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError("endpoint_url must not have a path or query (buckets are named by the actions)")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> S3Config:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("give both access_key and secret_key, or neither")
+        if self.ca_bundle is not None and not self.verify_tls:
+            raise ValueError(
+                "ca_bundle is for verifying the certificate: do not set verify_tls: false with it"
+            )
+        return self
+
+
 class LimitsConfig(_Model):
     max_concurrent_mutating_steps: int = Field(1, ge=1)
     """Blast-radius budget: mutating steps running at once, cluster-wide."""
@@ -222,6 +282,7 @@ class Config(_Model):
     prometheus: HttpServiceConfig | None = None
     alertmanager: HttpServiceConfig | None = None
     kubernetes: KubernetesConfig | None = None
+    s3: S3Config | None = None
     auth: AuthConfig
     approvers: dict[str, list[str]] = Field(default_factory=dict)
     """Approver groups: token names and slack:<user id>."""
@@ -321,6 +382,8 @@ class Secrets(BaseModel):
     alertmanager_token: SecretStr | None = None
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
 
 
 def resolve_secrets(cfg: Config) -> Secrets:
@@ -353,4 +416,6 @@ def resolve_secrets(cfg: Config) -> Secrets:
         slack_signing_secret=(
             get("slack.signing_secret", cfg.slack.signing_secret) if slack_on and cfg.slack else None
         ),
+        s3_access_key=get("s3.access_key", cfg.s3.access_key) if cfg.s3 else None,
+        s3_secret_key=get("s3.secret_key", cfg.s3.secret_key) if cfg.s3 else None,
     )

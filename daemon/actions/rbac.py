@@ -14,6 +14,10 @@ Permission syntax (see ``daemon.actions.kubernetes``):
   ``get storage.k8s.io/storageclasses``;
 - ``verb group/resource/subresource``: a subresource in another group.
 
+Object storage permissions are declared as the IAM actions an S3 / MinIO policy grants, ``s3:Action``
+(for example ``s3:GetObject``). They are not Kubernetes permissions: ``rules_for`` leaves them out and
+``object_storage_permissions`` lists them (the policy of runbookd's MinIO user must grant them).
+
 Two-part names are ambiguous (``apps/deployments`` vs ``pods/eviction``): the first part is read as an API
 group when it contains a dot or is one of Kubernetes' built-in groups without one (``apps``, ``batch``,
 ``policy``, ...), and as a core resource otherwise.
@@ -35,6 +39,28 @@ DOTLESS_GROUPS = frozenset({"apps", "autoscaling", "batch", "extensions", "polic
 """Built-in API groups whose names have no dot; every other group is a DNS subdomain."""
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_S3_PERMISSION = re.compile(r"^s3:[A-Z][A-Za-z]+$")
+
+
+def is_kubernetes_permission(text: str) -> bool:
+    """Kubernetes permissions are ``verb resource``; ``s3:Action`` ones are for object storage."""
+    return ":" not in text
+
+
+def object_storage_permissions(actions: Iterable[Action]) -> dict[str, tuple[str, ...]]:
+    """IAM action (``s3:GetObject``) -> the actions that need it, sorted. Raises ValueError on a malformed
+    one."""
+    users: dict[str, set[str]] = {}
+    for a in actions:
+        for text in a.permissions:
+            if is_kubernetes_permission(text):
+                continue
+            if not _S3_PERMISSION.match(text):
+                raise ValueError(
+                    f"action {a.name}: permission {text!r}: expected s3:Action, e.g. s3:GetObject"
+                )
+            users.setdefault(text, set()).add(a.name)
+    return {perm: tuple(sorted(names)) for perm, names in sorted(users.items())}
 
 
 @dataclass(frozen=True, order=True)
@@ -90,6 +116,8 @@ def rules_for(actions: Iterable[Action]) -> list[Rule]:
     users: dict[Permission, set[str]] = {}
     for a in actions:
         for text in a.permissions:
+            if not is_kubernetes_permission(text):
+                continue
             try:
                 perm = parse_permission(text)
             except ValueError as exc:

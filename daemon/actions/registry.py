@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from daemon.actions import alertmanager, kubernetes, notify, prometheus
+from daemon.actions import alertmanager, kubernetes, notify, prometheus, s3, thanos
 from daemon.actions.base import Action, ActionRegistry
 from daemon.errors import ConfigError
 
@@ -24,7 +24,14 @@ def _plugin_actions(module_name: str) -> list[Action]:
 
 
 def default_registry(plugins: Iterable[str] = ()) -> ActionRegistry:
-    actions = [*prometheus.ACTIONS, *alertmanager.ACTIONS, *kubernetes.ACTIONS, *notify.ACTIONS]
+    actions = [
+        *prometheus.ACTIONS,
+        *alertmanager.ACTIONS,
+        *kubernetes.ACTIONS,
+        *notify.ACTIONS,
+        *s3.ACTIONS,
+        *thanos.ACTIONS,
+    ]
     for name in plugins:
         actions += _plugin_actions(name)
     try:

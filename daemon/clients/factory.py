@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.clients import kubernetes
+from daemon.clients import kubernetes, s3
 from daemon.clients.alertmanager import AlertmanagerClient
 from daemon.clients.bundle import Clients
 from daemon.clients.http import JsonHttpClient
@@ -38,6 +38,10 @@ async def build_clients(config: Config, secrets: Secrets) -> Clients:
         except PermanentError as exc:
             await close_clients(clients)
             raise ConfigError(f"kubernetes: {exc}") from None
+    if config.s3 is not None:
+        clients.s3 = s3.from_config(
+            config.s3, access_key=secrets.s3_access_key, secret_key=secrets.s3_secret_key
+        )
     return clients
 
 

@@ -33,3 +33,52 @@ DnsSubdomain = Annotated[
 LabelName = Annotated[str, _check(_LABEL_NAME, "Prometheus label name", 128)]
 
 LabelValue = Annotated[str, StringConstraints(max_length=1024)]
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._=-]+(/[A-Za-z0-9._=-]+)*/?$")
+_ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+
+
+def _bucket(v: str) -> str:
+    shown = v if len(v) <= 64 else v[:61] + "..."
+    if not _BUCKET.match(v):
+        raise ValueError(
+            f"{shown!r} is not a valid S3 bucket name (3-63 chars: lowercase a-z, 0-9, '.', '-'; "
+            "starting and ending with a letter or digit)"
+        )
+    if ".." in v or ".-" in v or "-." in v or _IPV4.match(v):
+        raise ValueError(f"{shown!r} is not a valid S3 bucket name (no '..', '.-', '-.', not an IP address)")
+    if v.startswith(("xn--", "sthree-")) or v.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3")):
+        raise ValueError(f"{shown!r} is not a valid S3 bucket name (reserved prefix or suffix)")
+    return v
+
+
+def _prefix(v: str) -> str:
+    if v == "":
+        return v
+    shown = v if len(v) <= 64 else v[:61] + "..."
+    if len(v) > 256 or not _PREFIX.match(v) or any(part in (".", "..") for part in v.split("/")):
+        raise ValueError(
+            f"{shown!r} is not a valid key prefix (at most 256 chars of a-z, A-Z, 0-9, '.', '_', '=', '-' "
+            "in '/'-separated parts; no leading '/', no '//', no '.' or '..' parts)"
+        )
+    return v if v.endswith("/") else v + "/"
+
+
+def _ulid(v: str) -> str:
+    if not _ULID.match(v):
+        shown = v if len(v) <= 64 else v[:61] + "..."
+        raise ValueError(f"{shown!r} is not a ULID (26 chars of Crockford base32, upper case)")
+    return v
+
+
+S3BucketName = Annotated[str, AfterValidator(_bucket)]
+"""An S3 bucket name by AWS's general-purpose bucket rules (MinIO's are the same or looser)."""
+
+S3Prefix = Annotated[str, AfterValidator(_prefix)]
+"""A folder-like key prefix ("" for the bucket's root), normalised to end with '/'."""
+
+Ulid = Annotated[str, AfterValidator(_ulid)]
+"""A ULID as Thanos names its blocks: 01HX... (timestamp, then randomness)."""

@@ -136,14 +136,20 @@ async def serve(
     config: Config | dict[str, Any] | None = None,
     registry: ActionRegistry | None = None,
     clock: FrozenClock | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Daemon]:
+    """``secrets``: further resolved secrets by Secrets field name (e.g. ``s3_access_key``)."""
     write_runbooks(tmp_path, runbooks)
     cfg = config if isinstance(config, Config) else parse_config(config or base_config(tmp_path))
     registry = registry or default_registry()
     loaded = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
-    secrets = Secrets(webhook_token=SecretStr(WEBHOOK), tokens={k: SecretStr(v) for k, v in TOKENS.items()})
+    resolved = Secrets(
+        webhook_token=SecretStr(WEBHOOK),
+        tokens={k: SecretStr(v) for k, v in TOKENS.items()},
+        **{k: SecretStr(v) for k, v in (secrets or {}).items()},
+    )
     clock = clock or FrozenClock()
-    app = create_app(cfg, secrets, loaded, registry=registry, clock=clock, tick_interval=3600)
+    app = create_app(cfg, resolved, loaded, registry=registry, clock=clock, tick_interval=3600)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     port = free_port()

@@ -1,0 +1,487 @@
+"""The shipped thanos-sidecar-upload-failure, s3-connectivity-loss and thanos-retention runbooks, end to end.
+
+Each test loads the real files from runbooks/ into an in-process daemon (dry_run off unless said) talking
+to moto's S3 server (or a closed port, for an S3 that is down), the Kubernetes API emulator, a real
+Prometheus scraping a test exporter that plays the Thanos pods' metrics, and a real Alertmanager. Runs
+start from an Alertmanager webhook payload (or the schedule) and are walked with approvals through the
+HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.am import AlertmanagerServer
+from support.inproc import Daemon, alert_payload, base_config, serve
+from support.kube_api import KubeApiEmulator
+from support.ports import closed_port
+from support.prom import MetricsExporter, PrometheusServer
+from support.runs import states, steps_of, walk
+from support.s3 import MotoS3Server
+from support.thanos_blocks import DAY_MS, SIDECAR_A, SIDECAR_B, FakeThanosBucket
+
+from daemon.kits.clock import FrozenClock
+
+REPO = Path(__file__).resolve().parent.parent
+SIDECAR_RB, S3_RB, RETENTION_RB = "thanos-sidecar-upload-failure", "s3-connectivity-loss", "thanos-retention"
+RUNBOOKS = {n: (REPO / "runbooks" / f"{n}.yaml").read_text() for n in (SIDECAR_RB, S3_RB, RETENTION_RB)}
+NS, POD, OTHER = "monitoring", "prometheus-k8s-0", "prometheus-k8s-1"
+S3_SECRETS = {"s3_access_key": MotoS3Server.access_key_id, "s3_secret_key": MotoS3Server.secret_access_key}
+FAILURES = "thanos_objstore_bucket_operation_failures_total"
+OPERATIONS = "thanos_objstore_bucket_operations_total"
+UPLOADS = "thanos_shipper_uploads_total"
+
+
+def config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """base_config with dry_run off and the given sections (s3=endpoint URL is expanded)."""
+    if isinstance(sections.get("s3"), str):
+        sections["s3"] = {
+            "endpoint_url": sections["s3"],
+            "retries": 0,
+            "timeout": "5s",
+            "connect_timeout": "2s",
+        }
+    return base_config(tmp_path, **{"dry_run": False, **sections})
+
+
+def s3_down() -> str:
+    return f"http://127.0.0.1:{closed_port()}"
+
+
+async def start(d: Daemon, payload: dict[str, Any]) -> str:
+    status, body = await d.webhook(payload)
+    assert status == 200, body
+    (run_id,) = body["started"]
+    return str(run_id)
+
+
+class ThanosPods:
+    """Counters of Thanos pods as their /metrics show them, kept moving by a background task so that
+    rate() and increase() see traffic: ``calls[pod] = (operation, failing)`` per tick."""
+
+    def __init__(self, exporter: MetricsExporter, bucket: str = "thanos") -> None:
+        self.exporter = exporter
+        self.bucket = bucket
+        self.calls: dict[str, list[tuple[str, bool]]] = {}
+        self.totals: dict[tuple[str, str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def labels(self, pod: str, operation: str | None = None) -> dict[str, str]:
+        out = {"namespace": NS, "pod": pod, "bucket": self.bucket, "cluster": "thanos-ha"}
+        return out | ({"operation": operation} if operation else {})
+
+    def tick(self) -> None:
+        for pod, calls in self.calls.items():
+            for operation, failing in calls:
+                for name, inc in ((OPERATIONS, 1.0), (FAILURES, 1.0 if failing else 0.0)):
+                    key = (name, pod, operation)
+                    self.totals[key] = self.totals.get(key, 0.0) + inc
+                    self.exporter.set(name, self.totals[key], self.labels(pod, operation), type="counter")
+
+    def uploads(self, pod: str, value: float) -> None:
+        labels = {"namespace": NS, "pod": pod, "cluster": "thanos-ha"}
+        self.exporter.set(UPLOADS, value, labels, type="counter")
+
+    async def _run(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(0.25)
+
+    @contextlib.asynccontextmanager
+    async def moving(self) -> AsyncIterator[ThanosPods]:
+        self._task = asyncio.create_task(self._run(), name="thanos-pods")
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@pytest.fixture
+def pods(exporter_factory: Callable[..., MetricsExporter]) -> ThanosPods:
+    return ThanosPods(exporter_factory())
+
+
+@pytest.fixture
+def sidecar_prometheus(
+    prometheus_factory: Callable[..., PrometheusServer], pods: ThanosPods
+) -> Callable[[], PrometheusServer]:
+    """A Prometheus scraping the pods' exporter as job thanos-sidecar (the rules' and runbooks' job)."""
+    return lambda: prometheus_factory(targets=[pods.exporter.target], job_name="thanos-sidecar")
+
+
+def prometheus_pod(kube: KubeApiEmulator, name: str = POD) -> None:
+    kube.add_workload("StatefulSet", "prometheus-k8s", NS)
+    kube.add_pod(name, NS, node="node-196", owner=("StatefulSet", "prometheus-k8s"))
+
+
+def sidecar_alert(pod: str = POD, **labels: str) -> dict[str, Any]:
+    return alert_payload(
+        "ThanosSidecarUploadFailure",
+        fingerprint=f"fp-sidecar-{len(pod)}",
+        **{"namespace": NS, "pod": pod, "bucket": "thanos", "cluster": "thanos-ha", **labels},
+    )
+
+
+def s3_alert(pod: str = POD, bucket: str = "thanos") -> dict[str, Any]:
+    return alert_payload(
+        "S3ConnectivityLoss",
+        severity="critical",
+        fingerprint=f"fp-s3-{len(pod)}",
+        namespace=NS,
+        pod=pod,
+        bucket=bucket,
+        cluster="thanos-ha",
+    )
+
+
+DELETE_POD = ("DELETE", f"/api/v1/namespaces/{NS}/pods/{POD}")
+
+
+# -- thanos-sidecar-upload-failure -------------------------------------------------------------------------
+
+
+async def test_sidecar_restarted_when_s3_and_the_other_sidecars_are_good(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+) -> None:
+    FakeThanosBucket(moto_s3)
+    prometheus_pod(kube_api)
+    pods.calls = {POD: [("upload", True)], OTHER: [("upload", False)]}
+    pods.uploads(POD, 0)
+    prom = sidecar_prometheus()
+    async with pods.moving():
+        await prom.wait_for_async(f'{UPLOADS}{{pod="{POD}"}}')
+        await prom.wait_for_async(f'increase({FAILURES}{{pod="{POD}"}}[15m]) > 0')
+
+        async def upload_succeeds() -> None:  # the restarted sidecar ships its pending block
+            pods.uploads(POD, 1)
+
+        cfg = config(
+            tmp_path, s3=moto_s3.endpoint_url, kubernetes={"host": kube_api.url}, prometheus={"url": prom.url}
+        )
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+            run_id = await start(d, sidecar_alert())
+            run, approved = await walk(d, run_id, before={"verify": upload_succeeds})
+    assert run["state"] == "succeeded", run
+    assert run["target"] == f"{NS}/{POD}"
+    assert approved == ["s3-reachable", "other-sidecars", "restart", "verify"]
+    assert states(run)["not-restarted"] == "skipped"
+    out = {k: s["output"] for k, s in steps_of(run).items()}
+    assert out["s3-reachable"]["ok"] is True and out["s3-reachable"]["bucket"] == "thanos"
+    assert out["other-sidecars"]["count"] == 0
+    assert out["restart"]["owner"] == {"kind": "StatefulSet", "name": "prometheus-k8s"}
+    assert out["verify"]["count"] == 1 and out["verify"]["result"][0]["labels"]["pod"] == POD
+    assert [(r.method, r.path) for r in kube_api.mutations] == [DELETE_POD]
+
+
+async def test_sidecar_not_restarted_while_s3_is_down(tmp_path: Path, kube_api: KubeApiEmulator) -> None:
+    prometheus_pod(kube_api)
+    endpoint = s3_down()
+    cfg = config(tmp_path, s3=endpoint, kubernetes={"host": kube_api.url})
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+        run_id = await start(d, sidecar_alert())
+        run, approved = await walk(d, run_id)
+    assert approved == ["s3-reachable", "other-sidecars", "not-restarted"]
+    assert states(run) == {
+        "s3-reachable": "failed",
+        "other-sidecars": "failed",  # no Prometheus configured: the run goes on without it
+        "restart": "skipped",
+        "verify": "skipped",
+        "not-restarted": "succeeded",
+    }
+    probe = steps_of(run)["s3-reachable"]["output"]
+    assert probe["error"]["kind"] == "unreachable"
+    message = steps_of(run)["not-restarted"]["output"]["message"]
+    assert f"{NS}/{POD} was not restarted." in message
+    assert "S3 bucket thanos is not reachable from runbookd either (unreachable:" in message
+    assert f"cannot connect to {endpoint}" in message
+    assert kube_api.mutations == []
+
+
+async def test_sidecar_not_restarted_when_the_other_sidecars_fail_too(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+) -> None:
+    FakeThanosBucket(moto_s3)
+    prometheus_pod(kube_api)
+    pods.calls = {POD: [("upload", True)], OTHER: [("upload", True)]}
+    prom = sidecar_prometheus()
+    async with pods.moving():
+        await prom.wait_for_async(f'increase({FAILURES}{{pod="{OTHER}"}}[15m]) > 0')
+        cfg = config(
+            tmp_path, s3=moto_s3.endpoint_url, kubernetes={"host": kube_api.url}, prometheus={"url": prom.url}
+        )
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+            run_id = await start(d, sidecar_alert())
+            run, approved = await walk(d, run_id)
+    assert approved == ["s3-reachable", "other-sidecars", "not-restarted"]
+    assert states(run)["s3-reachable"] == "succeeded" and states(run)["other-sidecars"] == "failed"
+    message = steps_of(run)["not-restarted"]["output"]["message"]
+    assert f"Other sidecars fail too ({NS}/{OTHER})" in message
+    assert kube_api.mutations == []
+
+
+async def test_sidecar_hostile_pod_label_is_escaped_in_promql_and_refused_before_any_delete(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+) -> None:
+    FakeThanosBucket(moto_s3)
+    prometheus_pod(kube_api)
+    hostile = 'x"} or vector(1) or up{pod="'
+    pods.calls = {OTHER: [("upload", False)]}
+    prom = sidecar_prometheus()
+    async with pods.moving():
+        await prom.wait_for_async(f'{OPERATIONS}{{pod="{OTHER}"}}')
+        cfg = config(
+            tmp_path, s3=moto_s3.endpoint_url, kubernetes={"host": kube_api.url}, prometheus={"url": prom.url}
+        )
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+            run_id = await start(d, sidecar_alert(pod=hostile))
+            run, approved = await walk(d, run_id)
+    assert approved == ["s3-reachable", "other-sidecars"]
+    assert run["state"] == "failed"
+    query = steps_of(run)["other-sidecars"]["plan"]["query"]
+    assert 'pod!="x\\"} or vector(1) or up{pod=\\""' in query  # still one string matcher
+    assert steps_of(run)["other-sidecars"]["output"]["count"] == 0  # vector(1) was not injected
+    restart = steps_of(run)["restart"]
+    assert restart["state"] == "failed" and "is not a valid DNS-1123 subdomain" in restart["error"]
+    assert kube_api.requests == []  # not even a GET
+
+
+# -- s3-connectivity-loss ----------------------------------------------------------------------------------
+
+
+async def test_s3_down_everywhere_silences_the_upload_alert_and_reports(
+    tmp_path: Path,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+    alertmanager_factory: Callable[..., AlertmanagerServer],
+) -> None:
+    pods.calls = {
+        POD: [("upload", True), ("iter", True)],
+        "thanos-store-0": [("get_range", True)],
+    }
+    prom = sidecar_prometheus()
+    am = alertmanager_factory()
+    async with pods.moving():
+        await prom.wait_for_async(f'rate({FAILURES}{{pod="thanos-store-0"}}[5m]) > 0')
+        cfg = config(tmp_path, s3=s3_down(), prometheus={"url": prom.url}, alertmanager={"url": am.url})
+        clock = FrozenClock(time.time())  # the silence starts now in Alertmanager's eyes
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+            run_id = await start(d, s3_alert())
+            run, approved = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    assert approved == ["probe", "failing-operations", "other-pods", "silence-upload-failure", "report"]
+    out = {k: s["output"] for k, s in steps_of(run).items()}
+    assert out["probe"]["ok"] is False and out["probe"]["error"]["kind"] == "unreachable"
+    assert {r["labels"]["operation"]: r["value"] for r in out["failing-operations"]["result"]} == {
+        "upload": 1.0,
+        "iter": 1.0,
+    }
+    assert [r["labels"]["pod"] for r in out["other-pods"]["result"]] == ["thanos-store-0"]
+
+    (silence,) = [s for s in am.silences() if s["status"]["state"] == "active"]
+    assert silence["id"] == out["silence-upload-failure"]["silence_id"]
+    assert sorted((m["name"], m["value"], m["isRegex"], m["isEqual"]) for m in silence["matchers"]) == [
+        ("alertname", "ThanosSidecarUploadFailure", False, True),
+        ("namespace", NS, False, True),
+        ("pod", POD, False, True),
+    ]
+    message = out["report"]["message"]
+    assert f"{NS}/{POD} cannot reach bucket thanos." in message
+    assert "Failing operations: iter 100%, upload 100%." in message or "upload 100%, iter 100%" in message
+    assert "the bucket does NOT answer (unreachable:" in message
+    assert f"0 still succeed, 1 fail ({NS}/thanos-store-0)" in message
+    assert "Verdict: S3 itself is down or unreachable." in message
+    assert f"ThanosSidecarUploadFailure is silenced for 2h (silence {silence['id']})" in message
+
+
+async def test_s3_reachable_and_other_pods_fine_means_only_this_pod(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+    alertmanager_factory: Callable[..., AlertmanagerServer],
+) -> None:
+    FakeThanosBucket(moto_s3)
+    pods.calls = {POD: [("upload", True)], OTHER: [("upload", False)], "thanos-store-0": [("get", False)]}
+    prom = sidecar_prometheus()
+    am = alertmanager_factory()
+    async with pods.moving():
+        await prom.wait_for_async(f'rate({OPERATIONS}{{pod="thanos-store-0"}}[5m]) > 0')
+        await prom.wait_for_async(f'rate({FAILURES}{{pod="{POD}"}}[5m]) > 0')
+        cfg = config(
+            tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": prom.url}, alertmanager={"url": am.url}
+        )
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+            run_id = await start(d, s3_alert())
+            run, approved = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    assert approved == ["probe", "failing-operations", "other-pods", "report"]
+    assert states(run)["silence-upload-failure"] == "skipped"
+    assert am.silences() == []
+    message = steps_of(run)["report"]["output"]["message"]
+    assert "From runbookd: the bucket answers (" in message
+    assert "2 still succeed (" in message and ", 0 fail." in message
+    assert f"{NS}/{OTHER}" in message and f"{NS}/thanos-store-0" in message
+    assert "Verdict: only this pod fails." in message
+
+
+@pytest.mark.parametrize("bucket", ["../../etc", "Thanos", 'thanos"}) or vector(1'])
+async def test_s3_hostile_bucket_label_is_refused_and_escaped(
+    tmp_path: Path, moto_s3: MotoS3Server, bucket: str
+) -> None:
+    """The probe refuses the bucket before any request; the queries still run, with the label escaped."""
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url)
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+        run_id = await start(d, s3_alert(bucket=bucket))
+        run, _ = await walk(d, run_id)
+    probe = steps_of(run)["probe"]
+    assert probe["state"] == "failed" and "not a valid S3 bucket name" in probe["error"]
+    assert not probe["output"]
+    assert states(run)["silence-upload-failure"] == "skipped"  # nothing says S3 is down
+    assert "the bucket could not be probed" in steps_of(run)["report"]["output"]["message"]
+    escaped = bucket.replace("\\", "\\\\").replace('"', '\\"')
+    assert f'bucket="{escaped}"' in steps_of(run)["failing-operations"]["plan"]["query"]
+
+
+# -- thanos-retention --------------------------------------------------------------------------------------
+
+
+def next_fire(after: float) -> float:
+    """The next 04:30 UTC (the runbook's schedule) after ``after``."""
+    t = dt.datetime.fromtimestamp(after, dt.UTC).replace(hour=4, minute=30, second=0, microsecond=0)
+    if t.timestamp() <= after:
+        t += dt.timedelta(days=1)
+    return t.timestamp()
+
+
+def retention_bucket(moto: MotoS3Server, fire: float) -> dict[str, list[str]]:
+    """Blocks relative to the schedule's fire time: raw ones of two replicas over 40 days, 5m ones over
+    200 days, a retired stream 60 days old, one block already marked, one partial upload."""
+    b = FakeThanosBucket(moto)
+    now_ms = int(fire * 1000) + 6 * 3_600_000  # "d days ago" is d days minus 6h: no block on a cutoff
+    made: dict[str, list[str]] = {"old": [], "young": [], "kept": []}
+    for labels in (SIDECAR_A, SIDECAR_B):
+        for d in range(1, 41):
+            blk = b.add(max_time=now_ms - d * DAY_MS, labels=labels)
+            made["old" if d > 30 else "young"].append(blk.ulid)
+    for d in (30, 100, 170, 190, 200):
+        blk = b.add(max_time=now_ms - d * DAY_MS, labels=SIDECAR_A, resolution=300_000)
+        made["old" if d > 180 else "young"].append(blk.ulid)
+    retired = [b.add(max_time=now_ms - d * DAY_MS, labels={"cluster": "retired"}) for d in (62, 61, 60)]
+    made["old"] += [r.ulid for r in retired[:2]]
+    made["kept"].append(retired[-1].ulid)
+    made["kept"].append(b.add(max_time=now_ms - 50 * DAY_MS, labels=SIDECAR_A, marked=True).ulid)
+    made["kept"].append(b.add(max_time=now_ms - 45 * DAY_MS, labels=SIDECAR_B, partial=True).ulid)
+    return made
+
+
+async def scheduled_run(d: Daemon, clock: FrozenClock, fire: float) -> str:
+    await d.engine.tick()  # first sight of the schedule: remembered, not fired
+    clock.advance(fire + 60 - clock.now())
+    await d.engine.tick()
+    status, body = await d.call("GET", "/api/v1/runs")
+    assert status == 200, body
+    (run,) = [r for r in body["runs"] if r["runbook"] == RETENTION_RB and r["state"] == "awaiting_approval"]
+    assert run["trigger"] == "schedule" and run["target"] == "thanos"
+    return str(run["id"])
+
+
+async def test_retention_plans_and_marks_with_approval(tmp_path: Path, moto_s3: MotoS3Server) -> None:
+    fire = next_fire(time.time())
+    made = retention_bucket(moto_s3, fire)
+    bucket = FakeThanosBucket(moto_s3, create=False)
+    before = bucket.objects()
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url)
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, approved = await walk(d, run_id, stop_at="mark")
+        plan = steps_of(run)["plan"]["output"]
+        mark_step = steps_of(run)["mark"]
+        # What the approver is asked to approve is exactly the plan's list.
+        assert mark_step["state"] == "awaiting_approval" and mark_step["plan"]["ulids"] == plan["ulids"]
+        assert before == bucket.objects()  # nothing written before the mark is approved
+        run, approved = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    assert approved == ["mark", "report"]
+    assert set(plan["ulids"]) == set(made["old"]) and plan["count"] == len(made["old"])
+    assert plan["protected_count"] == 1 and plan["protected"][0]["ulid"] == made["kept"][0]
+    assert plan["skipped"] == {"marked": 1, "partial": 1, "unreadable": 0}
+    status_out = steps_of(run)["status"]["output"]
+    assert status_out["partial"]["count"] == 1 and status_out["marked"]["count"] == 1
+    marked = steps_of(run)["mark"]["output"]
+    assert (marked["marked"], marked["already_marked"], marked["refused"]) == (len(made["old"]), 0, 0)
+    after = bucket.objects()
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(set(after) - set(before)) == sorted(f"{u}/deletion-mark.json" for u in made["old"])
+    doc = bucket.read_json(f"{made['old'][0]}/deletion-mark.json")
+    assert doc == {
+        "id": made["old"][0],
+        "version": 1,
+        "details": f"runbookd run {run_id} step mark",
+        "deletion_time": int(fire + 60),
+    }
+    report = steps_of(run)["report"]["output"]["message"]
+    assert f"{len(made['old'])} block(s) marked, 0 already marked, 0 refused." in report
+
+
+async def test_retention_dry_run_writes_nothing_and_a_second_day_marks_nothing_new(
+    tmp_path: Path, moto_s3: MotoS3Server
+) -> None:
+    fire = next_fire(time.time())
+    made = retention_bucket(moto_s3, fire)
+    bucket = FakeThanosBucket(moto_s3, create=False)
+    before = bucket.objects()
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, dry_run=True)
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, _ = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    assert bucket.objects() == before
+    mark_out = steps_of(run)["mark"]["output"]
+    assert mark_out["dry_run"] is True and mark_out["would_mark"] == len(made["old"])
+    assert sorted(r["key"] for r in mark_out["requests"]) == sorted(
+        f"{u}/deletion-mark.json" for u in made["old"]
+    )
+    assert (
+        f"Dry-run: {len(made['old'])} mark(s) recorded, none written."
+        in steps_of(run)["report"]["output"]["message"]
+    )
+
+
+async def test_retention_with_nothing_past_retention_skips_the_mark(
+    tmp_path: Path, moto_s3: MotoS3Server
+) -> None:
+    fire = next_fire(time.time())
+    bucket = FakeThanosBucket(moto_s3)
+    for d in range(1, 10):
+        bucket.add(max_time=int(fire * 1000) - d * DAY_MS, labels=SIDECAR_A)
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url)
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, approved = await walk(d, run_id)
+    assert approved == ["status", "plan", "report"]
+    assert states(run)["mark"] == "skipped"
+    assert "Nothing to mark." in steps_of(run)["report"]["output"]["message"]
