@@ -11,11 +11,10 @@ example payloads in docs/examples/.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from support.kube_fixtures import seed_cluster
 from support.ports import closed_port
 from support.procs import base_env
 from support.prom import MetricsExporter, PrometheusServer
+from support.runs import states, steps_of, walk
 
 from daemon.actions.registry import default_registry
 
@@ -35,7 +35,6 @@ RUNBOOKD = str(Path(sys.executable).parent / "runbookd")
 EXAMPLES = REPO / "docs" / "examples"
 NODE_RB, PVC_RB = "node-degradation", "pvc-disk-pressure"
 RUNBOOKS = {name: (REPO / "runbooks" / f"{name}.yaml").read_text() for name in (NODE_RB, PVC_RB)}
-ENDED = {"succeeded", "failed", "rejected", "expired", "cancelled"}
 GI = 2**30
 
 NODE = "node-196"
@@ -88,53 +87,6 @@ async def start(d: Daemon, payload: dict[str, Any]) -> str:
     assert status == 200, body
     (run_id,) = body["started"]
     return str(run_id)
-
-
-Hook = Callable[[], Any]
-
-
-async def walk(
-    d: Daemon,
-    run_id: str,
-    *,
-    before: Mapping[str, Hook] | None = None,
-    stop_at: str | None = None,
-    timeout: float = 60.0,
-) -> tuple[dict[str, Any], list[str]]:
-    """Approve every step that asks, in turn, until the run ends (or ``stop_at`` asks). Returns the run
-    and the steps approved. ``before[step]`` runs (awaited if async) just before that step is approved."""
-    approved: list[str] = []
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        run = await d.run(run_id)
-        if run["state"] in ENDED:
-            return run, approved
-        cur = run["current_step"]
-        step = next(s for s in run["steps"] if s["id"] == cur)
-        if run["state"] == "awaiting_approval" and step["state"] == "awaiting_approval":
-            if cur == stop_at:
-                return run, approved
-            hook = (before or {}).get(cur)
-            if hook is not None:
-                result = hook()
-                if inspect.isawaitable(result):
-                    await result
-            status, body = await d.approve(run_id, cur, plan_hash=step["plan_hash"])
-            assert status == 200, body
-            approved.append(cur)
-            continue
-        if loop.time() > end:
-            raise AssertionError(f"run {run_id} stuck at {cur} ({run['state']}): {run}")
-        await asyncio.sleep(0.02)
-
-
-def steps_of(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["id"]: s for s in run["steps"]}
-
-
-def states(run: dict[str, Any]) -> dict[str, str]:
-    return {s["id"]: s["state"] for s in run["steps"]}
 
 
 def declared_permissions(runbook: str) -> set[str]:
