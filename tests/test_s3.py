@@ -220,14 +220,13 @@ SLOW_DOWN = (
 )
 
 
-@pytest.fixture
-async def slow_down_server() -> AsyncIterator[tuple[str, list[str]]]:
-    """Answers every request 503 SlowDown, counting them."""
+async def _recording_server(status: int, text: str = "") -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback HTTP server that answers every request with ``status`` and records it."""
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
-        seen.append(f"{request.method} {request.path}")
-        return web.Response(status=503, text=SLOW_DOWN, content_type="application/xml")
+        seen.append(f"{request.method} {request.path_qs}")
+        return web.Response(status=status, text=text, content_type="application/xml")
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
@@ -239,6 +238,13 @@ async def slow_down_server() -> AsyncIterator[tuple[str, list[str]]]:
         yield f"http://127.0.0.1:{port}", seen
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def slow_down_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """Answers every request 503 SlowDown, counting them."""
+    async for server in _recording_server(503, SLOW_DOWN):
+        yield server
 
 
 async def test_throttling_is_temporary_and_retried_a_bounded_number_of_times(
@@ -354,22 +360,8 @@ async def test_self_signed_certificate_needs_a_ca_bundle_or_verify_off(
 @pytest.fixture
 async def tripwire() -> AsyncIterator[tuple[str, list[str]]]:
     """An S3 endpoint that records every request; tests assert it saw none."""
-    seen: list[str] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(f"{request.method} {request.path_qs}")
-        return web.Response(status=500)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async for server in _recording_server(500):
+        yield server
 
 
 HOSTILE_BUCKETS = [
