@@ -365,6 +365,8 @@ def git_rev() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
+    if not rev:  # e.g. a `git archive` export
+        return "?"
     return rev + (" + uncommitted changes in daemon/" if dirty else "")
 
 
@@ -408,17 +410,26 @@ def mb(kb: int) -> str:
     return f"{kb / 1024:.0f} MB"
 
 
-def wait_routed(state_path: Path, timeout: float = 120.0) -> float:
+def inbox_counts(state_path: Path) -> tuple[int, int]:
+    """(notifications stored, of which not routed yet) in a runbookd state file, read-only. Cheap enough to
+    poll: MAX of the primary key and a count over the partial index of unrouted rows."""
+    db = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=5)
+    try:
+        stored = db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]
+        left = db.execute("SELECT COUNT(*) FROM inbox WHERE routed_at IS NULL").fetchone()[0]
+    finally:
+        db.close()
+    return stored, left
+
+
+def wait_routed(state_path: Path, timeout: float = 120.0) -> tuple[float, int]:
     """Wait until runbookd has routed every stored notification (the webhook answers once a notification
-    is stored; routing follows). Returns the seconds waited."""
+    is stored; routing follows). Returns (seconds waited, notifications still not routed: 0 unless the
+    timeout passed)."""
     t0 = time.perf_counter()
     while True:
-        db = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=5)
-        try:
-            left = db.execute("SELECT COUNT(*) FROM inbox WHERE routed_at IS NULL").fetchone()[0]
-        finally:
-            db.close()
+        _, left = inbox_counts(state_path)
         waited = time.perf_counter() - t0
         if left == 0 or waited > timeout:
-            return waited
-        time.sleep(0.05)
+            return waited, left
+        time.sleep(0.02)

@@ -1,7 +1,8 @@
 """p50/p99 from webhook receipt to "approval request sent" at a steady 200 requests/s (design.md §9).
 
-runbookd's app (create_app, SQLite WAL state, 1 s engine tick as in `runbookd serve`, JSON logs to a file)
-is served in this process on a loopback port with one extra notifier, RecordingNotifier, that stamps
+runbookd's app (create_app, SQLite WAL state, 1 s engine tick, JSON logs to a file) is served in this
+process the way `runbookd serve` serves it (the same event loop, uvloop where installed; gc.freeze() once
+the app is set up) on a loopback port with one extra notifier, RecordingNotifier, that stamps
 time.monotonic() when an ``approval_requested`` notice reaches it: the moment a Slack message would be
 sent. A client subprocess (this script with --client) sends webhooks open-loop at RATE/s for DURATION s
 (a request every 1/RATE s whatever the answers, so a slow daemon cannot slow the load down) and reports
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import random
@@ -160,6 +162,7 @@ async def serve_and_measure(args: argparse.Namespace) -> bool:
         app.middlewares.insert(0, stamp)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
+        gc.freeze()  # as `runbookd serve` does once start-up is done (daemon/cli/serve.py, _run)
         port = free_port()
         await web.TCPSite(runner, common.LOOPBACK, port).start()
         try:
@@ -236,7 +239,10 @@ def main() -> int:
     if args.client:
         asyncio.run(client_main(args.client, args.rate, args.duration, args.warmup))
         return 0
-    passed = asyncio.run(serve_and_measure(args))
+    from daemon.cli.serve import _loop_factory  # the event loop `runbookd serve` runs on
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        passed = runner.run(serve_and_measure(args))
     return common.finish(passed, args.strict)
 
 

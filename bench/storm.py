@@ -5,9 +5,11 @@ The alerts arrive as Alertmanager would deliver them: webhook notifications of o
 (group_by: [alertname]), 10-50 alerts per notification, CONCURRENCY notifications in flight, a 5xx retried
 after a pause as Alertmanager retries. 80% are PrometheusScrapeFailure alerts over TARGETS jobs (the
 benchmark runbook's target is the job, so many alerts share a target and concurrent notifications race for
-the same targets); 20% are alertnames no runbook answers (stored, never run). Afterwards, with the daemon
-stopped, the SQLite state file is opened read-only and checked: every fingerprint in alerts_received,
-one run per target, every matched alert linked to its target's run. Peak RSS is the daemon's VmHWM.
+the same targets); 20% are alertnames no runbook answers (stored, never run). The webhook answers once a
+notification is committed; routing follows, so the script then waits until every stored notification is
+routed and reports how long that took. Afterwards, with the daemon stopped, the SQLite state file is opened
+read-only and checked: every fingerprint in alerts_received, one run per target, every matched alert linked
+to its target's run. Peak RSS is the daemon's VmHWM, sampled until routing and two engine ticks are done.
 
     .venv/bin/python bench/storm.py [--alerts 10000] [--targets 500] [--concurrency 16] [--strict]
 """
@@ -135,8 +137,11 @@ def main() -> int:
             t0 = time.perf_counter()
             stats = asyncio.run(deliver(rb.url + "/api/v1/alertmanager", bodies, args.concurrency))
             elapsed = time.perf_counter() - t0
-            routing = common.wait_routed(rb.state_path)
-            print(f"routed the backlog {routing:.1f}s after the last answer")
+            _, backlog = common.inbox_counts(rb.state_path)
+            cpu0 = common.proc_cpu_seconds(rb.pid)
+            routing, unrouted = common.wait_routed(rb.state_path)
+            routing_cpu = common.proc_cpu_seconds(rb.pid) - cpu0
+            print(f"routed a backlog of {backlog} notifications {routing:.1f}s after the last answer")
             time.sleep(2.5)  # two engine ticks over the new runs
             sampler.stop.set()
             sampler.join()
@@ -169,6 +174,13 @@ def main() -> int:
     checks = [
         Check("storm delivered in", f"{elapsed:.1f} s", "", None),
         Check("alerts/s accepted (committed)", f"{len(fps) / elapsed:.0f}", "", None),
+        Check(
+            "then routed: backlog after the last answer",
+            f"{backlog} notifications in {routing:.1f} s ({routing_cpu:.1f} s CPU)",
+            "",
+            None,
+        ),
+        Check("notifications never routed", str(unrouted), "0", unrouted == 0),
         Check(
             "notification latency p50 / p99",
             f"{common.percentile(lat, 50) * 1e3:.0f} / {common.percentile(lat, 99) * 1e3:.0f} ms",
