@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import (
@@ -100,6 +101,16 @@ class RunbooksConfig(_Model):
     """Folders (or single files) of runbook YAML files."""
 
 
+def _http_url_parts(v: str, *, not_http: str, credentials: str) -> SplitResult:
+    """An http(s) URL with a host and no user:password@ in it (it would surface wherever the URL does)."""
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(not_http)
+    if parts.username or parts.password:
+        raise ValueError(credentials)
+    return parts
+
+
 class HttpServiceConfig(_Model):
     url: str
     """Base URL, for example http://thanos-query.monitoring:9090."""
@@ -110,14 +121,12 @@ class HttpServiceConfig(_Model):
     @field_validator("url")
     @classmethod
     def _plain_http_url(cls, v: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL, for example http://thanos-query.monitoring:9090")
-        if parts.username or parts.password:
-            # it would be shown in dry-run requests, the API and Slack: use bearer_token instead
-            raise ValueError("must not carry credentials (user:password@); use bearer_token: {env|file}")
+        # credentials in it would be shown in dry-run requests, the API and Slack: use bearer_token instead
+        _http_url_parts(
+            v,
+            not_http="must be an http(s) URL, for example http://thanos-query.monitoring:9090",
+            credentials="must not carry credentials (user:password@); use bearer_token: {env|file}",
+        )
         return v
 
 
@@ -226,13 +235,11 @@ class S3Config(_Model):
     @field_validator("endpoint_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("endpoint_url must be http(s)://host[:port]")
-        if parts.username or parts.password:
-            raise ValueError("endpoint_url must not carry credentials: use access_key and secret_key")
+        parts = _http_url_parts(
+            v,
+            not_http="endpoint_url must be http(s)://host[:port]",
+            credentials="endpoint_url must not carry credentials: use access_key and secret_key",
+        )
         if parts.path.strip("/") or parts.query or parts.fragment:
             raise ValueError("endpoint_url must not have a path or query (buckets are named by the actions)")
         return v.rstrip("/")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from daemon.clients import kubernetes, s3
 from daemon.clients.alertmanager import AlertmanagerClient
 from daemon.clients.bundle import Clients
 from daemon.clients.http import JsonHttpClient
 from daemon.clients.prometheus import PrometheusClient
-from daemon.config import Config, Secrets
+from daemon.config import Config, HttpServiceConfig, Secrets
 from daemon.errors import ConfigError, PermanentError
+
+
+def _http(cfg: HttpServiceConfig, token: SecretStr | None, name: str) -> JsonHttpClient:
+    return JsonHttpClient(cfg.url, timeout=cfg.timeout, token=token, name=name)
 
 
 async def build_clients(config: Config, secrets: Secrets) -> Clients:
@@ -16,21 +22,11 @@ async def build_clients(config: Config, secrets: Secrets) -> Clients:
     clients = Clients()
     if config.prometheus is not None:
         clients.prometheus = PrometheusClient(
-            JsonHttpClient(
-                config.prometheus.url,
-                timeout=config.prometheus.timeout,
-                token=secrets.prometheus_token,
-                name="prometheus",
-            )
+            _http(config.prometheus, secrets.prometheus_token, "prometheus")
         )
     if config.alertmanager is not None:
         clients.alertmanager = AlertmanagerClient(
-            JsonHttpClient(
-                config.alertmanager.url,
-                timeout=config.alertmanager.timeout,
-                token=secrets.alertmanager_token,
-                name="alertmanager",
-            )
+            _http(config.alertmanager, secrets.alertmanager_token, "alertmanager")
         )
     if config.kubernetes is not None:
         try:
