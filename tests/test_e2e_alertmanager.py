@@ -17,7 +17,7 @@ from support.am import AlertmanagerServer, webhook_config
 from support.polling import wait_until
 from support.ports import closed_port
 from support.prom import MetricsExporter, PrometheusServer
-from support.runbookd import RunbookdProcess
+from support.runbookd import RunbookdProcess, daemon_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = REPO_ROOT / "runbooks" / "prometheus-scrape-failure.yaml"
@@ -30,18 +30,7 @@ def step(run: dict[str, Any], step_id: str) -> dict[str, Any]:
 
 
 def _config(prom: PrometheusServer, am: AlertmanagerServer) -> dict[str, Any]:
-    return {
-        "runbooks": {"paths": [str(RUNBOOK)]},
-        "dry_run": False,
-        "prometheus": {"url": prom.url, "timeout": "5s"},
-        "alertmanager": {"url": am.url, "timeout": "5s"},
-        "auth": {
-            "webhook_token": {"env": "RUNBOOKD_WEBHOOK_TOKEN"},
-            "tokens": [{"name": "admin", "role": "admin", "secret": {"env": "RUNBOOKD_ADMIN_TOKEN"}}],
-        },
-        "approvers": {"sre": ["admin"]},
-        "log": {"format": "json"},
-    }
+    return daemon_config(RUNBOOK, prometheus=prom.url, alertmanager=am.url, dry_run=False)
 
 
 def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_silence(

@@ -26,7 +26,7 @@ import yaml
 from support.am import AMTOOL_BIN, AlertmanagerServer
 from support.polling import wait_until
 from support.prom import PROMTOOL_BIN, MetricsExporter, PrometheusServer, values
-from support.runbookd import RunbookdProcess
+from support.runbookd import RunbookdProcess, daemon_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = REPO_ROOT / "rules"
@@ -189,18 +189,7 @@ def stack(
         )
         token = secrets.token_hex(16)
         rb = runbookd_factory(
-            {
-                "runbooks": {"paths": [str(runbooks_path)]},
-                "dry_run": True,
-                "prometheus": {"url": prom.url, "timeout": "5s"},
-                "alertmanager": {"url": am.url, "timeout": "5s"},
-                "auth": {
-                    "webhook_token": {"env": "RUNBOOKD_WEBHOOK_TOKEN"},
-                    "tokens": [{"name": "admin", "role": "admin", "secret": {"env": "RUNBOOKD_ADMIN_TOKEN"}}],
-                },
-                "approvers": {"sre": ["admin"]},
-                "log": {"format": "json"},
-            },
+            daemon_config(runbooks_path, prometheus=prom.url, alertmanager=am.url, dry_run=True),
             webhook_token=token,
         )
         secret_dir = tmp_path / "alertmanager-secrets"

@@ -24,6 +24,25 @@ DEFAULT_WEBHOOK_TOKEN = "test-webhook-token"
 DEFAULT_ADMIN_TOKEN = "test-admin-token"
 
 
+def daemon_config(
+    runbooks: str | os.PathLike[str], *, prometheus: str, alertmanager: str, dry_run: bool
+) -> dict[str, Any]:
+    """A runbookd config for a subprocess daemon talking to a test Prometheus and Alertmanager, with the
+    webhook token and an admin token (group sre) from the environment, as config.example.yaml does."""
+    return {
+        "runbooks": {"paths": [str(runbooks)]},
+        "dry_run": dry_run,
+        "prometheus": {"url": prometheus, "timeout": "5s"},
+        "alertmanager": {"url": alertmanager, "timeout": "5s"},
+        "auth": {
+            "webhook_token": {"env": "RUNBOOKD_WEBHOOK_TOKEN"},
+            "tokens": [{"name": "admin", "role": "admin", "secret": {"env": "RUNBOOKD_ADMIN_TOKEN"}}],
+        },
+        "approvers": {"sre": ["admin"]},
+        "log": {"format": "json"},
+    }
+
+
 def runbookd_bin() -> str:
     """The ``runbookd`` console script next to the running interpreter (the venv's bin/)."""
     return str(Path(sys.executable).parent / "runbookd")
