@@ -368,6 +368,45 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
         """,
         ("stepz", "Extra inputs are not permitted"),
     ),
+    "undo on a read-only step": (
+        """
+        steps:
+          - id: a
+            action: prometheus.query
+            with: {query: up}
+            undo:   # <-
+              action: alertmanager.expire_silence
+              with: {silence_id: "{{ steps['a'].output.silence_id }}"}
+        """,
+        ("steps.0.undo", "only a mutating step has an undo"),
+    ),
+    "undo with bad params": (
+        """
+        steps:
+          - id: a
+            action: alertmanager.silence
+            with: {matchers: [{name: job, value: x}, {name: instance, value: y}], duration: 1h}
+            undo:
+              action: alertmanager.expire_silence
+              with: {silence_id: "not-a-uuid"}   # <-
+        """,
+        ("steps.0.undo.with.silence_id", "not a silence id"),
+    ),
+    "undo reads a later step": (
+        """
+        steps:
+          - id: a
+            action: alertmanager.silence
+            with: {matchers: [{name: job, value: x}, {name: instance, value: y}], duration: 1h}
+            undo:
+              action: alertmanager.expire_silence
+              with: {silence_id: "{{ steps['b'].output.x }}"}   # <-
+          - id: b
+            action: notify.log
+            with: {message: hi}
+        """,
+        ("steps.0.undo.with.silence_id", "refers to step 'b', which has not run at this point"),
+    ),
     "bad trigger matcher": (
         """
         steps:
@@ -378,6 +417,64 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("triggers.0.match",),
     ),
 }
+
+
+def test_undo_may_read_its_own_step_and_checks_must_only_read(tmp_path: Path) -> None:
+    good, _ = write(
+        tmp_path,
+        "good.yaml",
+        """
+        name: good
+        triggers:
+          - schedule: "0 3 * * *"
+            check:
+              action: prometheus.query
+              with: {query: up}
+              when: "{{ check.output.value | length > 0 }}"
+        steps:
+          - id: a
+            action: alertmanager.silence
+            with: {matchers: [{name: job, value: x}, {name: instance, value: y}], duration: 1h}
+            undo:
+              action: alertmanager.expire_silence
+              with: {silence_id: "{{ steps['a'].output.silence_id }}"}
+        """,
+    )
+    res = runbookd("validate", good)
+    assert res.returncode == 0, res.stderr
+    bad, line = write(
+        tmp_path,
+        "bad.yaml",
+        """
+        name: bad
+        triggers:
+          - schedule: "0 3 * * *"
+            check:
+              action: alertmanager.silence   # <-
+              with: {matchers: [{name: job, value: x}, {name: instance, value: y}], duration: 1h}
+              when: "{{ check.ok }}"
+        steps:
+          - id: a
+            action: notify.log
+            with: {message: "{{ check.output }}"}
+        """,
+    )
+    assert_points_at(runbookd("validate", bad), bad, line, "triggers.0.check.action", "must be read-only")
+    alert, line = write(
+        tmp_path,
+        "alert.yaml",
+        """
+        name: alert
+        triggers:
+          - alert: X   # <-
+            check: {action: prometheus.query, with: {query: up}, when: "{{ true }}"}
+        steps:
+          - id: a
+            action: notify.log
+            with: {message: hi}
+        """,
+    )
+    assert_points_at(runbookd("validate", alert), alert, line, "check: applies to schedule triggers only")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

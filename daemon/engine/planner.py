@@ -97,6 +97,7 @@ def step_context(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
     return {
         "alert": run.context.get("alert", {}),
         "schedule": run.context.get("schedule", {}),
+        "check": run.context.get("check", {}),
         "params": run.params,
         "steps": done,
         "run": {

@@ -109,28 +109,61 @@ def _pydantic_errors(path: Path, raw: Any, exc: ValidationError, prefix: Loc = (
     return out
 
 
+def _check_action_params(
+    path: Path, raw: Any, registry: ActionRegistry, name: str, with_: dict[str, Any], loc: Loc
+) -> list[str]:
+    """Errors for one use of an action (a step, an undo or a check): it exists, its params are valid."""
+    act = registry.get(name)
+    if act is None:
+        shown = ".".join(str(p) for p in (*loc, "action"))
+        return [
+            f"{_where(path, raw, (*loc, 'action'))}: {shown}: unknown action "
+            f"{name!r} (known: {', '.join(registry.names())})"
+        ]
+    errors = []
+    templated = [p for p, _ in templating.iter_templates(with_)]
+    try:
+        act.params.model_validate(with_)
+    except ValidationError as exc:
+        for err in exc.errors():
+            eloc = tuple(err["loc"])
+            if err["type"] != "missing" and any(eloc[: len(t)] == t for t in templated):
+                continue  # a templated value is checked when rendered, before the step runs
+            full: Loc = (*loc, "with", *eloc)
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = ".".join(str(p) for p in full)
+            errors.append(f"{_where(path, raw, full)}: {shown}: {msg}")
+    return errors
+
+
 def _check_step_params(path: Path, raw: Any, rb: Runbook, registry: ActionRegistry) -> list[str]:
     errors = []
     for i, step in enumerate(rb.steps):
-        act = registry.get(step.action)
-        if act is None:
-            errors.append(
-                f"{_where(path, raw, ('steps', i, 'action'))}: steps.{i}.action: unknown action "
-                f"{step.action!r} (known: {', '.join(registry.names())})"
-            )
+        errors += _check_action_params(path, raw, registry, step.action, step.with_, ("steps", i))
+        if step.undo is None:
             continue
-        templated = [p for p, _ in templating.iter_templates(step.with_)]
-        try:
-            act.params.model_validate(step.with_)
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = tuple(err["loc"])
-                if err["type"] != "missing" and any(loc[: len(t)] == t for t in templated):
-                    continue  # a templated value is checked when rendered, before the step runs
-                full: Loc = ("steps", i, "with", *loc)
-                msg = err["msg"].removeprefix("Value error, ")
-                shown = ".".join(str(p) for p in full)
-                errors.append(f"{_where(path, raw, full)}: {shown}: {msg}")
+        act, inverse = registry.get(step.action), registry.get(step.undo.action)
+        where = _where(path, raw, ("steps", i, "undo"))
+        if act is not None and act.read_only:
+            errors.append(f"{where}: steps.{i}.undo: only a mutating step has an undo ({step.action} only reads)")
+        if inverse is not None and inverse.read_only:
+            errors.append(
+                f"{where}: steps.{i}.undo.action: an undo must be a mutating action ({step.undo.action} only reads)"
+            )
+        errors += _check_action_params(
+            path, raw, registry, step.undo.action, step.undo.with_, ("steps", i, "undo")
+        )
+    for i, trigger in enumerate(rb.triggers):
+        if trigger.check is None:
+            continue
+        loc: Loc = ("triggers", i, "check")
+        act = registry.get(trigger.check.action)
+        if act is not None and not act.read_only:
+            errors.append(
+                f"{_where(path, raw, (*loc, 'action'))}: triggers.{i}.check.action: a check must be read-only "
+                f"({trigger.check.action} changes things; it would run without approval)"
+            )
+        errors += _check_action_params(path, raw, registry, trigger.check.action, trigger.check.with_, loc)
     return errors
 
 
@@ -142,6 +175,16 @@ def _check_templates(path: Path, raw: Any, rb: Runbook) -> list[str]:
         sources += [(("steps", i, "with", *p), s) for p, s in templating.iter_templates(step.with_)]
         if step.when is not None:
             sources.append((("steps", i, "when"), step.when))
+        if step.undo is not None:
+            u = step.undo
+            sources += [(("steps", i, "undo", "with", *p), s) for p, s in templating.iter_templates(u.with_)]
+            if u.when is not None:
+                sources.append((("steps", i, "undo", "when"), u.when))
+    for i, trigger in enumerate(rb.triggers):
+        if trigger.check is not None:
+            c = trigger.check
+            sources += [(("triggers", i, "check", "with", *p), s) for p, s in templating.iter_templates(c.with_)]
+            sources.append((("triggers", i, "check", "when"), c.when))
     ids = [s.id for s in rb.steps]
     for loc, source in sources:
         where, shown = _where(path, raw, loc), ".".join(str(p) for p in loc)
@@ -150,20 +193,23 @@ def _check_templates(path: Path, raw: Any, rb: Runbook) -> list[str]:
         except TemplateSyntaxError as exc:
             errors.append(f"{where}: {shown}: template syntax error: {exc.message}")
             continue
-        unknown = templating.free_names(ast) - templating.CONTEXT_NAMES
+        in_check = loc[0] == "triggers"
+        allowed = templating.CHECK_CONTEXT_NAMES if in_check else templating.CONTEXT_NAMES
+        unknown = templating.free_names(ast) - allowed
         if unknown:
             errors.append(
                 f"{where}: {shown}: unknown name(s) {', '.join(sorted(unknown))} "
-                f"(templates see: {', '.join(sorted(templating.CONTEXT_NAMES))})"
+                f"(templates see: {', '.join(sorted(allowed))})"
             )
         for p in sorted(templating.references(ast, "params") - set(rb.params)):
             errors.append(f"{where}: {shown}: params.{p} is not declared in params:")
         step_index = loc[1] if loc[0] == "steps" else -1
         assert isinstance(step_index, int)
+        in_undo = len(loc) > 2 and loc[2] == "undo"  # an undo runs after its step: it may read its output
         for ref in sorted(templating.references(ast, "steps")):
             if ref not in ids:
                 errors.append(f"{where}: {shown}: refers to unknown step {ref!r}")
-            elif loc[0] != "steps" or ids.index(ref) >= step_index:
+            elif loc[0] != "steps" or ids.index(ref) > step_index or (ids.index(ref) == step_index and not in_undo):
                 errors.append(f"{where}: {shown}: refers to step {ref!r}, which has not run at this point")
     return errors
 

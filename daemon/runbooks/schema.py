@@ -56,6 +56,21 @@ class LabelMatcher(_Model):
         return hit if self.op == "=~" else not hit
 
 
+class Check(_Model):
+    """A scheduled trigger's read-only check: it runs at each fire without approval, and a run is started
+    (with ``check`` in its context) only when ``when:`` renders truthy."""
+
+    action: str
+    """A read-only action; a mutating one is a validation error (a check never asks anyone)."""
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    when: str
+    """A template over ``check.output`` (and ``params``, ``schedule``): true means there is work."""
+    timeout: Duration | None = None
+    """How long the check may take (default: the action's own timeout)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
 class Trigger(_Model):
     alert: str | None = None
     """Alert name (the ``alertname`` label)."""
@@ -63,6 +78,8 @@ class Trigger(_Model):
     """Further label matchers, in Alertmanager syntax: severity="critical", namespace=~"mon.*"."""
     schedule: str | None = None
     """Cron expression (5 fields) in the configured time zone."""
+    check: Check | None = None
+    """Schedule triggers only: a read-only check that decides whether the fire starts a run."""
 
     @field_validator("match", mode="before")
     @classmethod
@@ -89,6 +106,8 @@ class Trigger(_Model):
             raise ValueError("a trigger has exactly one of alert: or schedule:")
         if self.schedule is not None and self.match:
             raise ValueError("match: applies to alert triggers only")
+        if self.check is not None and self.schedule is None:
+            raise ValueError("check: applies to schedule triggers only")
         return self
 
     def matches_alert(self, labels: dict[str, str]) -> bool:
@@ -118,6 +137,24 @@ class Approval(_Model):
     """An unanswered step expires the run after this long (default: approval.default_timeout)."""
 
 
+class Undo(_Model):
+    """The exact inverse of a mutating step, approved with it and run by the engine when the run ends
+    (whatever the end) without asking again. Only true inverses qualify: expire the silence the step
+    created, restore the value it recorded, remove the taint it added."""
+
+    action: str
+    """A mutating action (an inverse is a change too)."""
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    """Parameters; templates may read the step's own output (``steps['<this step>'].output``)."""
+    when: str | None = None
+    """Run the undo only once this renders truthy (e.g. the backlog has shipped); until then the run
+    stays ``undoing`` and the guard is re-checked each tick."""
+    timeout: Duration | None = None
+    """How long an undo may wait for ``when:`` after the run ended; then the run needs attention."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
 class Step(_Model):
     id: Slug
     action: str
@@ -128,6 +165,8 @@ class Step(_Model):
     timeout: Duration | None = None
     continue_on_failure: bool = False
     """Let later steps run (and test ``steps['id'].ok``) when this one fails."""
+    undo: Undo | None = None
+    """The step's exact inverse (mutating steps only); see :class:`Undo`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

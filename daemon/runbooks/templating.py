@@ -19,7 +19,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from daemon.errors import TemplateError
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
-CONTEXT_NAMES = frozenset({"alert", "params", "steps", "run", "schedule"})
+CONTEXT_NAMES = frozenset({"alert", "params", "steps", "run", "schedule", "check"})
+"""Names a step's templates see; ``check`` is the scheduled check's result in runs a check started."""
+CHECK_CONTEXT_NAMES = frozenset({"params", "schedule", "check"})
+"""Names a scheduled check's own templates see (there is no run yet)."""
 
 
 def promql_string(value: object) -> str:
