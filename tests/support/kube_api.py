@@ -84,9 +84,34 @@ RESOURCES = [
     Resource("apps/v1", "daemonsets", "DaemonSet", True),
     Resource("apps/v1", "replicasets", "ReplicaSet", True),
     Resource("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
+    Resource("v1", "secrets", "Secret", True),
+    Resource("v1", "configmaps", "ConfigMap", True),
+    Resource("coordination.k8s.io/v1", "leases", "Lease", True),
+    # Prometheus Operator
+    Resource("monitoring.coreos.com/v1", "prometheuses", "Prometheus", True),
+    # Longhorn (longhorn.io/v1beta2, all in longhorn-system)
+    Resource("longhorn.io/v1beta2", "volumes", "Volume", True),
+    Resource("longhorn.io/v1beta2", "nodes", "Node", True),
+    Resource("longhorn.io/v1beta2", "replicas", "Replica", True),
+    Resource("longhorn.io/v1beta2", "settings", "Setting", True),
+    Resource("longhorn.io/v1beta2", "snapshots", "Snapshot", True),
+    Resource("longhorn.io/v1beta2", "backups", "Backup", True),
+    Resource("longhorn.io/v1beta2", "backupvolumes", "BackupVolume", True),
+    Resource("longhorn.io/v1beta2", "backuptargets", "BackupTarget", True),
+    Resource("longhorn.io/v1beta2", "recurringjobs", "RecurringJob", True),
 ]
 _BY_PATH = {(r.api, r.plural): r for r in RESOURCES}
-_BY_KIND = {r.kind: r for r in RESOURCES}
+_BY_API_KIND = {(r.api, r.kind): r for r in RESOURCES}
+_BY_KIND: dict[str, Resource] = {}
+for _r in RESOURCES:
+    _BY_KIND.setdefault(_r.kind, _r)  # a bare kind means the first listed: core Node before Longhorn's
+
+
+def resource_for(kind: str, api: str | None = None) -> Resource:
+    """The resource of a kind: ``Node`` (core), or qualified as ``longhorn.io/v1beta2/Node`` or by ``api``."""
+    if api is None and "/" in kind:
+        api, _, kind = kind.rpartition("/")
+    return _BY_API_KIND[(api, kind)] if api is not None else _BY_KIND[kind]
 
 _MERGE_KEYS = {
     "containers": "name",
@@ -457,16 +482,16 @@ class KubeApiEmulator:
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Obj:
         """The stored object (a copy); KeyError if absent."""
-        return copy.deepcopy(self.objects[(_BY_KIND[kind].key, namespace, name)])
+        return copy.deepcopy(self.objects[(resource_for(kind).key, namespace, name)])
 
     def exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
-        return (_BY_KIND[kind].key, namespace, name) in self.objects
+        return (resource_for(kind).key, namespace, name) in self.objects
 
     # -- seeding -----------------------------------------------------------------------------------
 
     def put(self, obj: Obj) -> Obj:
         """Store a whole object as given (kind and metadata.name required); fills uid/resourceVersion."""
-        resource = _BY_KIND[obj["kind"]]
+        resource = resource_for(obj["kind"], obj.get("apiVersion"))
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
