@@ -255,6 +255,53 @@ class S3Config(_Model):
         return self
 
 
+class OpenSearchConfig(_Model):
+    """How runbookd reaches OpenSearch for the ``opensearch.*`` actions. Without this section those
+    actions fail their step with "opensearch is not configured"; runbooks using them still validate."""
+
+    url: str
+    """Base URL, http(s)://host:port (no path, no credentials), for example
+    https://opensearch.logging:9200."""
+    username: SecretRef | None = None
+    password: SecretRef | None = None
+    """HTTP basic auth (the security plugin's internal users): both or neither."""
+    token: SecretRef | None = None
+    """A bearer token (JWT / OpenID Connect auth domain) instead of username and password."""
+    verify_tls: bool = True
+    """Verify the server's certificate. Prefer ``ca_bundle`` over turning this off."""
+    ca_bundle: Path | None = None
+    """PEM file of the CA that signed the server's certificate (the security plugin's demo or own CA)."""
+    timeout: Duration = 30.0
+    """Seconds for one attempt of one request."""
+    retries: int = Field(3, ge=0, le=10)
+    """Further attempts after a 429, 502/503/504, timeout or connection error, with exponential backoff
+    (Retry-After honoured)."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = _http_url_parts(
+            v,
+            not_http="url must be http(s)://host:port, for example https://opensearch.logging:9200",
+            credentials="url must not carry credentials: use username/password or token",
+        )
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError("url must not have a path or query (http(s)://host:port)")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpenSearchConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        if self.token is not None and self.username is not None:
+            raise ValueError("give username and password, or token, not both")
+        if self.ca_bundle is not None and not self.verify_tls:
+            raise ValueError(
+                "ca_bundle is for verifying the certificate: do not set verify_tls: false with it"
+            )
+        return self
+
+
 class LimitsConfig(_Model):
     max_concurrent_mutating_steps: int = Field(1, ge=1)
     """Blast-radius budget: mutating steps running at once, cluster-wide."""
@@ -290,6 +337,7 @@ class Config(_Model):
     alertmanager: HttpServiceConfig | None = None
     kubernetes: KubernetesConfig | None = None
     s3: S3Config | None = None
+    opensearch: OpenSearchConfig | None = None
     auth: AuthConfig
     approvers: dict[str, list[str]] = Field(default_factory=dict)
     """Approver groups: token names and slack:<user id>."""
@@ -391,6 +439,9 @@ class Secrets(BaseModel):
     slack_signing_secret: SecretStr | None = None
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
+    opensearch_username: SecretStr | None = None
+    opensearch_password: SecretStr | None = None
+    opensearch_token: SecretStr | None = None
 
 
 def resolve_secrets(cfg: Config) -> Secrets:
@@ -410,6 +461,7 @@ def resolve_secrets(cfg: Config) -> Secrets:
         assert value is not None
         tokens[t.name] = value
     slack_on = cfg.slack is not None and cfg.slack.enabled
+    os_cfg = cfg.opensearch
     return Secrets(
         webhook_token=get("auth.webhook_token", cfg.auth.webhook_token),
         tokens=tokens,
@@ -425,4 +477,7 @@ def resolve_secrets(cfg: Config) -> Secrets:
         ),
         s3_access_key=get("s3.access_key", cfg.s3.access_key) if cfg.s3 else None,
         s3_secret_key=get("s3.secret_key", cfg.s3.secret_key) if cfg.s3 else None,
+        opensearch_username=get("opensearch.username", os_cfg.username) if os_cfg else None,
+        opensearch_password=get("opensearch.password", os_cfg.password) if os_cfg else None,
+        opensearch_token=get("opensearch.token", os_cfg.token) if os_cfg else None,
     )

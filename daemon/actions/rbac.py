@@ -47,13 +47,29 @@ def is_kubernetes_permission(text: str) -> bool:
     return ":" not in text
 
 
+def is_opensearch_permission(text: str) -> bool:
+    """``opensearch:<security plugin action>`` (e.g. ``opensearch:cluster:admin/snapshot/create``): what
+    the OpenSearch role of runbookd's user must allow; neither Kubernetes nor object storage."""
+    return text.startswith("opensearch:")
+
+
+def opensearch_permissions(actions: Iterable[Action]) -> dict[str, tuple[str, ...]]:
+    """OpenSearch security plugin action -> the actions that need it, sorted."""
+    users: dict[str, set[str]] = {}
+    for a in actions:
+        for text in a.permissions:
+            if is_opensearch_permission(text):
+                users.setdefault(text.removeprefix("opensearch:"), set()).add(a.name)
+    return {perm: tuple(sorted(names)) for perm, names in sorted(users.items())}
+
+
 def object_storage_permissions(actions: Iterable[Action]) -> dict[str, tuple[str, ...]]:
     """IAM action (``s3:GetObject``) -> the actions that need it, sorted. Raises ValueError on a malformed
     one."""
     users: dict[str, set[str]] = {}
     for a in actions:
         for text in a.permissions:
-            if is_kubernetes_permission(text):
+            if is_kubernetes_permission(text) or is_opensearch_permission(text):
                 continue
             if not _S3_PERMISSION.match(text):
                 raise ValueError(

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Iterable
 
 from daemon.actions import alertmanager, kubernetes, notify, prometheus, s3, thanos
+from daemon.actions import opensearch as opensearch_actions
 from daemon.actions.base import Action, ActionRegistry
 from daemon.errors import ConfigError
 
@@ -31,6 +32,7 @@ def default_registry(plugins: Iterable[str] = ()) -> ActionRegistry:
         *notify.ACTIONS,
         *s3.ACTIONS,
         *thanos.ACTIONS,
+        *opensearch_actions.ACTIONS,
     ]
     for name in plugins:
         actions += _plugin_actions(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from daemon.clients import kubernetes, s3
+from daemon.clients import kubernetes, opensearch, s3
 from daemon.clients.alertmanager import AlertmanagerClient
 from daemon.clients.bundle import Clients
 from daemon.clients.http import JsonHttpClient
@@ -38,6 +38,17 @@ async def build_clients(config: Config, secrets: Secrets) -> Clients:
         clients.s3 = s3.from_config(
             config.s3, access_key=secrets.s3_access_key, secret_key=secrets.s3_secret_key
         )
+    if config.opensearch is not None:
+        try:
+            clients.opensearch = opensearch.from_config(
+                config.opensearch,
+                username=secrets.opensearch_username,
+                password=secrets.opensearch_password,
+                token=secrets.opensearch_token,
+            )
+        except OSError as exc:  # ca_bundle unreadable or not PEM
+            await close_clients(clients)
+            raise ConfigError(f"opensearch.ca_bundle: cannot load: {exc.strerror or exc}") from None
     return clients
 
 

@@ -1,0 +1,270 @@
+"""Retention plans: which indices are past ``keep_days`` (by ``creation.date``) and which snapshots are past
+``snapshot_keep_days`` (by start time), and what deleting those snapshots loses for good.
+
+Rules (the mutating actions check them again right before acting):
+- an index is planned only when it is open, matches the pattern, is older than keep_days, and takes no
+  writes (not a data stream's current backing index, not an alias's write index);
+- a snapshot is planned only when it is older than snapshot_keep_days and not IN_PROGRESS;
+- a copy of an index is the index itself, still in the cluster, or a verified snapshot of it (SUCCESS, no
+  failed shard, listing it). An index whose every copy is in the planned set is lost for good: the plan
+  names it under the newest planned snapshot that lists it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from daemon.actions.base import ActionContext, Output, action
+from daemon.actions.opensearch.common import (
+    DAY_MS,
+    READ_INDICES,
+    READ_SNAPSHOTS,
+    Index,
+    IndexPattern,
+    KeepDays,
+    RepositoryParams,
+    Snapshot,
+    SnapshotPattern,
+    matches,
+    newest_copy,
+    no_match_message,
+    read_indices,
+    read_snapshots,
+    write_targets,
+)
+from daemon.clients.opensearch import OpenSearchClient
+from daemon.kits.clock import iso
+
+# -- indices ---------------------------------------------------------------------------------------------
+
+
+class IndexPlanParams(RepositoryParams):
+    indices: IndexPattern = "logs-*"
+    keep_days: KeepDays = 14
+    max_indices: int = Field(100, ge=1, le=1000)
+    """At most this many (the oldest first) in ``indices`` of the output, the list later steps take."""
+
+
+@dataclass
+class IndexPlan:
+    matched: list[Index]
+    planned: list[Index]
+    protected: list[tuple[Index, str]]
+    copies: dict[str, Snapshot | None]
+
+    @property
+    def no_match(self) -> bool:
+        return not self.matched
+
+
+async def plan_indices(client: OpenSearchClient, p: IndexPlanParams, now: float) -> IndexPlan:
+    matched = await read_indices(client, p.indices)
+    cutoff = now * 1000 - p.keep_days * DAY_MS
+    old = [i for i in matched if i.created_ms and i.created_ms < cutoff and i.status != "close"]
+    writes = await write_targets(client) if old else None
+    planned, protected = [], []
+    for i in old:
+        why = writes.why(i.name) if writes else None
+        (protected.append((i, why)) if why else planned.append(i))
+    snapshots = await read_snapshots(client, p.repository) if planned else []
+    return IndexPlan(matched, planned, protected, {i.name: newest_copy(snapshots, i.name) for i in planned})
+
+
+def _index_item(i: Index, copy: Snapshot | None, now: float) -> dict[str, Any]:
+    return {
+        **i.view(now),
+        "verified_snapshot": copy.name if copy else None,
+        "note": None if copy else "no verified snapshot",
+    }
+
+
+@action(
+    "opensearch.plan_index_retention",
+    read_only=True,
+    idempotent=True,
+    permissions=READ_INDICES + READ_SNAPSHOTS,
+)
+async def plan_index_retention(ctx: ActionContext, p: IndexPlanParams) -> Output:
+    """Indices matching the pattern older than ``keep_days`` by ``creation.date`` (open, taking no
+    writes), oldest first, each with the newest snapshot that is a verified copy of it (SUCCESS, no failed
+    shard, listing it) or "no verified snapshot". A pattern matching nothing is a finding."""
+    client: OpenSearchClient = ctx.need("opensearch")
+    now = ctx.clock.now()
+    plan = await plan_indices(client, p, now)
+    listed = plan.planned[: p.max_indices]
+    unverified = [i.name for i in plan.planned if plan.copies[i.name] is None]
+    if plan.no_match:
+        message = no_match_message(p.indices)
+    else:
+        message = (
+            f"{len(plan.planned)} of {len(plan.matched)} index(es) matching {p.indices} are older than "
+            f"{p.keep_days}d; {len(unverified)} of them have no verified snapshot yet"
+            + (f"; kept {len(plan.protected)} that take writes" if plan.protected else "")
+        )
+    return {
+        "ok": True,
+        "message": message,
+        "repository": p.repository,
+        "pattern": p.indices,
+        "keep_days": p.keep_days,
+        "cutoff": iso(now - p.keep_days * 86400),
+        "matched": len(plan.matched),
+        "no_match": plan.no_match,
+        "count": len(plan.planned),
+        "indices": [i.name for i in listed],
+        "truncated": len(listed) < len(plan.planned),
+        "items": [_index_item(i, plan.copies[i.name], now) for i in listed],
+        "unverified": unverified,
+        "protected": [{"index": i.name, "reason": why} for i, why in plan.protected],
+        "findings": len(plan.planned) + (1 if plan.no_match else 0),
+    }
+
+
+# -- snapshots -------------------------------------------------------------------------------------------
+
+
+class SnapshotPlanParams(RepositoryParams):
+    snapshot_keep_days: KeepDays = 180
+    snapshots: SnapshotPattern = "*"
+    """Only snapshots whose name matches (default: all of the repository)."""
+    max_snapshots: int = Field(50, ge=1, le=500)
+
+
+def lost_by_deleting(
+    deleted: list[Snapshot], remaining: list[Snapshot], live: set[str]
+) -> dict[str, list[str]]:
+    """Snapshot name -> the indices that have no copy left once every snapshot in ``deleted`` is gone:
+    not in the cluster, and no verified snapshot among ``remaining``. Each index is named under the newest
+    deleted snapshot that lists it."""
+    kept: set[str] = set(live)
+    for s in remaining:
+        kept |= {i for i in s.indices if s.why_not_copy_of(i) is None}
+    owner: dict[str, Snapshot] = {}
+    for s in sorted(deleted, key=lambda s: (s.start_ms, s.name)):
+        for i in s.indices:
+            if i not in kept:
+                owner[i] = s  # later (newer) snapshots overwrite: the newest one is the last copy
+    out: dict[str, list[str]] = {s.name: [] for s in deleted}
+    for index, s in sorted(owner.items()):
+        out[s.name].append(index)
+    return out
+
+
+def too_young(s: Snapshot, keep_days: int, now: float) -> str | None:
+    if s.state == "IN_PROGRESS":
+        return f"snapshot {s.name} is IN_PROGRESS"
+    if not s.start_ms:
+        return f"snapshot {s.name} has no start time"
+    if s.start_ms >= now * 1000 - keep_days * DAY_MS:
+        return f"snapshot {s.name} started {iso(s.start_ms / 1000)}, within {keep_days}d"
+    return None
+
+
+async def live_indices(client: OpenSearchClient) -> set[str]:
+    rows = await client.cat_indices("*", ("index",))
+    return {r["index"] for r in rows if r.get("index")}
+
+
+@dataclass
+class SnapshotPlan:
+    considered: list[Snapshot]
+    planned: list[Snapshot]
+    kept: list[tuple[Snapshot, str]]
+    lost: dict[str, list[str]]
+
+
+async def plan_snapshots(client: OpenSearchClient, p: SnapshotPlanParams, now: float) -> SnapshotPlan:
+    every = await read_snapshots(client, p.repository)
+    considered = sorted(
+        (s for s in every if matches(p.snapshots, s.name)), key=lambda s: (s.start_ms, s.name)
+    )
+    planned, kept = [], []
+    for s in considered:
+        why = too_young(s, p.snapshot_keep_days, now)
+        (kept.append((s, why)) if why else planned.append(s))
+    planned = planned[: p.max_snapshots]
+    names = {s.name for s in planned}
+    live = await live_indices(client) if planned else set()
+    lost = lost_by_deleting(planned, [s for s in every if s.name not in names], live)
+    return SnapshotPlan(considered, planned, kept, lost)
+
+
+@action(
+    "opensearch.plan_snapshot_retention",
+    read_only=True,
+    idempotent=True,
+    permissions=READ_SNAPSHOTS + READ_INDICES,
+)
+async def plan_snapshot_retention(ctx: ActionContext, p: SnapshotPlanParams) -> Output:
+    """Snapshots that started more than ``snapshot_keep_days`` ago (never one IN_PROGRESS), oldest first,
+    and for each the indices whose last copy it is: by the seed's policy those logs are gone for good once
+    it is deleted, and the approver sees exactly which. ``delete`` is what opensearch.delete_snapshots
+    takes."""
+    client: OpenSearchClient = ctx.need("opensearch")
+    now = ctx.clock.now()
+    plan = await plan_snapshots(client, p, now)
+    lost_total = sorted({i for v in plan.lost.values() for i in v})
+    items = [{**s.view(), "last_copy_of": plan.lost[s.name]} for s in plan.planned]
+    message = (
+        f"{len(plan.planned)} of {len(plan.considered)} snapshot(s) in {p.repository} started more than "
+        f"{p.snapshot_keep_days}d ago"
+        + (
+            f"; deleting them loses {len(lost_total)} index(es) for good: {', '.join(lost_total[:20])}"
+            if lost_total
+            else "; no index loses its last copy"
+        )
+    )
+    return {
+        "ok": True,
+        "message": message,
+        "repository": p.repository,
+        "snapshot_keep_days": p.snapshot_keep_days,
+        "cutoff": iso(now - p.snapshot_keep_days * 86400),
+        "count": len(plan.planned),
+        "snapshots": items,
+        "delete": [{"snapshot": s.name, "last_copy_of": plan.lost[s.name]} for s in plan.planned],
+        "lost_for_good": lost_total,
+        "kept": len(plan.kept),
+        "in_progress": [s.name for s, _ in plan.kept if s.state == "IN_PROGRESS"],
+        "findings": len(plan.planned),
+    }
+
+
+class RetentionCheckParams(RepositoryParams):
+    indices: IndexPattern = "logs-*"
+    keep_days: KeepDays = 14
+    snapshot_keep_days: KeepDays = 180
+
+
+@action(
+    "opensearch.retention_check", read_only=True, idempotent=True, permissions=READ_INDICES + READ_SNAPSHOTS
+)
+async def retention_check(ctx: ActionContext, p: RetentionCheckParams) -> Output:
+    """Both retention plans in one read, for a scheduled check: ``findings`` is the number of indices past
+    ``keep_days`` plus snapshots past ``snapshot_keep_days`` (plus one when the pattern matches nothing)."""
+    client: OpenSearchClient = ctx.need("opensearch")
+    now = ctx.clock.now()
+    ip = await plan_indices(
+        client, IndexPlanParams(repository=p.repository, indices=p.indices, keep_days=p.keep_days), now
+    )
+    sp = await plan_snapshots(
+        client, SnapshotPlanParams(repository=p.repository, snapshot_keep_days=p.snapshot_keep_days), now
+    )
+    parts = [no_match_message(p.indices)] if ip.no_match else []
+    parts.append(
+        f"{len(ip.planned)} index(es) past {p.keep_days}d, {len(sp.planned)} snapshot(s) past {p.snapshot_keep_days}d"
+    )
+    return {
+        "ok": True,
+        "message": "; ".join(parts),
+        "no_match": ip.no_match,
+        "indices": [i.name for i in ip.planned],
+        "snapshots": [s.name for s in sp.planned],
+        "findings": len(ip.planned) + len(sp.planned) + (1 if ip.no_match else 0),
+    }
+
+
+ACTIONS = [plan_index_retention, plan_snapshot_retention, retention_check]
