@@ -20,6 +20,7 @@ if _TESTS_DIR not in sys.path:  # make ``import support`` work whatever the impo
 
 from support.am import AlertmanagerServer  # noqa: E402
 from support.kube_fixtures import action_memory, kube_api, kube_client, kube_ctx  # noqa: E402, F401
+from support.opensearch_fixtures import opensearch, os_client, os_ctx, os_memory  # noqa: E402, F401
 from support.procs import PROXY_VARS, ManagedProcess  # noqa: E402
 from support.prom import MetricsExporter, PrometheusServer  # noqa: E402
 from support.runbookd import RunbookdProcess  # noqa: E402

@@ -9,6 +9,7 @@ actions (daemon/actions/opensearch/names.py) to a set of characters that needs n
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import ssl
@@ -133,12 +134,12 @@ class OpenSearchClient:
         self.url = url.rstrip("/")
         self.retries = retries
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._auth = (
-            aiohttp.BasicAuth(username.get_secret_value(), password.get_secret_value())
-            if username is not None and password is not None
-            else None
-        )
-        self._token = token
+        self._authorization: SecretStr | None = None
+        if username is not None and password is not None:
+            pair = f"{username.get_secret_value()}:{password.get_secret_value()}".encode()
+            self._authorization = SecretStr("Basic " + base64.b64encode(pair).decode())
+        elif token is not None:
+            self._authorization = SecretStr(f"Bearer {token.get_secret_value()}")
         self._ssl = ssl_context
         self._backoff = backoff or Backoff()
         self._session: aiohttp.ClientSession | None = None
@@ -146,12 +147,11 @@ class OpenSearchClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {"User-Agent": "runbookd", "Accept": "application/json"}
-            if self._token is not None:
-                headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+            if self._authorization is not None:
+                headers["Authorization"] = self._authorization.get_secret_value()
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 headers=headers,
-                auth=self._auth,
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=8),
             )
         return self._session

@@ -34,6 +34,8 @@ READ_INDICES = (
 READ_SNAPSHOTS = ("opensearch:cluster:admin/snapshot/get", "opensearch:cluster:admin/repository/get")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,199}$")
+_INDEX = re.compile(r"^(\.ds-)?[a-z0-9][a-z0-9._+-]{0,199}$")
+_BACKING = re.compile(r"^\.ds-(.+)-\d{6}$")
 _PATTERN = re.compile(r"^[a-z0-9][a-z0-9._+*-]{0,199}$")
 _TEMPLATE = re.compile(r"^[a-z0-9][a-z0-9._{}-]{0,150}$")
 
@@ -52,8 +54,9 @@ def _name(what: str, pattern: re.Pattern[str]) -> AfterValidator:
     return AfterValidator(check)
 
 
-IndexName = Annotated[str, _name("index name", _NAME)]
-"""One concrete index: never a wildcard, a list or a hidden/system index."""
+IndexName = Annotated[str, _name("index name", _INDEX)]
+"""One concrete index: never a wildcard, a list or a hidden/system index (a data stream's ``.ds-``
+backing indices excepted)."""
 IndexPattern = Annotated[str, _name("index pattern", _PATTERN)]
 """One index pattern with ``*`` wildcards, e.g. ``logs-*``."""
 RepositoryName = Annotated[str, _name("snapshot repository name", _NAME)]
@@ -259,4 +262,9 @@ async def write_targets(client: OpenSearchClient) -> WriteTargets:
 
 
 def matches(pattern: str, name: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern)
+    """Whether the pattern names this index, as OpenSearch resolves it: by its own name, or by the name of
+    the data stream a ``.ds-<stream>-NNNNNN`` backing index belongs to."""
+    if fnmatch.fnmatchcase(name, pattern):
+        return True
+    backing = _BACKING.match(name)
+    return backing is not None and fnmatch.fnmatchcase(backing.group(1), pattern)
