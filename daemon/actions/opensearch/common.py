@@ -37,6 +37,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,199}$")
 _INDEX = re.compile(r"^(\.ds-)?[a-z0-9][a-z0-9._+-]{0,199}$")
 _BACKING = re.compile(r"^\.ds-(.+)-\d{6}$")
 _PATTERN = re.compile(r"^[a-z0-9][a-z0-9._+*-]{0,199}$")
+_SNAPSHOT_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9._+*-]{0,199}$")
 _TEMPLATE = re.compile(r"^[a-z0-9][a-z0-9._{}-]{0,150}$")
 
 
@@ -61,7 +62,7 @@ IndexPattern = Annotated[str, _name("index pattern", _PATTERN)]
 """One index pattern with ``*`` wildcards, e.g. ``logs-*``."""
 RepositoryName = Annotated[str, _name("snapshot repository name", _NAME)]
 SnapshotName = Annotated[str, _name("snapshot name", _NAME)]
-SnapshotPattern = Annotated[str, _name("snapshot name pattern", _PATTERN)]
+SnapshotPattern = Annotated[str, _name("snapshot name pattern", _SNAPSHOT_PATTERN)]
 KeepDays = Annotated[int, Field(ge=1, le=3650)]
 """Whole days; 0 would mean "everything", which no retention here may mean."""
 

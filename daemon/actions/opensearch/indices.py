@@ -122,7 +122,8 @@ async def delete_indices(ctx: ActionContext, p: DeleteIndicesParams) -> Output:
             continue
         deleted.append(name)
     out: dict[str, Any] = {
-        "ok": not refused,
+        # In dry-run no final snapshot was taken, so refusals for want of one are expected, not failures.
+        "ok": not refused or ctx.dry_run,
         "repository": p.repository,
         "snapshot": p.snapshot,
         "deleted": deleted,

@@ -1,0 +1,198 @@
+"""The shipped opensearch-snapshot and opensearch-retention runbooks, end to end: the real files from
+runbooks/ in an in-process daemon (dry_run off) talking to the local OpenSearch server, started by hand
+(``POST /api/v1/runs``, as ``runbookd trigger`` does) and walked with approvals through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.inproc import Daemon, base_config, serve
+from support.opensearch_server import FakeOpenSearch
+from support.runs import states, steps_of, walk
+
+from daemon.kits.clock import FrozenClock
+
+REPO = Path(__file__).resolve().parent.parent
+NAMES = ("opensearch-snapshot", "opensearch-retention")
+RUNBOOKS = {n: (REPO / "runbooks" / f"{n}.yaml").read_text() for n in NAMES}
+
+
+def config(tmp_path: Path, server: FakeOpenSearch, **overrides: Any) -> dict[str, Any]:
+    return base_config(
+        tmp_path, dry_run=False, opensearch={"url": server.url, "retries": 0, "timeout": "5s"}, **overrides
+    )
+
+
+async def trigger(d: Daemon, runbook: str, **params: Any) -> str:
+    status, run = await d.call(
+        "POST", "/api/v1/runs", token="alice", json={"runbook": runbook, "params": params}
+    )
+    assert status == 201, run
+    return str(run["id"])
+
+
+def fast_polls(server: FakeOpenSearch, name: str, **control: Any) -> None:
+    """The runbooks poll every 15s; the server ends this snapshot at its first read instead."""
+    server.outcomes[name] = {"polls": 0, **control}
+
+
+def today(prefix: str) -> str:
+    return prefix + time.strftime("%Y.%m.%d", time.gmtime())
+
+
+def test_the_chart_ships_the_same_runbooks() -> None:
+    for n in NAMES:
+        assert (REPO / "deploy/helm/runbookd/files/runbooks" / f"{n}.yaml").read_text() == RUNBOOKS[n]
+        assert RUNBOOKS[n].startswith("# Do NOT approve")
+
+
+async def test_retention_blocks_late_writes_snapshots_then_deletes_only_verified_indices(
+    tmp_path: Path, opensearch: FakeOpenSearch
+) -> None:
+    old = [
+        opensearch.add_index(f"logs-2026.01.{d:02d}", age_days=a, docs=5).name for d, a in ((1, 20), (2, 16))
+    ]
+    young = opensearch.add_index("logs-2026.02.01", age_days=3).name
+    opensearch.add_snapshot("logs-2025.06.01", ["logs-2025.05.31"], age_days=200)  # its index is long gone
+    opensearch.add_snapshot("logs-2025.12.01", ["logs-2025.11.30"], age_days=60)
+    fast_polls(opensearch, today("retention-"))
+    late: dict[str, int] = {}
+
+    def late_write_before_the_block() -> None:
+        late["accepted"] = opensearch.write(old[0], 3)  # Fluent-bit flushing a backlog into an old index
+
+    def late_write_after_the_block() -> None:
+        late["refused"] = opensearch.write(old[0], 1)
+
+    async with serve(
+        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
+    ) as d:
+        run_id = await trigger(d, "opensearch-retention")
+        run, approved = await walk(
+            d,
+            run_id,
+            before={"block": late_write_before_the_block, "final-snapshot": late_write_after_the_block},
+        )
+    assert run["state"] == "succeeded", run
+    assert approved == [
+        "repository",
+        "plan-indices",
+        "block",
+        "final-snapshot",
+        "delete-indices",
+        "plan-snapshots",
+        "delete-snapshots",
+        "report",
+    ]
+    assert late == {"accepted": 201, "refused": 403}
+    out = {k: s["output"] for k, s in steps_of(run).items()}
+    assert out["plan-indices"]["indices"] == old and out["block"]["blocked"] == old
+    snap = opensearch.snapshot(today("retention-"))
+    assert snap.captured[old[0]] == 5 + 3  # the late write is in the final snapshot
+    assert out["delete-indices"]["deleted"] == old
+    assert set(opensearch.indices) == {young}
+    calls = opensearch.calls()
+    block = calls.index(("PUT", f"/{old[0]}/_settings"))
+    start = calls.index(("PUT", f"/_snapshot/opensearch-logs/{snap.name}"))
+    delete = calls.index(("DELETE", f"/{old[0]}"))
+    assert block < start < delete
+    assert out["plan-snapshots"]["delete"] == [
+        {"snapshot": "logs-2025.06.01", "last_copy_of": ["logs-2025.05.31"]}
+    ]
+    assert set(opensearch.repositories["opensearch-logs"].snapshots) == {"logs-2025.12.01", snap.name}
+    report = out["report"]["message"]
+    assert "Indices: 2 index(es) deleted, 0 already gone, 0 refused." in report
+    assert "deleting them loses 1 index(es) for good: logs-2025.05.31" in report
+
+
+@pytest.mark.parametrize("state", ["PARTIAL", "FAILED"])
+async def test_retention_deletes_nothing_when_the_final_snapshot_is_not_a_success(
+    tmp_path: Path, opensearch: FakeOpenSearch, state: str
+) -> None:
+    old = opensearch.add_index("logs-2026.01.01", age_days=20).name
+    fast_polls(opensearch, today("retention-"), outcome=state)
+    async with serve(
+        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
+    ) as d:
+        run, approved = await walk(d, await trigger(d, "opensearch-retention"))
+    assert run["state"] == "failed"
+    assert approved[-1] == "final-snapshot" and states(run)["delete-indices"] == "pending"
+    assert f"ended {state}" in steps_of(run)["final-snapshot"]["error"]
+    assert old in opensearch.indices and opensearch.calls("DELETE") == []
+
+
+async def test_snapshot_runbook_snapshots_yesterdays_indices_and_verifies(
+    tmp_path: Path, opensearch: FakeOpenSearch
+) -> None:
+    held = opensearch.add_index("logs-held", age_days=3).name
+    new = opensearch.add_index("logs-new", age_days=1.05).name
+    opensearch.add_index("logs-today", age_days=0)  # not yet: created today
+    opensearch.add_snapshot("logs-before", [held], age_days=2)
+    fast_polls(opensearch, today("logs-"))
+    async with serve(
+        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
+    ) as d:
+        run, approved = await walk(d, await trigger(d, "opensearch-snapshot"))
+    assert run["state"] == "succeeded", run
+    assert approved == ["repository", "status", "snapshot", "verify", "report"]
+    out = {k: s["output"] for k, s in steps_of(run).items()}
+    assert out["status"]["unsnapshotted"] == [new]
+    assert opensearch.snapshot(today("logs-")).indices == [new]
+    assert out["verify"]["ok"] is True and out["verify"]["problems"] == []
+    assert "a verified copy of all 1 index(es)" in out["report"]["message"]
+
+
+async def test_snapshot_runbook_with_a_pattern_matching_nothing_says_so(
+    tmp_path: Path, opensearch: FakeOpenSearch
+) -> None:
+    opensearch.add_index("logstash-2026.01.01", age_days=2)
+    async with serve(
+        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
+    ) as d:
+        run, _ = await walk(d, await trigger(d, "opensearch-snapshot"))
+    assert run["state"] == "succeeded" and states(run)["snapshot"] == "skipped"
+    assert "`logs-*` matches nothing" in steps_of(run)["report"]["output"]["message"]
+    assert "logstash-" in steps_of(run)["report"]["output"]["message"]
+
+
+async def _check(name: str, server: FakeOpenSearch, ctx: Any) -> tuple[bool, dict[str, Any]]:
+    """Run a runbook's scheduled check as the check engine does: render its ``with`` over the default
+    params, run the read-only action, render ``when`` over its output."""
+    import yaml
+
+    from daemon.actions.registry import default_registry
+    from daemon.runbooks import templating
+    from daemon.runbooks.schema import Runbook
+
+    rb = Runbook.model_validate(yaml.safe_load(RUNBOOKS[name]))
+    (trigger,) = rb.triggers
+    assert trigger.check is not None and trigger.schedule is not None
+    action = default_registry().get(trigger.check.action)
+    assert action is not None and action.read_only
+    params = templating.render(trigger.check.with_, {"params": rb.params, "schedule": {}, "check": {}})
+    output = await action.run(ctx, action.params.model_validate(params))
+    when = templating.render_value(
+        trigger.check.when, {"params": rb.params, "schedule": {}, "check": {"output": output}}
+    )
+    return bool(when), output
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_the_checks_ask_nobody_on_a_healthy_night_and_start_a_run_when_there_is_work(
+    opensearch: FakeOpenSearch, os_ctx: Any, name: str
+) -> None:
+    done = opensearch.add_index("logs-2026.01.10", age_days=5).name
+    opensearch.add_index("logs-today", age_days=0)
+    opensearch.add_snapshot("logs-1", [done], age_days=4)
+    work, output = await _check(name, opensearch, os_ctx())
+    assert (work, output["findings"]) == (False, 0), output
+    if name == "opensearch-snapshot":
+        opensearch.add_index("logs-2026.01.11", age_days=1.5)  # yesterday's index, not snapshotted yet
+    else:
+        opensearch.add_snapshot("logs-0", ["logs-2025.01.01"], age_days=181)
+    work, output = await _check(name, opensearch, os_ctx())
+    assert (work, output["findings"]) == (True, 1), output
