@@ -193,15 +193,16 @@ class FakeOpenSearch:
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
-    async def start(self) -> FakeOpenSearch:
+    async def start(self, ssl_context: Any = None) -> FakeOpenSearch:
+        """``ssl_context``: an ``ssl.SSLContext`` to serve https (the url then starts with https://)."""
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
         return self
 
     async def stop(self) -> None:
