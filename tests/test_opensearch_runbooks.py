@@ -22,9 +22,8 @@ RUNBOOKS = {n: (REPO / "runbooks" / f"{n}.yaml").read_text() for n in NAMES}
 
 
 def config(tmp_path: Path, server: FakeOpenSearch, **overrides: Any) -> dict[str, Any]:
-    return base_config(
-        tmp_path, dry_run=False, opensearch={"url": server.url, "retries": 0, "timeout": "5s"}, **overrides
-    )
+    section = {"url": server.url, "retries": 0, "timeout": "5s"}
+    return base_config(tmp_path, **{"dry_run": False, "opensearch": section, **overrides})
 
 
 async def trigger(d: Daemon, runbook: str, **params: Any) -> str:
@@ -196,3 +195,24 @@ async def test_the_checks_ask_nobody_on_a_healthy_night_and_start_a_run_when_the
         opensearch.add_snapshot("logs-0", ["logs-2025.01.01"], age_days=181)
     work, output = await _check(name, opensearch, os_ctx())
     assert (work, output["findings"]) == (True, 1), output
+
+
+async def test_retention_in_dry_run_changes_nothing_and_records_the_requests(
+    tmp_path: Path, opensearch: FakeOpenSearch
+) -> None:
+    old = opensearch.add_index("logs-2026.01.01", age_days=20).name
+    opensearch.add_snapshot("logs-2025.06.01", ["logs-2025.05.31"], age_days=200)
+    cfg = config(tmp_path, opensearch, dry_run=True)
+    async with serve(tmp_path, RUNBOOKS, config=cfg, clock=FrozenClock(time.time())) as d:
+        run, _ = await walk(d, await trigger(d, "opensearch-retention"))
+    assert run["state"] == "succeeded", run
+    out = {k: s["output"] for k, s in steps_of(run).items()}
+    assert [r["method"] for r in out["block"]["requests"]] == ["PUT"]
+    assert [r["method"] for r in out["final-snapshot"]["requests"]] == ["PUT"]
+    assert out["delete-indices"]["deleted"] == [] and out["delete-indices"]["refused"][0]["index"] == old
+    assert out["delete-snapshots"]["requests"] == [
+        {"method": "DELETE", "url": f"{opensearch.url}/_snapshot/opensearch-logs/logs-2025.06.01"}
+    ]
+    assert {m for m, _ in opensearch.calls()} == {"GET", "POST"}  # reads and _verify only
+    assert old in opensearch.indices and not opensearch.indices[old].write_blocked
+    assert "logs-2025.06.01" in opensearch.repositories["opensearch-logs"].snapshots
