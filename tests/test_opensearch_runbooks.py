@@ -34,13 +34,22 @@ async def trigger(d: Daemon, runbook: str, **params: Any) -> str:
     return str(run["id"])
 
 
-def fast_polls(server: FakeOpenSearch, name: str, **control: Any) -> None:
-    """The runbooks poll every 15s; the server ends this snapshot at its first read instead."""
-    server.outcomes[name] = {"polls": 0, **control}
+def fast_polls(server: FakeOpenSearch, prefix: str, **control: Any) -> None:
+    """The runbooks poll every 15s; the server ends the snapshot whose name starts with ``prefix`` (and
+    today's date) at its first read instead."""
+    server.outcomes[today(prefix)] = {"polls": 0, **control}
 
 
 def today(prefix: str) -> str:
     return prefix + time.strftime("%Y.%m.%d", time.gmtime())
+
+
+def taken(server: FakeOpenSearch, prefix: str) -> Any:
+    """The one snapshot the run took: <prefix><date>-<end of the run id>."""
+    (snap,) = [
+        s for n, s in server.repositories["opensearch-logs"].snapshots.items() if n.startswith(today(prefix))
+    ]
+    return snap
 
 
 def test_the_chart_ships_the_same_runbooks() -> None:
@@ -58,7 +67,7 @@ async def test_retention_blocks_late_writes_snapshots_then_deletes_only_verified
     young = opensearch.add_index("logs-2026.02.01", age_days=3).name
     opensearch.add_snapshot("logs-2025.06.01", ["logs-2025.05.31"], age_days=200)  # its index is long gone
     opensearch.add_snapshot("logs-2025.12.01", ["logs-2025.11.30"], age_days=60)
-    fast_polls(opensearch, today("retention-"))
+    fast_polls(opensearch, "retention-")
     late: dict[str, int] = {}
 
     def late_write_before_the_block() -> None:
@@ -90,7 +99,7 @@ async def test_retention_blocks_late_writes_snapshots_then_deletes_only_verified
     assert late == {"accepted": 201, "refused": 403}
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert out["plan-indices"]["indices"] == old and out["block"]["blocked"] == old
-    snap = opensearch.snapshot(today("retention-"))
+    snap = taken(opensearch, "retention-")
     assert snap.captured[old[0]] == 5 + 3  # the late write is in the final snapshot
     assert out["delete-indices"]["deleted"] == old
     assert set(opensearch.indices) == {young}
@@ -113,7 +122,7 @@ async def test_retention_deletes_nothing_when_the_final_snapshot_is_not_a_succes
     tmp_path: Path, opensearch: FakeOpenSearch, state: str
 ) -> None:
     old = opensearch.add_index("logs-2026.01.01", age_days=20).name
-    fast_polls(opensearch, today("retention-"), outcome=state)
+    fast_polls(opensearch, "retention-", outcome=state)
     async with serve(
         tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
     ) as d:
@@ -131,7 +140,7 @@ async def test_snapshot_runbook_snapshots_yesterdays_indices_and_verifies(
     new = opensearch.add_index("logs-new", age_days=1.05).name
     opensearch.add_index("logs-today", age_days=0)  # not yet: created today
     opensearch.add_snapshot("logs-before", [held], age_days=2)
-    fast_polls(opensearch, today("logs-"))
+    fast_polls(opensearch, "logs-")
     async with serve(
         tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
     ) as d:
@@ -140,7 +149,7 @@ async def test_snapshot_runbook_snapshots_yesterdays_indices_and_verifies(
     assert approved == ["repository", "status", "snapshot", "verify", "report"]
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert out["status"]["unsnapshotted"] == [new]
-    assert opensearch.snapshot(today("logs-")).indices == [new]
+    assert taken(opensearch, "logs-").indices == [new]
     assert out["verify"]["ok"] is True and out["verify"]["problems"] == []
     assert "a verified copy of all 1 index(es)" in out["report"]["message"]
 

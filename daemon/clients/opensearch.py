@@ -205,6 +205,11 @@ class OpenSearchClient:
             raise OpenSearchTemporaryError(
                 f"OpenSearch {what}: cannot connect to {self.url} ({type(exc).__name__})", kind="unreachable"
             ) from exc
+        except aiohttp.ClientError as exc:  # a broken answer (payload, protocol): the next attempt may do
+            raise OpenSearchTemporaryError(
+                f"OpenSearch {what}: the answer from {self.url} broke off ({type(exc).__name__})",
+                kind="connection",
+            ) from exc
 
     async def request(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None

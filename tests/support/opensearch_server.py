@@ -189,7 +189,8 @@ class FakeOpenSearch:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.outcomes: dict[str, dict[str, Any]] = {}
-        """Snapshot name -> fields for snapshots created over HTTP (outcome, polls, held, omit, ...)."""
+        """Snapshot name (or the start of one; the longest match wins) -> fields for snapshots created over
+        HTTP (outcome, polls, held, omit, failed_indices)."""
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -674,7 +675,7 @@ class FakeOpenSearch:
                 targets = [self.indices[n] for n in expr.split(",") if n in self.indices]
             else:
                 raise
-        control = self.outcomes.get(name, {})
+        control = max(((k, v) for k, v in self.outcomes.items() if name.startswith(k)), default=("", {}))[1]
         snap = Snapshot(
             name,
             uuidlib.uuid4().hex[:22],

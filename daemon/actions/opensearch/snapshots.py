@@ -271,7 +271,12 @@ async def delete_snapshots(ctx: ActionContext, p: DeleteParams) -> Output:
         if ctx.dry_run:
             requests.append(client.describe("DELETE", f"_snapshot/{p.repository}/{d.snapshot}"))
         else:
-            await client.request("DELETE", f"_snapshot/{p.repository}/{d.snapshot}")
+            try:
+                await client.request("DELETE", f"_snapshot/{p.repository}/{d.snapshot}")
+            except OpenSearchPermanentError as exc:
+                if exc.type != "snapshot_missing_exception":
+                    raise
+                # gone between the re-read and the delete (or a retried DELETE whose first went through)
         deleted.append(d.snapshot)
         lost_total += lost
     out: dict[str, Any] = {
