@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from daemon.actions.base import Params
-from daemon.clients.opensearch import OpenSearchClient
+from daemon.clients.opensearch import OpenSearchClient, OpenSearchPermanentError
 from daemon.kits.clock import iso
 
 DAY_MS = 86_400_000
@@ -213,8 +213,6 @@ async def read_indices(client: OpenSearchClient, pattern: str) -> list[Index]:
 
 async def read_index(client: OpenSearchClient, name: str) -> Index | None:
     """The index of exactly this name now (an alias or data stream of that name does not count)."""
-    from daemon.clients.opensearch import OpenSearchPermanentError
-
     try:
         rows = await client.cat_indices(name, INDEX_COLUMNS)
     except OpenSearchPermanentError as exc:

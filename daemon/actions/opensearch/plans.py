@@ -68,7 +68,10 @@ async def plan_indices(client: OpenSearchClient, p: IndexPlanParams, now: float)
     planned, protected = [], []
     for i in old:
         why = writes.why(i.name) if writes else None
-        (protected.append((i, why)) if why else planned.append(i))
+        if why:
+            protected.append((i, why))
+        else:
+            planned.append(i)
     snapshots = await read_snapshots(client, p.repository) if planned else []
     return IndexPlan(matched, planned, protected, {i.name: newest_copy(snapshots, i.name) for i in planned})
 
@@ -184,7 +187,10 @@ async def plan_snapshots(client: OpenSearchClient, p: SnapshotPlanParams, now: f
     planned, kept = [], []
     for s in considered:
         why = too_young(s, p.snapshot_keep_days, now)
-        (kept.append((s, why)) if why else planned.append(s))
+        if why:
+            kept.append((s, why))
+        else:
+            planned.append(s)
     planned = planned[: p.max_snapshots]
     names = {s.name for s in planned}
     live = await live_indices(client) if planned else set()
