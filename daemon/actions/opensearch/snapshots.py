@@ -135,7 +135,7 @@ def _result(snap: Snapshot | None, p: CreateParams, name: str, record: dict[str,
         message = f"snapshot {name} ended {snap.state}: " + "; ".join(sorted(set(problems))[:5])
     else:
         message = f"snapshot {name} SUCCESS: a verified copy of all {len(p.indices)} index(es)"
-    return {**base, **detail, "ok": not problems, "verified": not problems, "message": message}
+    return {**detail, **base, "ok": not problems, "verified": not problems, "message": message}
 
 
 @action(
@@ -163,6 +163,9 @@ async def create_snapshot(ctx: ActionContext, p: CreateParams) -> Output:
                 f"with other indices ({len(snap.indices)}); choose another name template",
             }
         record = await ctx.memory.get(MEMORY, key) or {}
+        if record and not record.get("uuid") and not ctx.dry_run:  # the process died before noting it
+            record["uuid"] = snap.uuid
+            await ctx.memory.put(MEMORY, key, record)
         return _result(await _wait(client, p.repository, name, p), p, name, record)
     overlap = await _running_overlap(client, p.repository, p.indices, name)
     if overlap:
