@@ -1,8 +1,9 @@
 """SQLite (WAL) store. One connection; transactions are serialised by an asyncio lock and committed
 before the caller acts on what they record.
 
-``synchronous=NORMAL`` in WAL mode survives a killed process (every committed transaction is in the WAL);
-only a power loss can drop the last transactions. That is the trade-off Prometheus' own TSDB makes too.
+``synchronous=FULL``: a commit is on disk (the WAL is fsynced) before it returns, so a power loss (a node
+going NotReady) loses nothing that was acknowledged; group commit in the inbox keeps the cost per webhook
+small. One process writes the file: ``serve`` holds ``state.lock`` (see ``daemon.store.lock``).
 """
 
 from __future__ import annotations
@@ -365,7 +366,7 @@ class Store:
             db = await aiosqlite.connect(str(path), isolation_level=None)
             db.row_factory = sqlite3.Row
             await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA synchronous=FULL")
             await db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             await db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
