@@ -94,6 +94,46 @@ class StateConfig(_Model):
     """SQLite database file (WAL mode); its folder is created if missing."""
     busy_timeout: Duration = 5.0
     """How long a write waits for a lock before the store counts as unavailable (webhook answers 503)."""
+    url: str | None = None
+    """``postgresql://USER@HOST:PORT/DB``: the PostgreSQL store (production, several replicas) instead of
+    the SQLite file at ``path``. No password in the URL: give it in ``password``."""
+    password: SecretRef | None = None
+    """The PostgreSQL password, from the environment or a file (a Kubernetes Secret)."""
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    """libpq's TLS mode; ``verify-full`` with ``ca_file`` outside a trusted network."""
+    ca_file: Path | None = None
+    """CA bundle that signed the server certificate (libpq ``sslrootcert``)."""
+    connect_timeout: Duration = 5.0
+    """Longest wait for a connection to PostgreSQL."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("must be postgresql://USER@HOST:PORT/DATABASE")
+        if parts.password:
+            raise ValueError(
+                "must not contain a password: give it as state.password ({env: ...} or {file: ...})"
+            )
+        return v
+
+
+class HaConfig(_Model):
+    """Leadership among replicas sharing a PostgreSQL store (SQLite: one process, always the leader)."""
+
+    lease: Duration = 15.0
+    """How long a leader's lease lasts without renewal; a standby takes over once it expired (DB clock)."""
+    renew: Duration = 5.0
+    """How often the leader renews its lease (and a standby tries to take it)."""
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> HaConfig:
+        if not 0 < self.renew * 2 <= self.lease:
+            raise ValueError("ha.renew must be positive and at most half of ha.lease")
+        return self
 
 
 class RunbooksConfig(_Model):
@@ -301,6 +341,7 @@ class Config(_Model):
     limits: LimitsConfig = LimitsConfig()
     approval: ApprovalConfig = ApprovalConfig()
     log: LogConfig = LogConfig()
+    ha: HaConfig = HaConfig()
 
     @field_validator("timezone")
     @classmethod
@@ -391,6 +432,7 @@ class Secrets(BaseModel):
     slack_signing_secret: SecretStr | None = None
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
+    state_password: SecretStr | None = None
 
 
 def resolve_secrets(cfg: Config) -> Secrets:
@@ -425,4 +467,5 @@ def resolve_secrets(cfg: Config) -> Secrets:
         ),
         s3_access_key=get("s3.access_key", cfg.s3.access_key) if cfg.s3 else None,
         s3_secret_key=get("s3.secret_key", cfg.s3.secret_key) if cfg.s3 else None,
+        state_password=get("state.password", cfg.state.password) if cfg.state.url else None,
     )

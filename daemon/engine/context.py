@@ -18,8 +18,9 @@ from daemon.engine.tasks import Tasks
 from daemon.kits.clock import Clock
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.runbooks.schema import Runbook
+from daemon.store.base import StateStore
 from daemon.store.records import EventRecord, RunRecord
-from daemon.store.sqlite import Store, StoreMemory, Tx
+from daemon.store.sqlite import StoreMemory, Tx
 
 _DEFINITION_CACHE = 512
 """Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
@@ -32,7 +33,7 @@ StepExecutor = Callable[[str, int], Coroutine[Any, Any, None]]
 @dataclass(kw_only=True, eq=False)
 class Context:
     config: Config
-    store: Store
+    store: StateStore
     registry: ActionRegistry
     runbooks: dict[str, LoadedRunbook]
     clients: Clients

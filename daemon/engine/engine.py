@@ -35,8 +35,9 @@ from daemon.errors import InvalidRequest, StoreUnavailable
 from daemon.kits.clock import Clock, SystemClock
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.runbooks.schema import Runbook
+from daemon.store.base import StateStore
 from daemon.store.records import RunRecord, RunState
-from daemon.store.sqlite import Store, StoreMemory, Tx
+from daemon.store.sqlite import StoreMemory, Tx
 
 
 class Engine:
@@ -44,7 +45,7 @@ class Engine:
         self,
         *,
         config: Config,
-        store: Store,
+        store: StateStore,
         registry: ActionRegistry,
         runbooks: dict[str, LoadedRunbook],
         clients: Clients,

@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 from daemon.errors import StoreUnavailable
 from daemon.kits.clock import Clock
-from daemon.store.sqlite import Store
+from daemon.store.base import StateStore
 
 MAX_BATCH = 500
 
 
 class Inbox:
-    def __init__(self, store: Store, clock: Clock, on_stored: Callable[[], None]) -> None:
+    def __init__(self, store: StateStore, clock: Clock, on_stored: Callable[[], None]) -> None:
         self._store = store
         self._clock = clock
         self._on_stored = on_stored

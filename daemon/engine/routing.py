@@ -104,7 +104,7 @@ class Router:
                 async with tx.savepoint("route_one"):
                     result = await self._route(tx, WebhookPayload.model_validate_json(raw), one)
                 fx.merge(one)
-            except (StoreUnavailable, sqlite3.Error):
+            except (StoreUnavailable, sqlite3.Error):  # PostgreSQL errors arrive as StoreUnavailable
                 raise
             except Exception as exc:  # one bad notification must not block the inbox behind it
                 self._ctx.log.exception("inbox.unroutable", receipt=seq)

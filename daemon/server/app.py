@@ -23,7 +23,7 @@ from daemon.server.errors import errors_middleware
 from daemon.server.intake import alertmanager_webhook
 from daemon.server.keys import AUTH, CONFIG, SLOT, Slot, engine_of
 from daemon.server.slack import ChatOps
-from daemon.store.sqlite import Store
+from daemon.store.factory import open_store
 
 log = structlog.get_logger("runbookd.server")
 
@@ -62,7 +62,7 @@ def create_app(
     chatops = ChatOps.install(app, config, secrets, runbooks, clock)  # None unless Slack is on
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = await Store.open(config.state.path, config.state.busy_timeout)
+        store = await open_store(config.state, secrets.state_password, lease=config.ha.lease)
         clients = await build_clients(config, secrets)
         engine = Engine(
             config=config,
