@@ -50,7 +50,7 @@ class Inbox:
             now = self._clock.now()
             try:
                 async with self._store.transaction() as tx:
-                    if self._next_seq is None:
+                    if self._next_seq is None or self._store.shared:  # other replicas number too
                         self._next_seq = await tx.last_inbox_seq() + 1
                     first = self._next_seq
                     rows = [(first + i, now, alerts, payload) for i, (payload, alerts, _) in enumerate(batch)]

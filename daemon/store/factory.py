@@ -6,6 +6,7 @@ from pydantic import SecretStr
 
 from daemon.config import StateConfig
 from daemon.store.base import StateStore
+from daemon.store.leadership import Leadership, LeaseLeadership, SoleLeader
 from daemon.store.postgres import PgSettings, PgStore
 from daemon.store.sqlite import Store
 
@@ -21,6 +22,15 @@ def pg_settings(state: StateConfig, password: SecretStr | None, *, lease: float 
         busy_timeout=state.busy_timeout,
         idle_in_transaction=lease,
     )
+
+
+def leadership_for(
+    store: StateStore, state: StateConfig, password: SecretStr | None, *, lease: float, renew: float
+) -> Leadership:
+    """SQLite: this process always leads (it holds the state lock). PostgreSQL: a lease in the database."""
+    if store.backend == "postgresql":
+        return LeaseLeadership(pg_settings(state, password, lease=lease), lease=lease, renew=renew)
+    return SoleLeader()
 
 
 async def open_store(state: StateConfig, password: SecretStr | None, *, lease: float = 15.0) -> StateStore:
