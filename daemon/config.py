@@ -94,6 +94,46 @@ class StateConfig(_Model):
     """SQLite database file (WAL mode); its folder is created if missing."""
     busy_timeout: Duration = 5.0
     """How long a write waits for a lock before the store counts as unavailable (webhook answers 503)."""
+    url: str | None = None
+    """``postgresql://USER@HOST:PORT/DB``: the PostgreSQL store (production, several replicas) instead of
+    the SQLite file at ``path``. No password in the URL: give it in ``password``."""
+    password: SecretRef | None = None
+    """The PostgreSQL password, from the environment or a file (a Kubernetes Secret)."""
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    """libpq's TLS mode; ``verify-full`` with ``ca_file`` outside a trusted network."""
+    ca_file: Path | None = None
+    """CA bundle that signed the server certificate (libpq ``sslrootcert``)."""
+    connect_timeout: Duration = 5.0
+    """Longest wait for a connection to PostgreSQL."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("must be postgresql://USER@HOST:PORT/DATABASE")
+        if parts.password:
+            raise ValueError(
+                "must not contain a password: give it as state.password ({env: ...} or {file: ...})"
+            )
+        return v
+
+
+class HaConfig(_Model):
+    """Leadership among replicas sharing a PostgreSQL store (SQLite: one process, always the leader)."""
+
+    lease: Duration = 15.0
+    """How long a leader's lease lasts without renewal; a standby takes over once it expired (DB clock)."""
+    renew: Duration = 5.0
+    """How often the leader renews its lease (and a standby tries to take it)."""
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> HaConfig:
+        if not 0 < self.renew * 2 <= self.lease:
+            raise ValueError("ha.renew must be positive and at most half of ha.lease")
+        return self
 
 
 class RunbooksConfig(_Model):
@@ -349,6 +389,7 @@ class Config(_Model):
     limits: LimitsConfig = LimitsConfig()
     approval: ApprovalConfig = ApprovalConfig()
     log: LogConfig = LogConfig()
+    ha: HaConfig = HaConfig()
 
     @field_validator("timezone")
     @classmethod
@@ -442,6 +483,7 @@ class Secrets(BaseModel):
     opensearch_username: SecretStr | None = None
     opensearch_password: SecretStr | None = None
     opensearch_token: SecretStr | None = None
+    state_password: SecretStr | None = None
 
 
 def resolve_secrets(cfg: Config) -> Secrets:
@@ -480,4 +522,5 @@ def resolve_secrets(cfg: Config) -> Secrets:
         opensearch_username=get("opensearch.username", os_cfg.username) if os_cfg else None,
         opensearch_password=get("opensearch.password", os_cfg.password) if os_cfg else None,
         opensearch_token=get("opensearch.token", os_cfg.token) if os_cfg else None,
+        state_password=get("state.password", cfg.state.password) if cfg.state.url else None,
     )

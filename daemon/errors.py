@@ -71,3 +71,8 @@ class Forbidden(RunbookdError):
 
 class InvalidRequest(RunbookdError):
     """The request itself is wrong (unknown param, empty reason); fix it and send again."""
+
+
+class LostLeadership(StoreUnavailable):
+    """This replica is no longer the leader (its lease expired or another replica took over): the
+    transaction was not committed, and this replica must stop routing, planning and executing."""

@@ -18,9 +18,11 @@ _TESTS_DIR = str(Path(__file__).parent)
 if _TESTS_DIR not in sys.path:  # make ``import support`` work whatever the import mode
     sys.path.insert(0, _TESTS_DIR)
 
+from support import inproc  # noqa: E402
 from support.am import AlertmanagerServer  # noqa: E402
 from support.kube_fixtures import action_memory, kube_api, kube_client, kube_ctx  # noqa: E402, F401
 from support.opensearch_fixtures import opensearch, os_client, os_ctx, os_memory  # noqa: E402, F401
+from support.postgres import PostgresServer, pg_bindir  # noqa: E402
 from support.procs import PROXY_VARS, ManagedProcess  # noqa: E402
 from support.prom import MetricsExporter, PrometheusServer  # noqa: E402
 from support.runbookd import RunbookdProcess  # noqa: E402
@@ -156,3 +158,38 @@ def moto_s3(moto_s3_server: MotoS3Server) -> MotoS3Server:
         moto_s3_server.start()
     moto_s3_server.reset()
     return moto_s3_server
+
+
+# --- PostgreSQL: one real server per session, a fresh database per test (tests/support/postgres.py) --------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A new empty database on the session's PostgreSQL."""
+    return postgres_server.fresh_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test on both stores: with ``postgresql``, ``support.inproc.serve`` puts the daemon on a fresh
+    PostgreSQL database (state.url) instead of the SQLite file. Use it with
+    ``pytestmark = pytest.mark.usefixtures("store_backend")``."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    url = request.getfixturevalue("postgres_server").fresh_database()
+    inproc.STATE_URL = url
+    try:
+        yield url
+    finally:
+        inproc.STATE_URL = None

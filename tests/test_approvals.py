@@ -9,6 +9,8 @@ import pytest
 from support.gates import Gates, wait_until
 from support.inproc import Daemon, alert_payload, base_config, serve
 
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on SQLite and on PostgreSQL
+
 TWO_STEPS = """
 name: two-steps
 triggers: [{alert: PrometheusScrapeFailure}]

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.gates import Gates, wait_until
 from support.inproc import Daemon, alert_payload, base_config, serve
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on SQLite and on PostgreSQL
 
 SILENCE = """
 name: silence

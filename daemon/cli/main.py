@@ -70,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--output", choices=["table", "json"], default="table")
     client_args(t)
+    st = sub.add_parser("state", help="the state store: migrate its schema, copy it to another store")
+    st_sub = st.add_subparsers(dest="state_command", required=True, metavar="STATE_COMMAND")
+    sm = st_sub.add_parser("migrate", help="apply this version's schema migrations (serve does it at start)")
+    sm.add_argument("--config", type=Path, default=Path("config.example.yaml"))
+    sc = st_sub.add_parser("copy", help="copy runs, approvals, timelines and records into an empty store")
+    sc.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH|postgresql://...")
+    sc.add_argument("--to", dest="target", required=True, metavar="postgresql://...|sqlite:PATH")
+    sc.add_argument("--force", action="store_true", help="replace what the target holds")
+    sc.add_argument(
+        "--config", type=Path, help="take the PostgreSQL password and TLS options from this config"
+    )
     for name, text in (
         ("pause", "stop new steps from starting (kill switch)"),
         ("resume", "let steps start again"),
@@ -146,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             from daemon.cli.checks import validate
 
             return validate(args.config, args.paths)
+        if args.command == "state":
+            from daemon.cli import state
+
+            if args.state_command == "migrate":
+                return state.migrate(args.config)
+            return state.copy(args.source, args.target, force=args.force, config_path=args.config)
         if args.command == "plan":
             from daemon.cli.checks import plan
 

@@ -18,6 +18,7 @@ from daemon.config import Config, load_config, resolve_secrets
 from daemon.errors import ConfigError
 from daemon.runbooks.loader import load_all
 from daemon.server.app import create_app
+from daemon.store.lock import StateLock, StateLocked
 
 
 def _overrides(config: Config, listen: str | None, state: Path | None, dry_run: bool) -> Config:
@@ -36,6 +37,11 @@ def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run:
     logs.configure(config.log.format, config.log.level)
     secrets = resolve_secrets(config)
     runbooks = load_all(config.runbooks.paths, default_registry(config.plugins), list(config.approvers))
+    try:
+        lock = _state_lock(config)
+    except StateLocked as exc:
+        print(f"runbookd: {exc}", file=sys.stderr)
+        return 2
     app = create_app(config, secrets, runbooks)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -45,7 +51,17 @@ def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run:
     except OSError as exc:
         print(f"runbookd: cannot listen on {config.server.listen}: {exc.strerror}", file=sys.stderr)
         return 1
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
+
+
+def _state_lock(config: Config) -> StateLock | None:
+    """SQLite has one writer: hold ``<state>.lock`` for the process's life (PostgreSQL elects a leader)."""
+    if getattr(config.state, "url", None):
+        return None
+    return StateLock.acquire(config.state.path)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

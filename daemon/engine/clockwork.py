@@ -27,12 +27,14 @@ class Clockwork:
 
         async def body(tx: Tx, fx: Effects) -> None:
             for st in await tx.steps_in_state(StepState.RUNNING):
+                if self._ctx.tasks.executing(f"step.{st.run_id}.{st.idx}"):
+                    continue  # still running here (this replica led before): it records its own result
                 await self._interrupted(tx, st, fx)
             for run in await tx.active_runs():
                 if run.state != RunState.NEEDS_ATTENTION:
                     await self._runs.advance(tx, run, fx)
 
-        await self._ctx.transact(body)
+        await self._ctx.transact(body, leader_only=True)
         self._ctx.metrics.paused.set(1 if await self._ctx.is_paused() else 0)
 
     async def _interrupted(self, tx: Tx, st: StepRecord, fx: Effects) -> None:
@@ -63,6 +65,8 @@ class Clockwork:
 
         async def body(tx: Tx, fx: Effects) -> None:
             now = self._ctx.clock.now()
+            if self._ctx.store.shared:
+                await self._take_handoffs(tx, fx)
             for st in await tx.steps_due_before(now):
                 run = await tx.get_run(st.run_id)
                 if run is not None and run.state.active:
@@ -80,7 +84,19 @@ class Clockwork:
             metrics.oldest_pending_approval.set(now - oldest if oldest else 0)
             metrics.set_active(await tx.count_runs_by_state())
 
-        await self._ctx.transact(body)
+        await self._ctx.transact(body, leader_only=True)
+
+    async def _take_handoffs(self, tx: Tx, fx: Effects) -> None:
+        """What followers recorded for the leader: runs to advance (an approval, a manual start) and
+        notices to send (a rejection), oldest first."""
+        for key, rec in sorted((await tx.kv_items("handoff")).items()):
+            for run_id in rec.get("wake", []):
+                run = await tx.get_run(str(run_id))
+                if run is not None and run.state.active and run.state != RunState.NEEDS_ATTENTION:
+                    await self._runs.advance(tx, run, fx)
+            for kind, run_id, step_id, detail in rec.get("notices", []):
+                fx.notice(kind, run_id, step_id, **detail)
+            await tx.kv_delete("handoff", key)
 
     async def _remind(self, tx: Tx, now: float, fx: Effects) -> None:
         """Once per approval request, ``slack.reminder_before`` ahead of its deadline: a ``reminder`` notice."""

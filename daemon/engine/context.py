@@ -15,11 +15,14 @@ from daemon.engine.effects import Effects
 from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import Notifier, RunNotice
 from daemon.engine.tasks import Tasks
+from daemon.errors import LostLeadership
 from daemon.kits.clock import Clock
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.runbooks.schema import Runbook
+from daemon.store.base import StateStore
+from daemon.store.leadership import Leadership, SoleLeader
 from daemon.store.records import EventRecord, RunRecord
-from daemon.store.sqlite import Store, StoreMemory, Tx
+from daemon.store.sqlite import StoreMemory, Tx
 
 _DEFINITION_CACHE = 512
 """Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
@@ -32,7 +35,7 @@ StepExecutor = Callable[[str, int], Coroutine[Any, Any, None]]
 @dataclass(kw_only=True, eq=False)
 class Context:
     config: Config
-    store: Store
+    store: StateStore
     registry: ActionRegistry
     runbooks: dict[str, LoadedRunbook]
     clients: Clients
@@ -43,6 +46,7 @@ class Context:
     log: Any
     tasks: Tasks
     execute: StepExecutor
+    leadership: Leadership = field(default_factory=SoleLeader)
     _definitions: OrderedDict[str, Runbook] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def definition(self, run: RunRecord) -> Runbook:
@@ -75,12 +79,24 @@ class Context:
         rec = await tx.kv_get("engine", "paused")
         return bool(rec and rec.get("paused"))
 
-    async def transact(self, body: Callable[[Tx, Effects], Awaitable[T]]) -> T:
-        """Run ``body(tx, fx)`` in one transaction, then apply its effects."""
-        fx = Effects()
-        async with self.store.transaction() as tx:
+    async def transact(self, body: Callable[[Tx, Effects], Awaitable[T]], *, leader_only: bool = False) -> T:
+        """Run ``body(tx, fx)`` in one transaction, then apply its effects.
+
+        On the leader the transaction is fenced (it commits only while this replica's epoch is current).
+        On a follower ``fx.leading`` is false: the body records what a person did, and what follows from it
+        is handed to the leader through the store. ``leader_only`` work (routing, ticks, recovery, step
+        results) raises LostLeadership on a follower without running."""
+        lead = self.leadership
+        leading = lead.leading
+        if leader_only and not leading:
+            raise LostLeadership("this replica is not the leader")
+        fx = Effects(leading=leading)
+        async with self.store.transaction(lead if leading else None) as tx:
             result = await body(tx, fx)
-            await fx.materialize(tx)
+            if leading:
+                await fx.materialize(tx)
+            else:
+                await fx.hand_off(tx, self.clock.now())
         self._apply(fx)
         return result
 

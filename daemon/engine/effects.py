@@ -4,6 +4,7 @@ Nothing here runs before the commit, so a crash between deciding and acting lose
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,11 @@ class Effects:
     ended: list[tuple[str, str]] = field(default_factory=list)
     """(runbook, outcome) of runs that ended, for metrics."""
     approval_waits: list[tuple[str, float]] = field(default_factory=list)
+    leading: bool = True
+    """The transaction is the leader's (fenced). A follower's records what people did and leaves the rest
+    (planning, starting steps, notifying) to the leader: see ``wakes`` and ``Context.transact``."""
+    wakes: list[str] = field(default_factory=list)
+    """Runs a follower changed that the leader must advance."""
 
     def merge(self, other: Effects) -> None:
         self._notices += other._notices
@@ -27,12 +33,25 @@ class Effects:
         self.notices += other.notices
         self.ended += other.ended
         self.approval_waits += other.approval_waits
+        self.wakes += other.wakes
 
     def notice(self, kind: EventKind, run_id: str, step_id: str | None = None, **detail: Any) -> None:
         self._notices.append((kind, run_id, step_id, detail))
 
     def execute(self, run_id: str, idx: int) -> None:
+        assert self.leading, "only the leader starts steps"
         self.executions.append((run_id, idx))
+
+    async def hand_off(self, tx: Tx, now: float) -> None:
+        """A follower's transaction: what the leader must do next goes to the store with it (kv
+        ``handoff``), for the leader's next tick to advance and to notify."""
+        if not self.wakes and not self._notices:
+            return
+        key = f"{now:017.6f}-{secrets.token_hex(4)}"
+        notices = [[kind, run_id, step_id, detail] for kind, run_id, step_id, detail in self._notices]
+        await tx.kv_put("handoff", key, {"wake": sorted(set(self.wakes)), "notices": notices})
+        self._notices.clear()
+        self.wakes.clear()
 
     async def materialize(self, tx: Tx) -> None:
         """Build each notice's run view inside the transaction, after its last change."""

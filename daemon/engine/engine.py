@@ -35,8 +35,10 @@ from daemon.errors import InvalidRequest, StoreUnavailable
 from daemon.kits.clock import Clock, SystemClock
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.runbooks.schema import Runbook
+from daemon.store.base import StateStore
+from daemon.store.leadership import Leadership, SoleLeader
 from daemon.store.records import RunRecord, RunState
-from daemon.store.sqlite import Store, StoreMemory, Tx
+from daemon.store.sqlite import StoreMemory, Tx
 
 
 class Engine:
@@ -44,7 +46,7 @@ class Engine:
         self,
         *,
         config: Config,
-        store: Store,
+        store: StateStore,
         registry: ActionRegistry,
         runbooks: dict[str, LoadedRunbook],
         clients: Clients,
@@ -52,8 +54,12 @@ class Engine:
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         tick_interval: float = 1.0,
+        leadership: Leadership | None = None,
     ) -> None:
         self.config = config
+        self.leadership: Leadership = leadership or SoleLeader()
+        self._led_epoch: int | None = None
+        """The epoch this engine last recovered under: a new one (a takeover) recovers again."""
         self.store = store
         self.registry = registry
         self.runbooks = runbooks
@@ -80,6 +86,7 @@ class Engine:
             log=self.log,
             tasks=self._tasks,
             execute=self._execute,
+            leadership=self.leadership,
         )
         self._runs = Runs(self._ctx)
         self._starter = Starter(self._ctx, self._runs)
@@ -89,15 +96,16 @@ class Engine:
         self.inbox = self._routing.inbox
         self.metrics.runbooks_loaded.set(len(runbooks))
         self.metrics.preset(sorted(runbooks))
+        self.leadership.on_change(lambda leading: self.metrics.leader.set(1 if leading else 0))
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, *, background: bool = True) -> None:
-        """Recover runs interrupted by a stop or crash, then start the tick loop."""
+        """Recover runs interrupted by a stop or crash, then start the tick loop. A follower only starts
+        the loops: they take up the leader's work once this replica leads."""
         self._runs.stopping = False
-        await self.recover()
-        await self.route_pending()  # notifications stored but not routed before a crash
-        await self.tick()
+        if self.leadership.leading:
+            await self._take_lead()
         if background:
             self._ticker = asyncio.create_task(self._tick_loop(), name="engine.tick")
             self._router = asyncio.create_task(self._routing.loop(), name="engine.route")
@@ -112,11 +120,26 @@ class Engine:
                 await asyncio.gather(loop_task, return_exceptions=True)
         await self._tasks.drain(grace)
 
+    async def _take_lead(self) -> None:
+        """Start leading: treat steps left running as a restart does, route what waits, tick."""
+        epoch = self.leadership.epoch
+        await self.recover()
+        self._led_epoch = epoch
+        await self.route_pending()  # notifications stored but not routed before a crash or takeover
+        await self.tick()
+
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick_interval)
+            if not self.leadership.leading:
+                continue
             try:
-                await self.tick()
+                if self._led_epoch != self.leadership.epoch:
+                    await self._take_lead()
+                else:
+                    await self.tick()
+                if self.store.shared:
+                    self._routing.wake()  # notifications other replicas stored
             except StoreUnavailable as exc:
                 self.log.warning("engine.tick_failed", error=str(exc))
             except Exception:  # expiry and schedules depend on this loop: log a bug, never end the loop

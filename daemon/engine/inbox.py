@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 from daemon.errors import StoreUnavailable
 from daemon.kits.clock import Clock
-from daemon.store.sqlite import Store
+from daemon.store.base import StateStore
 
 MAX_BATCH = 500
 
 
 class Inbox:
-    def __init__(self, store: Store, clock: Clock, on_stored: Callable[[], None]) -> None:
+    def __init__(self, store: StateStore, clock: Clock, on_stored: Callable[[], None]) -> None:
         self._store = store
         self._clock = clock
         self._on_stored = on_stored
@@ -50,7 +50,7 @@ class Inbox:
             now = self._clock.now()
             try:
                 async with self._store.transaction() as tx:
-                    if self._next_seq is None:
+                    if self._next_seq is None or self._store.shared:  # other replicas number too
                         self._next_seq = await tx.last_inbox_seq() + 1
                     first = self._next_seq
                     rows = [(first + i, now, alerts, payload) for i, (payload, alerts, _) in enumerate(batch)]

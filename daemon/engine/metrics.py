@@ -59,6 +59,11 @@ class Metrics:
             registry=r,
         )
         self.runbooks_loaded = Gauge("runbookd_runbooks_loaded", "Runbooks loaded.", registry=r)
+        self.leader = Gauge(
+            "runbookd_leader",
+            "1 on the replica that routes, plans, executes and notifies (always 1 with SQLite).",
+            registry=r,
+        )
         # children of the hot-path counters, looked up once (labels() takes a lock and hashes each time)
         self._received = {s: self.alerts_received.labels(status=s) for s in ("firing", "resolved")}
         self._responses: dict[int, Counter] = {}

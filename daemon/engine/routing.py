@@ -48,6 +48,10 @@ class Router:
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
 
+    def wake(self) -> None:
+        """Look for stored notifications (other replicas store them too)."""
+        self._wanted.set()
+
     async def receipt(self, seq: int) -> dict[str, Any]:
         async with self._ctx.store.transaction() as tx:
             found = await tx.receipt(seq)
@@ -67,6 +71,8 @@ class Router:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
+            if not self._ctx.leadership.leading:
+                continue  # the leader routes what any replica stored; the tick wakes this loop
             try:
                 await self.route_pending(yield_to_intake=True)
             except Exception as exc:  # never end the loop: stored notifications would wait for a restart
@@ -88,7 +94,7 @@ class Router:
                 deferred = loop.time()
                 while self.inbox.busy() and loop.time() - deferred < _ROUTE_MAX_DEFER:  # noqa: ASYNC110
                     await asyncio.sleep(0.002)  # a debounce: wait for a 2 ms gap in arrivals
-            last = await self._ctx.transact(self._route_batch)
+            last = await self._ctx.transact(self._route_batch, leader_only=True)
             if last == 0:
                 return
             async with self._routed:
@@ -104,7 +110,7 @@ class Router:
                 async with tx.savepoint("route_one"):
                     result = await self._route(tx, WebhookPayload.model_validate_json(raw), one)
                 fx.merge(one)
-            except (StoreUnavailable, sqlite3.Error):
+            except (StoreUnavailable, sqlite3.Error):  # PostgreSQL errors arrive as StoreUnavailable
                 raise
             except Exception as exc:  # one bad notification must not block the inbox behind it
                 self._ctx.log.exception("inbox.unroutable", receipt=seq)

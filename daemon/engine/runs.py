@@ -14,7 +14,7 @@ from daemon.engine import planner
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.executor import execute
-from daemon.errors import StoreUnavailable
+from daemon.errors import LostLeadership, StoreUnavailable
 from daemon.kits.clock import iso
 from daemon.kits.durations import parse_duration
 from daemon.runbooks.schema import Runbook
@@ -42,7 +42,13 @@ class Runs:
         """Set by stop(): no step starts any more (one started while draining would be abandoned)."""
 
     async def advance(self, tx: Tx, run: RunRecord, fx: Effects) -> None:
-        """Move a run forward as far as it can go without a person or an action."""
+        """Move a run forward as far as it can go without a person or an action. On a follower, only
+        record the run and hand it to the leader, which plans and starts steps."""
+        if not fx.leading:
+            run.updated_at = self._ctx.clock.now()
+            await tx.save_run(run)
+            fx.wakes.append(run.id)
+            return
         steps = await tx.steps_of(run.id)
         rb = self._ctx.definition(run)
         while run.state.active and run.state != RunState.NEEDS_ATTENTION:
@@ -132,6 +138,8 @@ class Runs:
         """Pause and the blast-radius budget hold an approved step back (noted once in the timeline)."""
         if self.stopping:
             return False  # stays approved; the next start runs it
+        if not self._ctx.leadership.fresh():
+            return False  # stays approved; the leader (this replica again or another) starts it
         reason = None
         budget = self._ctx.config.limits.max_concurrent_mutating_steps
         if await self._ctx.is_paused(tx):
@@ -174,6 +182,10 @@ class Runs:
         )
         spec = rb.steps[idx]
         timeout = spec.timeout or _action_timeout(config.limits.action_timeout, st.plan.get("timeout"))
+        if not self._ctx.leadership.fresh():
+            # committed `running` but not sent: the next leader treats it as interrupted
+            log.warning("step.not_started", reason="this replica is no longer the leader")
+            return
         log.info("step.executing", dry_run=run.dry_run, timeout=timeout)
         outcome = await execute(action, ctx, st.plan, timeout)
         result = "succeeded" if outcome.ok else "failed"
@@ -201,7 +213,12 @@ class Runs:
         delay = 1.0
         while True:
             try:
-                await self._ctx.transact(record)
+                await self._ctx.transact(record, leader_only=True)
+                return
+            except LostLeadership as exc:
+                # Fenced: the leader that took over treats this step as interrupted (re-run only if
+                # idempotent, else needs_attention). Recording it here could overwrite that decision.
+                log.error("step.result_not_recorded", error=str(exc), outcome=result, lost_leadership=True)
                 return
             except StoreUnavailable as exc:
                 # The step stays `running` in the store (holding its budget slot) until its result is

@@ -28,6 +28,10 @@ class Tasks:
 
         task.add_done_callback(done)
 
+    def executing(self, name: str) -> bool:
+        """Whether the step execution task ``name`` still runs in this process."""
+        return any(t.get_name() == name for t in self._executions)
+
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until no action or notification task is running (tests, benchmarks, shutdown)."""
         loop = asyncio.get_running_loop()

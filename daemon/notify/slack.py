@@ -24,7 +24,7 @@ from daemon.engine.notifier import RunNotice
 from daemon.engine.views import run_view
 from daemon.notify import slack_messages as msgs
 from daemon.notify.slack_delivery import SlackApi, SlackRefused
-from daemon.store.sqlite import Store
+from daemon.store.base import StateStore
 
 THREADS = "slack.threads"
 """kv namespace: run id -> {"channel": channel ID, "ts": top message ts}."""
@@ -51,7 +51,7 @@ class SlackNotifier:
         self,
         *,
         api: SlackApi,
-        store: Store,
+        store: StateStore,
         channel_for: Callable[[str], str],
         public_url: str | None = None,
     ) -> None:

@@ -23,7 +23,7 @@ from daemon.server.errors import errors_middleware
 from daemon.server.intake import alertmanager_webhook
 from daemon.server.keys import AUTH, CONFIG, SLOT, Slot, engine_of
 from daemon.server.slack import ChatOps
-from daemon.store.sqlite import Store
+from daemon.store.factory import leadership_for, open_store
 
 log = structlog.get_logger("runbookd.server")
 
@@ -62,7 +62,10 @@ def create_app(
     chatops = ChatOps.install(app, config, secrets, runbooks, clock)  # None unless Slack is on
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = await Store.open(config.state.path, config.state.busy_timeout)
+        store = await open_store(config.state, secrets.state_password, lease=config.ha.lease)
+        leadership = leadership_for(
+            store, config.state, secrets.state_password, lease=config.ha.lease, renew=config.ha.renew
+        )
         clients = await build_clients(config, secrets)
         engine = Engine(
             config=config,
@@ -74,18 +77,27 @@ def create_app(
             metrics=Metrics(),
             clock=clock,
             tick_interval=tick_interval,
+            leadership=leadership,
         )
         slot.engine = engine
         try:
+            await leadership.start()  # a lone replica leads at once; the engine then recovers as leader
             await engine.start()
             slot.ready = True
-            log.info("runbookd.started", runbooks=sorted(runbooks), dry_run=config.dry_run)
+            log.info(
+                "runbookd.started",
+                runbooks=sorted(runbooks),
+                dry_run=config.dry_run,
+                store=store.backend,
+                leader=leadership.leading,
+            )
             yield
         finally:
             slot.ready = False
             if chatops is not None:
                 await chatops.drain()
             await engine.stop(config.server.shutdown_grace)
+            await leadership.stop()  # after the last step result is recorded: a standby takes over now
             await close_clients(clients)
             await store.close()
             log.info("runbookd.stopped")

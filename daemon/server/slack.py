@@ -36,7 +36,7 @@ from daemon.notify.slack_operations import SlackOperations
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.server.auth import Unauthorized
 from daemon.server.keys import engine_of
-from daemon.store.sqlite import Store
+from daemon.store.base import StateStore
 
 log = structlog.get_logger("runbookd.slack")
 
@@ -114,7 +114,7 @@ class ChatOps:
         app.router.add_post("/slack/commands", commands)
         return ops
 
-    def start(self, store: Store) -> SlackNotifier:
+    def start(self, store: StateStore) -> SlackNotifier:
         """Create the Web API client and the notifier (once the store is open)."""
         public_url = self.config.server.public_url
         self._api = SlackApi(self._token, self.slack.api_url, self.slack.timeout, self.retry)

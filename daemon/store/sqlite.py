@@ -1,8 +1,9 @@
 """SQLite (WAL) store. One connection; transactions are serialised by an asyncio lock and committed
 before the caller acts on what they record.
 
-``synchronous=NORMAL`` in WAL mode survives a killed process (every committed transaction is in the WAL);
-only a power loss can drop the last transactions. That is the trade-off Prometheus' own TSDB makes too.
+``synchronous=FULL``: a commit is on disk (the WAL is fsynced) before it returns, so a power loss (a node
+going NotReady) loses nothing that was acknowledged; group commit in the inbox keeps the cost per webhook
+small. One process writes the file: ``serve`` holds ``state.lock`` (see ``daemon.store.lock``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from daemon.errors import StoreUnavailable
+from daemon.store import migrations
+from daemon.store.base import Fence, Row, SqlDb, StateStore
 from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, RunState, StepRecord, StepState
 
 SCHEMA = """
@@ -68,6 +71,8 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 R = TypeVar("R", RunRecord, StepRecord)
+_KEYS = {"runs": ("id",), "steps": ("run_id", "idx")}
+"""Primary keys of the tables written whole by ``Tx._upsert``."""
 _JSON_FIELDS = {"params", "context", "definition", "plan", "output"}
 _BOOL_FIELDS = {"dry_run", "mutated", "alert_resolved", "mutating", "idempotent"}
 
@@ -84,7 +89,7 @@ def _to_row(rec: RunRecord | StepRecord) -> dict[str, Any]:
     return row
 
 
-def _from_row(cls: type[R], row: sqlite3.Row) -> R:
+def _from_row(cls: type[R], row: Row) -> R:
     values: dict[str, Any] = {}
     for f in fields(cls):
         v = row[f.name]
@@ -99,23 +104,32 @@ def _from_row(cls: type[R], row: sqlite3.Row) -> R:
 
 
 class Tx:
-    """One open transaction. Only valid inside ``Store.transaction()``."""
+    """One open transaction. Only valid inside ``Store.transaction()``.
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    The SQL here is shared by both backends (``?`` placeholders, ``ON CONFLICT`` upserts, ``RETURNING``):
+    ``daemon.store.postgres`` runs these same methods over its connection adapter."""
+
+    def __init__(self, db: SqlDb) -> None:
         self.db = db
 
     # One aiosqlite round trip per statement (execute + fetch + close would be three thread hand-offs).
-    async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
         return list(await self.db.execute_fetchall(sql, args))
 
-    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Row | None:
         rows = await self.db.execute_fetchall(sql, args)
         return next(iter(rows), None)
 
     async def _upsert(self, table: str, row: dict[str, Any]) -> None:
+        """Insert or replace a whole row (portable SQL: SQLite and PostgreSQL both run it)."""
+        keys = _KEYS[table]
         cols = ", ".join(row)
-        marks = ", ".join(f":{k}" for k in row)
-        await self.db.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", row)  # noqa: S608
+        marks = ", ".join("?" * len(row))
+        sets = ", ".join(f"{k} = excluded.{k}" for k in row if k not in keys)
+        await self.db.execute(
+            f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}",  # noqa: S608
+            tuple(row.values()),
+        )
 
     # runs
     async def save_run(self, run: RunRecord) -> None:
@@ -204,7 +218,8 @@ class Tx:
     # approvals
     async def add_approval(self, a: ApprovalRecord) -> None:
         await self.db.execute(
-            "INSERT OR IGNORE INTO approvals (run_id, step_id, identity, via, plan_hash, at) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO approvals (run_id, step_id, identity, via, plan_hash, at) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT DO NOTHING",
             (a.run_id, a.step_id, a.identity, a.via, a.plan_hash, a.at),
         )
 
@@ -231,7 +246,8 @@ class Tx:
     async def link_alert(self, fingerprint: str, runbook: str, run_id: str) -> None:
         """Attach a firing alert to a run (again firing if it had resolved)."""
         await self.db.execute(
-            "INSERT OR REPLACE INTO alert_links (fingerprint, runbook, run_id, resolved) VALUES (?,?,?,0)",
+            "INSERT INTO alert_links (fingerprint, runbook, run_id, resolved) VALUES (?,?,?,0)"
+            " ON CONFLICT (fingerprint, runbook, run_id) DO UPDATE SET resolved = 0",
             (fingerprint, runbook, run_id),
         )
 
@@ -265,10 +281,10 @@ class Tx:
         rows = await self.db.execute_fetchall(
             "INSERT INTO alerts_received (fingerprint, starts_at, status, alertname, labels, first_seen, last_seen,"
             " times) VALUES (?,?,?,?,?,?,?,1) ON CONFLICT (fingerprint, starts_at, status)"
-            " DO UPDATE SET last_seen = excluded.last_seen, times = times + 1 RETURNING times",
+            " DO UPDATE SET last_seen = excluded.last_seen, times = alerts_received.times + 1 RETURNING times",
             (fingerprint, starts_at, status, alertname, json.dumps(labels, sort_keys=True), now, now),
         )
-        return bool(rows) and int(next(iter(rows))[0]) == 1
+        return bool(rows) and int(next(iter(rows))["times"]) == 1
 
     async def prune_alerts(self, before: float) -> None:
         await self.db.execute("DELETE FROM alerts_received WHERE last_seen < ?", (before,))
@@ -339,7 +355,8 @@ class Tx:
 
     async def kv_put(self, namespace: str, key: str, value: dict[str, Any]) -> None:
         await self.db.execute(
-            "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?,?,?)",
+            "INSERT INTO kv (namespace, key, value) VALUES (?,?,?)"
+            " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
             (namespace, key, json.dumps(value, sort_keys=True, default=str)),
         )
 
@@ -352,6 +369,11 @@ class Tx:
 
 
 class Store:
+    """The SQLite backend of ``daemon.store.base.StateStore``: one process writes it (see ``lock``)."""
+
+    shared = False
+    backend = "sqlite"
+
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self._lock = asyncio.Lock()
@@ -365,9 +387,10 @@ class Store:
             db = await aiosqlite.connect(str(path), isolation_level=None)
             db.row_factory = sqlite3.Row
             await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA synchronous=FULL")
             await db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             await db.executescript(SCHEMA)
+            await _migrate(db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open state store {path}: {exc}") from exc
         return cls(db, path)
@@ -376,16 +399,20 @@ class Store:
         await self._db.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
+    async def transaction(self, fence: Fence | None = None) -> AsyncIterator[Tx]:
         """Serialised transaction; commits on success, rolls back on any error. Store failures (of BEGIN,
-        of any statement, of COMMIT) raise StoreUnavailable (callers answer 503 and act on nothing)."""
+        of any statement, of COMMIT) raise StoreUnavailable (callers answer 503 and act on nothing).
+        ``fence`` is verified right before COMMIT (SQLite has one writer: it always passes)."""
         async with self._lock:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"state store unavailable: {exc}") from exc
             try:
-                yield Tx(self._db)
+                tx = Tx(self._db)
+                yield tx
+                if fence is not None:
+                    await fence.verify(tx)
             except sqlite3.Error as exc:  # a statement failed (disk full, I/O error, corrupt page, ...)
                 with suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
@@ -410,10 +437,21 @@ class Store:
         return True
 
 
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Apply the versioned migrations after the base schema (one process holds the file: no lock needed)."""
+    await db.execute(migrations.VERSIONS_TABLE)
+    done = {int(r[0]) for r in await db.execute_fetchall("SELECT version FROM schema_migrations")}
+    for m in migrations.MIGRATIONS:
+        if m.version in done or m.postgresql_only:
+            continue
+        record = f"INSERT INTO schema_migrations (version, name) VALUES ({m.version}, '{m.name}')"  # noqa: S608
+        await db.executescript(f"BEGIN IMMEDIATE; {m.sql}; {record}; COMMIT;")
+
+
 class StoreMemory:
     """The ActionMemory protocol over the store's kv table; each call is its own transaction."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore) -> None:
         self._store = store
 
     async def get(self, namespace: str, key: str) -> dict[str, Any] | None:

@@ -27,6 +27,9 @@ from daemon.server.keys import SLOT
 from .payloads import webhook_payload
 from .ports import free_port
 
+STATE_URL: str | None = None
+"""Set by the ``store_backend`` fixture: serve() then stores in this PostgreSQL database (state.url)."""
+
 WEBHOOK = "wh-token"
 TOKENS = {
     "admin": "admin-token",
@@ -141,6 +144,8 @@ async def serve(
     """``secrets``: further resolved secrets by Secrets field name (e.g. ``s3_access_key``)."""
     write_runbooks(tmp_path, runbooks)
     cfg = config if isinstance(config, Config) else parse_config(config or base_config(tmp_path))
+    if STATE_URL is not None:
+        cfg = cfg.model_copy(update={"state": cfg.state.model_copy(update={"url": STATE_URL})})
     registry = registry or default_registry()
     loaded = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
     resolved = Secrets(

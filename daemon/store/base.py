@@ -1,0 +1,53 @@
+"""What the engine needs from a state store, whichever backend holds it (SQLite or PostgreSQL).
+
+Both backends run the same SQL (``daemon.store.sqlite.Tx``): statements use ``?`` placeholders and the
+portable forms (``INSERT ... ON CONFLICT``, ``RETURNING``); the PostgreSQL connection adapter translates the
+placeholders. A new store method written once in ``Tx`` therefore works on both (docs/durability.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+if TYPE_CHECKING:
+    from daemon.store.sqlite import Tx
+
+Row: TypeAlias = Any
+"""A result row: ``sqlite3.Row`` or the PostgreSQL adapter's row; both read as ``row["col"]`` and ``row[i]``."""
+
+
+class SqlDb(Protocol):
+    """The statement-level calls ``Tx`` makes (aiosqlite's connection has them; so does the PG adapter)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Awaitable[Any]: ...
+
+    def execute_fetchall(self, sql: str, parameters: Any = ..., /) -> Awaitable[Iterable[Row]]: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Iterable[Any]], /) -> Awaitable[Any]: ...
+
+
+class Fence(Protocol):
+    """Checked inside a transaction right before it commits: raises LostLeadership when this replica may
+    no longer write as the leader (another epoch is current, or its lease is no longer fresh)."""
+
+    async def verify(self, tx: Tx) -> None: ...
+
+
+class StateStore(Protocol):
+    """The durable state store. Every transition is committed before it is acted on."""
+
+    shared: bool
+    """Other processes write to the same store (PostgreSQL): nothing may be cached across transactions."""
+    backend: str
+    """``sqlite`` or ``postgresql``."""
+
+    def transaction(self, fence: Fence | None = None) -> AbstractAsyncContextManager[Tx]:
+        """One serialised transaction; commits on success, rolls back on error. Store failures raise
+        StoreUnavailable; with ``fence``, a replica that is no longer the leader gets LostLeadership."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...

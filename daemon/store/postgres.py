@@ -1,0 +1,234 @@
+"""PostgreSQL store (production and HA): the same ``Tx`` SQL as SQLite, over psycopg 3's async connection.
+
+Transactions are serialised across *all* replicas by a transaction-scoped advisory lock, so they keep the
+semantics of SQLite's ``BEGIN IMMEDIATE`` (one writer at a time, no lost updates between a replica taking
+an approval and the leader expiring the same step). Each replica holds one data connection; a broken one
+is replaced at the next transaction. Migrations run at start under a session advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import RowMaker
+
+from daemon.errors import StoreUnavailable
+from daemon.store import migrations
+from daemon.store.base import Fence, Row
+from daemon.store.sqlite import SCHEMA, Tx
+
+TX_LOCK = 0x72756E62  # "runb": pg_advisory_xact_lock key serialising every store transaction
+MIGRATE_LOCK = 0x72756E6D  # "runm": pg_advisory_lock key held while migrations run
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Where and how to connect. The password never appears in the URL (it comes from a secret ref)."""
+
+    url: str
+    password: str | None = None
+    sslmode: str | None = None
+    sslrootcert: str | None = None
+    connect_timeout: float = 5.0
+    busy_timeout: float = 5.0
+    """How long a transaction waits for the store-wide lock before the store counts as unavailable."""
+    idle_in_transaction: float = 15.0
+    """The server ends a session idle inside a transaction this long (a paused leader holding a lock)."""
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"connect_timeout": max(1, round(self.connect_timeout)), "autocommit": True}
+        if self.password is not None:
+            kw["password"] = self.password
+        if self.sslmode:
+            kw["sslmode"] = self.sslmode
+        if self.sslrootcert:
+            kw["sslrootcert"] = self.sslrootcert
+        kw["options"] = (
+            f"-c lock_timeout={int(self.busy_timeout * 1000)}"
+            f" -c idle_in_transaction_session_timeout={int(self.idle_in_transaction * 1000)}"
+        )
+        return kw
+
+
+class PgRow(dict[str, Any]):
+    """A row readable by column name (``row["id"]``) and by position (``row[0]``), like ``sqlite3.Row``."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+
+def _pg_row(cursor: psycopg.AsyncCursor[Any]) -> RowMaker[PgRow]:
+    names = [c.name for c in cursor.description or ()]
+
+    def make(values: Sequence[Any]) -> PgRow:
+        return PgRow(zip(names, values, strict=True))
+
+    return make
+
+
+_SQL_CACHE: dict[str, str] = {}
+
+
+def to_pg(sql: str) -> str:
+    """``?`` placeholders to psycopg's ``%s`` (a literal ``%`` doubled)."""
+    done = _SQL_CACHE.get(sql)
+    if done is None:
+        done = _SQL_CACHE[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return done
+
+
+class PgDb:
+    """The ``SqlDb`` calls ``Tx`` makes, over one psycopg connection."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    # Driver errors surface as StoreUnavailable, as sqlite3 errors do through Store.transaction: callers
+    # (routing's "one bad notification" rule) tell store failures from their own.
+    async def execute(self, sql: str, parameters: Any = (), /) -> None:
+        try:
+            await self.conn.execute(to_pg(sql), tuple(parameters or ()))
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
+
+    async def execute_fetchall(self, sql: str, parameters: Any = (), /) -> list[Row]:
+        try:
+            async with self.conn.cursor(row_factory=_pg_row) as cur:
+                await cur.execute(to_pg(sql), tuple(parameters or ()))
+                return list(await cur.fetchall()) if cur.description else []
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]], /) -> None:
+        try:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(to_pg(sql), [tuple(p) for p in parameters])
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
+
+
+async def connect(settings: PgSettings) -> psycopg.AsyncConnection[Any]:
+    try:
+        return await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(settings.url, **settings.connect_kwargs()),
+            settings.connect_timeout + 1,
+        )
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"cannot connect to the PostgreSQL state store: {_safe(exc)}") from exc
+
+
+def _safe(exc: BaseException) -> str:
+    """The driver's message, first line only (never a connection string with secrets)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+    """Bring the schema to the latest version under a session advisory lock; the versions applied."""
+    applied: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+    try:
+        await conn.execute(migrations.VERSIONS_TABLE.replace("INTEGER", "BIGINT"))
+        cur = await conn.execute("SELECT version FROM schema_migrations")
+        done = {int(r[0]) for r in await cur.fetchall()}
+        steps = [migrations.Migration(1, "base schema", SCHEMA), *migrations.MIGRATIONS]
+        for m in steps:
+            if m.version in done:
+                continue
+            async with conn.transaction():
+                for stmt in migrations.postgresql_sql(m.sql):
+                    await conn.execute(stmt.encode())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (m.version, m.name)
+                )
+            applied.append(m.version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+    return applied
+
+
+class PgStore:
+    """The PostgreSQL backend of ``daemon.store.base.StateStore``."""
+
+    shared = True
+    backend = "postgresql"
+
+    def __init__(self, settings: PgSettings, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.settings = settings
+        self._conn: psycopg.AsyncConnection[Any] | None = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, settings: PgSettings, *, migrate_schema: bool = True) -> PgStore:
+        conn = await connect(settings)
+        if migrate_schema:
+            try:
+                await migrate(conn)
+            except psycopg.Error as exc:
+                await conn.close()
+                raise StoreUnavailable(f"cannot migrate the PostgreSQL state store: {_safe(exc)}") from exc
+        return cls(settings, conn)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                with suppress(psycopg.Error):
+                    await self._conn.close()
+            self._conn = None
+            self._conn = await connect(self.settings)
+        return self._conn
+
+    @asynccontextmanager
+    async def transaction(self, fence: Fence | None = None) -> AsyncIterator[Tx]:
+        """Serialised across replicas (advisory xact lock); ``fence`` is verified right before COMMIT."""
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (TX_LOCK,))
+            except psycopg.Error as exc:
+                await _rollback(conn)
+                raise StoreUnavailable(f"state store unavailable: {_safe(exc)}") from exc
+            try:
+                tx = Tx(PgDb(conn))
+                yield tx
+                if fence is not None:
+                    await fence.verify(tx)
+            except psycopg.Error as exc:
+                await _rollback(conn)
+                raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
+            except BaseException:
+                await _rollback(conn)
+                raise
+            try:
+                await conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                await _rollback(conn)
+                raise StoreUnavailable(f"state store could not commit: {_safe(exc)}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.busy_timeout):
+                async with self._lock:
+                    conn = await self._connection()
+                    await conn.execute("SELECT 1")
+        except (psycopg.Error, StoreUnavailable, TimeoutError):
+            return False
+        return True
+
+
+async def _rollback(conn: psycopg.AsyncConnection[Any]) -> None:
+    with suppress(psycopg.Error):
+        await conn.execute("ROLLBACK")

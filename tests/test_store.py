@@ -1,0 +1,188 @@
+"""The store contract, run on both backends (SQLite file, real PostgreSQL): the same Tx methods give the
+same answers, transactions commit or roll back whole, and migrations are versioned and idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from support.postgres import PostgresServer
+
+from daemon.errors import StoreUnavailable
+from daemon.store import migrations
+from daemon.store.base import StateStore
+from daemon.store.postgres import PgSettings, PgStore
+from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, RunState, StepRecord, StepState
+from daemon.store.sqlite import Store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    s: StateStore
+    if request.param == "sqlite":
+        s = await Store.open(tmp_path / "state.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        s = await PgStore.open(PgSettings(server.fresh_database()))
+    yield s
+    await s.close()
+
+
+def _run(run_id: str = "r1", state: RunState = RunState.AWAITING_APPROVAL, **kw: object) -> RunRecord:
+    base: dict[str, object] = {
+        "id": run_id,
+        "runbook": "rb",
+        "target": "t1",
+        "state": state,
+        "trigger": "alert",
+        "requester": None,
+        "params": {"a": 1},
+        "context": {"alert": {"labels": {"x": "y"}}},
+        "definition": {"name": "rb"},
+        "created_at": 100.0,
+        "updated_at": 100.0,
+        "dry_run": True,
+    }
+    base.update(kw)
+    return RunRecord(**base)  # type: ignore[arg-type]
+
+
+def _step(run_id: str = "r1", idx: int = 0, state: StepState = StepState.PENDING) -> StepRecord:
+    return StepRecord(run_id, idx, f"s{idx}", "notify.log", state, mutating=True, idempotent=False)
+
+
+async def test_runs_and_steps_round_trip_and_upsert(store: StateStore) -> None:
+    async with store.transaction() as tx:
+        await tx.save_run(_run())
+        await tx.save_step(_step())
+    async with store.transaction() as tx:
+        run = await tx.get_run("r1")
+        assert run == _run()
+        run.state, run.current_step, run.mutated = RunState.RUNNING, 1, True
+        await tx.save_run(run)  # whole-row replace
+        st = (await tx.steps_of("r1"))[0]
+        st.state, st.plan, st.output = StepState.RUNNING, {"k": [1, 2]}, {"ok": True}
+        await tx.save_step(st)
+    async with store.transaction() as tx:
+        again = await tx.get_run("r1")
+        assert again is not None and again.state == RunState.RUNNING and again.mutated is True
+        assert await tx.active_run_ref("rb", "t1") == ("r1", False)
+        assert (await tx.steps_of("r1"))[0].plan == {"k": [1, 2]}
+        assert await tx.running_mutating_steps() == 1
+        assert [s.step_id for s in await tx.steps_in_state(StepState.RUNNING)] == ["s0"]
+        assert await tx.count_runs_by_state() == {"running": 1}
+        assert [r.id for r in await tx.list_runs("running")] == ["r1"]
+
+
+async def test_a_failed_transaction_leaves_nothing(store: StateStore) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with store.transaction() as tx:
+            await tx.save_run(_run())
+            raise Boom
+    async with store.transaction() as tx:
+        assert await tx.get_run("r1") is None
+
+
+async def test_a_savepoint_undoes_only_its_part(store: StateStore) -> None:
+    async with store.transaction() as tx:
+        await tx.save_run(_run("keep"))
+        with pytest.raises(ValueError):
+            async with tx.savepoint("one"):
+                await tx.save_run(_run("drop"))
+                raise ValueError("bad notification")
+    async with store.transaction() as tx:
+        assert await tx.get_run("keep") is not None
+        assert await tx.get_run("drop") is None
+
+
+async def test_approvals_count_once_and_timeline_keeps_order(store: StateStore) -> None:
+    a = ApprovalRecord("r1", "s0", "alice", "api", "h1", 5.0)
+    async with store.transaction() as tx:
+        await tx.save_run(_run())
+        await tx.add_approval(a)
+        await tx.add_approval(a)  # the same approval twice is recorded once
+        for i in range(3):
+            await tx.add_event(EventRecord("r1", float(i), f"e{i}", "runbookd", {"i": i}))
+    async with store.transaction() as tx:
+        assert await tx.approvals_of("r1") == [a]
+        assert [(e.event, e.detail) for e in await tx.events_of("r1")] == [
+            (f"e{i}", {"i": i}) for i in range(3)
+        ]
+
+
+async def test_alerts_links_and_inbox(store: StateStore) -> None:
+    async with store.transaction() as tx:
+        await tx.save_run(_run())
+        assert await tx.record_alert("fp", "2024", "firing", "A", {"x": "1"}, 1.0) is True
+        assert await tx.record_alert("fp", "2024", "firing", "A", {"x": "1"}, 2.0) is False
+        await tx.link_alert("fp", "rb", "r1")
+        await tx.link_alert("fp", "rb", "r1")
+        assert await tx.firing_alerts_of("r1") == 1
+        await tx.resolve_alert("fp")
+        assert await tx.firing_alerts_of("r1") == 0
+        await tx.link_alert("fp", "rb", "r1")  # firing again
+        assert await tx.firing_alerts_of("r1") == 1
+        assert [r.id for r in await tx.runs_for_alert("fp")] == ["r1"]
+        await tx.add_to_inbox([(1, 1.0, 2, '{"a": 1}'), (2, 1.5, 1, '{"b": "50%?"}')])
+    async with store.transaction() as tx:
+        assert await tx.last_inbox_seq() == 2
+        assert await tx.unrouted(10) == [(1, '{"a": 1}'), (2, '{"b": "50%?"}')]
+        await tx.mark_routed(1, 3.0, {"started": ["r1"]})
+        assert await tx.unrouted(10) == [(2, '{"b": "50%?"}')]
+        got = await tx.receipt(1)
+        assert got == {
+            "receipt": 1,
+            "received_at": 1.0,
+            "alerts": 2,
+            "routed_at": 3.0,
+            "result": {"started": ["r1"]},
+        }
+
+
+async def test_kv_and_deadlines(store: StateStore) -> None:
+    async with store.transaction() as tx:
+        await tx.kv_put("ns", "k", {"v": 1})
+        await tx.kv_put("ns", "k", {"v": 2})
+        await tx.kv_put("ns", "j", {"v": 3})
+        await tx.save_run(_run())
+        st = _step(state=StepState.AWAITING_APPROVAL)
+        st.requested_at, st.deadline = 10.0, 50.0
+        await tx.save_step(st)
+    async with store.transaction() as tx:
+        assert await tx.kv_get("ns", "k") == {"v": 2}
+        assert await tx.kv_items("ns") == {"k": {"v": 2}, "j": {"v": 3}}
+        await tx.kv_delete("ns", "k")
+        assert await tx.kv_get("ns", "k") is None
+        assert [s.step_id for s in await tx.steps_due_before(50.0)] == ["s0"]
+        assert await tx.steps_due_before(49.0) == []
+        assert await tx.oldest_awaiting_approval() == 10.0
+
+
+async def test_migrations_are_recorded_and_not_applied_twice(store: StateStore, tmp_path: Path) -> None:
+    async with store.transaction() as tx:
+        rows = await tx._all("SELECT version FROM schema_migrations ORDER BY version")
+    versions = [int(r["version"]) for r in rows]
+    expected = [
+        m.version for m in migrations.MIGRATIONS if store.backend == "postgresql" or not m.postgresql_only
+    ]
+    assert versions == ([1] if store.backend == "postgresql" else []) + expected
+    if isinstance(store, PgStore):  # opening again applies nothing
+        again = await PgStore.open(store.settings)
+        await again.close()
+    else:
+        again2 = await Store.open(tmp_path / "state.db")
+        await again2.close()
+    async with store.transaction() as tx:
+        rows = await tx._all("SELECT version FROM schema_migrations ORDER BY version")
+    assert [int(r["version"]) for r in rows] == versions
+
+
+async def test_postgresql_unreachable_is_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable, match="cannot connect"):
+        await PgStore.open(
+            PgSettings("postgresql://nobody@127.0.0.1:1/none", password="s3cret", connect_timeout=2)
+        )
