@@ -20,6 +20,8 @@ class Effects:
     ended: list[tuple[str, str]] = field(default_factory=list)
     """(runbook, outcome) of runs that ended, for metrics."""
     approval_waits: list[tuple[str, float]] = field(default_factory=list)
+    undo_executions: list[tuple[str, int]] = field(default_factory=list)
+    """(run id, step index) of undos whose start has committed."""
 
     def merge(self, other: Effects) -> None:
         self._notices += other._notices
@@ -27,6 +29,7 @@ class Effects:
         self.notices += other.notices
         self.ended += other.ended
         self.approval_waits += other.approval_waits
+        self.undo_executions += other.undo_executions
 
     def notice(self, kind: EventKind, run_id: str, step_id: str | None = None, **detail: Any) -> None:
         self._notices.append((kind, run_id, step_id, detail))
@@ -34,13 +37,17 @@ class Effects:
     def execute(self, run_id: str, idx: int) -> None:
         self.executions.append((run_id, idx))
 
+    def execute_undo(self, run_id: str, idx: int) -> None:
+        self.undo_executions.append((run_id, idx))
+
     async def materialize(self, tx: Tx) -> None:
         """Build each notice's run view inside the transaction, after its last change."""
         for kind, run_id, step_id, detail in self._notices:
             run = await tx.get_run(run_id)
             if run is None:
                 continue
-            view = run_view(run, await tx.steps_of(run_id), await tx.approvals_of(run_id))
+            steps, undos = await tx.steps_of(run_id), await tx.undos_of(run_id)
+            view = run_view(run, steps, await tx.approvals_of(run_id), undos=undos)
             step = next((s for s in view["steps"] if s["id"] == step_id), None)
             self.notices.append(RunNotice(kind=kind, run=view, step=step, detail=detail))
         self._notices.clear()

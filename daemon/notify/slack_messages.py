@@ -192,6 +192,11 @@ def _step_line(step: dict[str, Any]) -> str:
         line += " (approved by " + ", ".join(who(a["by"]) for a in step["approvals"]) + ")"
     if step.get("error") and step["state"] in ("failed", "awaiting_approval"):
         line += f": {safe(step['error'], 200)}"
+    undo = step.get("undo")
+    if undo and undo["state"] not in ("planned", "skipped"):
+        line += f"\n      undo {safe(undo['action'], 64)}: {safe(undo['state'], 30)}"
+        if undo.get("error"):
+            line += f": {safe(undo['error'], 200)}"
     return line
 
 
@@ -213,7 +218,18 @@ def step_request(run: dict[str, Any], step: dict[str, Any]) -> list[dict[str, An
         f"Deadline {when(step.get('deadline'))} · plan `{safe(step.get('plan_hash'), 64)}` · "
         f"approvals {approvals} of {needed}"
     )
-    return [_section(head), _section("Parameters, as they will run:\n" + code(step["plan"])), _context(facts)]
+    blocks = [_section(head), _section("Parameters, as they will run:\n" + code(step["plan"]))]
+    undo = step.get("undo")
+    if undo:
+        once = f", once `{safe(undo.get('when'), 300)}`" if undo.get("when") else ""
+        text = (
+            f"*Undo, approved with this step:* `{safe(undo['action'], 64)}` runs when the run ends "
+            f"(whatever the end){once}, without asking again:\n" + code(undo["with"])
+        )
+        if undo.get("deferred"):
+            text += "\n_Values that read this step's output are filled in when the undo runs._"
+        blocks.append(_section(text))
+    return [*blocks, _context(facts)]
 
 
 def _buttons(run: dict[str, Any], step: dict[str, Any], public_url: str | None) -> dict[str, Any]:

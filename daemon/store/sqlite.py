@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from daemon.errors import StoreUnavailable
-from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, RunState, StepRecord, StepState
+from daemon.store.records import (
+    ApprovalRecord,
+    EventRecord,
+    RunRecord,
+    RunState,
+    StepRecord,
+    StepState,
+    UndoRecord,
+    UndoState,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -65,6 +74,13 @@ CREATE INDEX IF NOT EXISTS steps_by_deadline ON steps (state, deadline);
 CREATE TABLE IF NOT EXISTS kv (
   namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
 );
+CREATE TABLE IF NOT EXISTS undos (
+  run_id TEXT NOT NULL, idx INTEGER NOT NULL, step_id TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL,
+  idempotent INTEGER NOT NULL, approved TEXT NOT NULL, params TEXT, due_at REAL, deadline REAL,
+  started_at REAL, finished_at REAL, output TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (run_id, idx)
+);
+CREATE INDEX IF NOT EXISTS undos_by_state ON undos (state);
 """
 
 R = TypeVar("R", RunRecord, StepRecord)
@@ -349,6 +365,41 @@ class Tx:
     async def kv_items(self, namespace: str) -> dict[str, dict[str, Any]]:
         rows = await self._all("SELECT key, value FROM kv WHERE namespace = ?", (namespace,))
         return {r["key"]: dict(json.loads(r["value"])) for r in rows}
+
+    # undos: one row per step with an undo, written when the step is planned
+    async def save_undo(self, undo: UndoRecord) -> None:
+        row = asdict(undo)
+        for k in ("approved", "params", "output"):
+            row[k] = None if row[k] is None else json.dumps(row[k], sort_keys=True, default=str)
+        row["state"], row["idempotent"] = str(undo.state), int(undo.idempotent)
+        await self._upsert("undos", row)
+
+    async def undos_of(self, run_id: str) -> list[UndoRecord]:
+        rows = await self._all("SELECT * FROM undos WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [_undo_from_row(r) for r in rows]
+
+    async def undos_in_state(self, *states: UndoState) -> list[UndoRecord]:
+        marks = ", ".join("?" * len(states))
+        rows = await self._all(f"SELECT * FROM undos WHERE state IN ({marks})", tuple(str(s) for s in states))  # noqa: S608
+        return [_undo_from_row(r) for r in rows]
+
+    async def running_undos(self) -> int:
+        """Undos executing now: they count against the blast-radius budget like mutating steps."""
+        row = await self._one("SELECT COUNT(*) AS n FROM undos WHERE state = 'running'")
+        return int(row["n"]) if row else 0
+
+    async def runs_in_state(self, state: RunState) -> list[RunRecord]:
+        rows = await self._all("SELECT * FROM runs WHERE state = ? ORDER BY created_at", (str(state),))
+        return [_from_row(RunRecord, r) for r in rows]
+
+
+def _undo_from_row(row: sqlite3.Row) -> UndoRecord:
+    values: dict[str, Any] = {f.name: row[f.name] for f in fields(UndoRecord)}
+    for k in ("approved", "params", "output"):
+        if values[k] is not None:
+            values[k] = json.loads(values[k])
+    values["state"], values["idempotent"] = UndoState(values["state"]), bool(values["idempotent"])
+    return UndoRecord(**values)
 
 
 class Store:
