@@ -40,11 +40,24 @@ def undo_view(undo: UndoRecord) -> dict[str, Any]:
     }
 
 
+def _undo_declared(spec: dict[str, Any]) -> dict[str, Any]:
+    """A step's undo as the runbook declares it, before the step is planned (templates unrendered)."""
+    timeout = spec.get("timeout")
+    return {
+        "action": spec.get("action"),
+        "with": spec.get("with", {}),
+        "deferred": None,
+        "when": spec.get("when"),
+        "timeout": timeout,
+        "state": "pending",
+    }
+
+
 def step_view(
     step: StepRecord,
     approvals: list[ApprovalRecord],
     description: str = "",
-    undo: UndoRecord | None = None,
+    undo: UndoRecord | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": step.step_id,
@@ -68,7 +81,7 @@ def step_view(
             for a in approvals
             if a.step_id == step.step_id
         ],
-        "undo": undo_view(undo) if undo is not None else None,
+        "undo": undo_view(undo) if isinstance(undo, UndoRecord) else undo,
     }
 
 
@@ -81,6 +94,7 @@ def run_view(
     undos: list[UndoRecord] | None = None,
 ) -> dict[str, Any]:
     descriptions = {s.get("id"): s.get("description", "") for s in run.definition.get("steps", [])}
+    declared = {s.get("id"): s["undo"] for s in run.definition.get("steps", []) if s.get("undo")}
     current = steps[run.current_step].step_id if run.current_step < len(steps) else None
     alert = run.context.get("alert") or {}
     undo_of = {u.idx: u for u in undos or []}
@@ -106,7 +120,13 @@ def run_view(
         "current_step": current,
         "approval": run.definition.get("approval", {}),
         "steps": [
-            step_view(s, approvals, descriptions.get(s.step_id, ""), undo_of.get(s.idx)) for s in steps
+            step_view(
+                s,
+                approvals,
+                descriptions.get(s.step_id, ""),
+                undo_of.get(s.idx) or (_undo_declared(declared[s.step_id]) if s.step_id in declared else None),
+            )
+            for s in steps
         ],
     }
     if events is not None:

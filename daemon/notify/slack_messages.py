@@ -193,7 +193,7 @@ def _step_line(step: dict[str, Any]) -> str:
     if step.get("error") and step["state"] in ("failed", "awaiting_approval"):
         line += f": {safe(step['error'], 200)}"
     undo = step.get("undo")
-    if undo and undo["state"] not in ("planned", "skipped"):
+    if undo and undo["state"] not in ("pending", "planned", "skipped"):
         line += f"\n      undo {safe(undo['action'], 64)}: {safe(undo['state'], 30)}"
         if undo.get("error"):
             line += f": {safe(undo['error'], 200)}"
