@@ -476,7 +476,7 @@ def test_plan_json_renders_target_params_and_steps(plan_config: Path) -> None:
     assert steps["target-down"]["plan"] == {"query": f"{selector} == 0", "expect": "non_empty"}
     assert steps["target-down"]["mutating"] is False
     assert steps["down-since"]["plan"]["expect"] == "any"
-    assert f"max_over_time(timestamp({selector} == 1)[6h:30s])" in steps["down-since"]["plan"]["query"]
+    assert f"max_over_time(timestamp({selector} == 1)[6h:])" in steps["down-since"]["plan"]["query"]
     silence = steps["silence-target"]
     assert silence["mutating"] is True
     assert silence["plan"]["duration"] == "30m"
