@@ -34,6 +34,7 @@ _RUN_ICON = {
     "expired": ":alarm_clock:",
     "cancelled": ":heavy_minus_sign:",
     "needs_attention": ":warning:",
+    "undoing": ":leftwards_arrow_with_hook:",
 }
 _STEP_ICON = {
     "pending": ":white_circle:",
