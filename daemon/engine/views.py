@@ -162,6 +162,7 @@ def runbook_list(runbooks: dict[str, LoadedRunbook], registry: ActionRegistry) -
                         "id": s.id,
                         "action": s.action,
                         "mutating": _mutating(registry, s.action),
+                        "undo": s.undo.action if s.undo is not None else None,
                     }
                     for s in rb.steps
                 ],
