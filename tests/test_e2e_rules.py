@@ -354,9 +354,7 @@ def test_scrape_failure_fires_and_a_run_awaits_approval_for_the_job(
         )
         assert resp.status == 200, resp
 
-    run = wait_until(
-        "the silence step to await approval", lambda: waiting_at(s.rb, run_id, "silence-target")
-    )
+    run = wait_until("the silence step to await approval", lambda: waiting_at(s.rb, run_id, "silence-target"))
     assert run["state"] == "awaiting_approval"
     down = step(run, "target-down")
     assert down["state"] == "succeeded", down

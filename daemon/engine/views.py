@@ -124,7 +124,8 @@ def run_view(
                 s,
                 approvals,
                 descriptions.get(s.step_id, ""),
-                undo_of.get(s.idx) or (_undo_declared(declared[s.step_id]) if s.step_id in declared else None),
+                undo_of.get(s.idx)
+                or (_undo_declared(declared[s.step_id]) if s.step_id in declared else None),
             )
             for s in steps
         ],
