@@ -391,3 +391,23 @@ async def test_an_undo_waits_for_the_budget_but_not_for_pause(tmp_path: Path, st
         assert ledger.restored() == ["k-b", "k-a"]
         assert await d.engine.is_paused()
         assert gates.finished == ["h"]
+
+
+async def test_the_approver_sees_the_undo_in_slack_and_the_cli(tmp_path: Path, state: dict[str, Any]) -> None:
+    from daemon.cli import render
+    from daemon.notify import slack_messages as msgs
+
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        run = await wait_for(d, run_id, lambda r: _asks(r, "a"))
+        blocks = msgs.step_request(run, steps_of(run)["a"])
+        text = "\n".join(b["text"]["text"] for b in blocks if b.get("text"))
+        assert "Undo, approved with this step:* `test.restore`" in text
+        assert "k-a" in text and "filled in when the undo runs" in text
+        shown = render.run_details(run)
+        assert "Undo (approved with this step; runs when the run ends): test.restore" in shown
+        assert "(value: rendered from this step's output when the undo runs)" in shown
+        assert "Undos (run when the run ends, latest step first):" in shown
