@@ -411,3 +411,55 @@ async def test_the_approver_sees_the_undo_in_slack_and_the_cli(tmp_path: Path, s
         assert "Undo (approved with this step; runs when the run ends): test.restore" in shown
         assert "(value: rendered from this step's output when the undo runs)" in shown
         assert "Undos (run when the run ends, latest step first):" in shown
+
+
+async def test_an_undo_whose_action_says_not_yet_waits_and_is_asked_again(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    undo = _restore("b", "{{ params.key }}-b", action="test.restore_when_ready", timeout="10m")
+    async with serve(
+        tmp_path, {"u": runbook(undo_b=undo)}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert run["state"] == "undoing", run
+        assert steps_of(run)["b"]["undo"]["state"] == "waiting"
+        assert "not shipped yet" in steps_of(run)["b"]["undo"]["error"]
+        asked = [c for c in ledger.calls if c[0] == "restore_when_ready"]
+        await d.engine.tick()  # too soon: not asked again
+        assert [c for c in ledger.calls if c[0] == "restore_when_ready"] == asked
+        d.clock.advance(31)
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        assert len([c for c in ledger.calls if c[0] == "restore_when_ready"]) == 2
+        assert (await d.run(run_id))["state"] == "undoing"
+
+        ledger.ready = True
+        d.clock.advance(31)
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "succeeded", run
+        assert ledger.values == {} and events(run).count("undo_not_yet") == 1
+
+
+async def test_an_undo_saying_not_yet_past_its_timeout_needs_attention(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    undo = _restore("b", "{{ params.key }}-b", action="test.restore_when_ready", timeout="2m")
+    async with serve(
+        tmp_path, {"u": runbook(undo_b=undo)}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a", "b", "middle", "last")
+        for _ in range(5):
+            d.clock.advance(31)
+            await d.engine.tick()
+            await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "needs_attention", run
+        error = steps_of(run)["b"]["undo"]["error"]
+        assert "still answered not yet" in error and "not shipped yet" in error
+        assert ledger.values == {"k-b": "changed"}

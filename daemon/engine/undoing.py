@@ -4,7 +4,9 @@ A step's undo is rendered when the step is planned and approved with it (``plan`
 whatever the end, the undo of every step that changed something (a mutating step that started: it
 succeeded, failed or was interrupted, so it may have changed state) becomes due (``end``). The run is
 then ``undoing``: the due undos run one at a time, the latest step's first, without asking anyone. An
-undo whose ``when:`` is false waits, re-checked on every tick, until it holds or its timeout passes.
+undo whose ``when:`` is false waits, re-checked on every tick, until it holds or its timeout passes; so does
+an undo whose action answers "not yet" (``not_yet: true``: it re-checks its own guard right before acting),
+asked again every ``NOT_YET_RETRY`` seconds.
 Once none is left, the run gets the end it was going to have; if an undo failed, timed out, could not be
 rendered or was interrupted without being idempotent, it goes to ``needs_attention`` instead, and a
 person closes it (reject) or retries that undo (approve the step).
@@ -31,6 +33,8 @@ from daemon.runbooks.schema import Step
 from daemon.store.records import RunRecord, RunState, StepRecord, StepState, UndoRecord, UndoState
 from daemon.store.sqlite import Tx
 
+NOT_YET_RETRY = 30.0
+"""Seconds between attempts of an undo whose action answered "not yet" (``not_yet: true``)."""
 RUN_ENDS = "run_ends"
 """kv namespace: the end (state, outcome) a run in its undo phase gets once its undos are done."""
 _OVER = (UndoState.PLANNED, UndoState.SKIPPED, UndoState.SUCCEEDED, UndoState.FAILED)
@@ -142,9 +146,13 @@ class Undoing:
                 except planner.PlanError as exc:
                     await self._fail(tx, run, u, str(exc), fx)
                     continue
+                if due and u.attempts and u.finished_at is not None and now - u.finished_at < NOT_YET_RETRY:
+                    due = False  # its action said "not yet": ask it again a little later
                 if not due:
                     if u.deadline is not None and now >= u.deadline:
                         why = f"its when: ({u.approved.get('when')}) was still false at {iso(u.deadline)}"
+                        if u.attempts and u.error:
+                            why = f"its action still answered not yet at {iso(u.deadline)}: {u.error}"
                         await self._fail(tx, run, u, why, fx, event="undo_timed_out")
                         continue
                     await self._note(
@@ -240,6 +248,7 @@ class Undoing:
         now = self._ctx.clock.now()
         timeout = u.approved.get("timeout") or self._default_timeout(run)
         u.state, u.error, u.due_at, u.deadline = UndoState.WAITING, None, now, now + float(timeout)
+        u.finished_at = None
         await tx.save_undo(u)
         self._noted = {k for k in self._noted if k[:2] != (run.id, u.idx)}
         run.state = RunState.UNDOING
@@ -301,13 +310,21 @@ class Undoing:
             u2 = next((x for x in await tx.undos_of(run_id) if x.idx == idx), None)
             if run2 is None or u2 is None or u2.state != UndoState.RUNNING:
                 return
-            u2.state = UndoState.SUCCEEDED if outcome.ok else UndoState.FAILED
+            not_yet = not outcome.ok and outcome.output.get("not_yet") is True
+            said_before = u2.error
+            if not_yet:  # the action re-checked its own guard: try again until the undo's timeout
+                u2.state = UndoState.WAITING
+            else:
+                u2.state = UndoState.SUCCEEDED if outcome.ok else UndoState.FAILED
             u2.output, u2.error, u2.finished_at = outcome.output, outcome.error, self._ctx.clock.now()
             await tx.save_undo(u2)
             detail: dict[str, Any] = {"step": u2.step_id, "seconds": round(outcome.seconds, 3)}
             if outcome.error:
                 detail["error"] = outcome.error
-            await self._ctx.event(tx, run2, f"undo_{result}", **detail)
+            if not not_yet:
+                await self._ctx.event(tx, run2, f"undo_{result}", **detail)
+            elif outcome.error != said_before:  # once per reason, not every attempt
+                await self._ctx.event(tx, run2, "undo_not_yet", **detail)
             fx.notice("step_finished", run2.id, u2.step_id)
             await self.advance(tx, run2, fx)
             await self._wake(tx, fx)

@@ -30,6 +30,8 @@ class UndoLedger:
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.ready = False
+        """``test.restore_when_ready`` answers "not yet" until this is set."""
         """(action, origin, params) of every call, in order."""
 
     def actions(self) -> list[Action]:
@@ -62,7 +64,15 @@ class UndoLedger:
             ledger.calls.append(("restore_fails", ctx.origin, p.model_dump()))
             return {"ok": False, "message": f"cannot restore {p.key}: the system refused"}
 
-        return [change, restore, restore_fails]
+        @action("test.restore_when_ready", read_only=False, idempotent=True)
+        async def restore_when_ready(ctx: ActionContext, p: RestoreParams) -> Output:
+            """An inverse that re-checks its own guard: "not yet" until the ledger is ready."""
+            ledger.calls.append(("restore_when_ready", ctx.origin, p.model_dump()))
+            if not ledger.ready:
+                return {"ok": False, "not_yet": True, "message": "the backlog has not shipped yet"}
+            return await restore.run(ctx, restore.params.model_validate(p.model_dump()))
+
+        return [change, restore, restore_fails, restore_when_ready]
 
     def registry(self, gates: Gates | None = None) -> ActionRegistry:
         gates = gates or Gates()
