@@ -209,7 +209,7 @@ class Undoing:
         u.state, u.error, u.finished_at = UndoState.FAILED, error, self._ctx.clock.now()
         await tx.save_undo(u)
         await self._ctx.event(tx, run, event, step=u.step_id, error=error)
-        fx.notice("step_finished", run.id, u.step_id)
+        fx.notice("step_finished", run.id)  # the top message shows the undo
 
     async def _settle(self, tx: Tx, run: RunRecord, fx: Effects) -> None:
         end = await tx.kv_get(RUN_ENDS, run.id) or {"state": "failed", "outcome": "(end not recorded)"}
@@ -325,7 +325,7 @@ class Undoing:
                 await self._ctx.event(tx, run2, f"undo_{result}", **detail)
             elif outcome.error != said_before:  # once per reason, not every attempt
                 await self._ctx.event(tx, run2, "undo_not_yet", **detail)
-            fx.notice("step_finished", run2.id, u2.step_id)
+            fx.notice("step_finished", run2.id)
             await self.advance(tx, run2, fx)
             await self._wake(tx, fx)
 

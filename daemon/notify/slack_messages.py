@@ -325,6 +325,14 @@ def outcome_reply(run: dict[str, Any]) -> Message:
 
 
 def attention_reply(run: dict[str, Any], step: dict[str, Any]) -> Message:
+    undo = step.get("undo") or {}
+    if undo.get("state") == "failed":
+        text = (
+            f":warning: The undo of step `{safe(step['id'], 64)}` ({safe(undo.get('action'), 64)}) did not "
+            f"complete: {safe(undo.get('error') or '', 1000)}\nVerify by hand, then approve the step to retry "
+            "its undo, or reject to close the run."
+        )
+        return Message(f"{run['runbook']}: run needs attention", [_section(text)])
     text = (
         f":warning: Step `{safe(step['id'], 64)}` needs a person: {safe(step.get('error') or '', 1000)}\n"
         "Approve to run it again, or reject to end the run."
