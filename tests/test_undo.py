@@ -20,6 +20,7 @@ from support.runs import states, steps_of
 from support.undo_actions import UndoLedger
 
 from daemon.engine import planner
+from daemon.notify import slack_messages as msgs
 from daemon.store.records import StepRecord, StepState
 
 
@@ -320,6 +321,8 @@ async def test_a_failed_undo_needs_attention_and_a_person_closes_the_run(
         assert undo_states(run) == {"a": "succeeded", "b": "failed"}
         assert "the system refused" in run["outcome"]
         assert ledger.restored() == ["k-a"]
+        reply = msgs.attention_reply(run, steps_of(run)["b"]).blocks[0]["text"]["text"]
+        assert "The undo of step `b` (test.restore_fails) did not complete" in reply
 
         status, body = await d.call(
             "POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "restored by hand"}
@@ -395,7 +398,6 @@ async def test_an_undo_waits_for_the_budget_but_not_for_pause(tmp_path: Path, st
 
 async def test_the_approver_sees_the_undo_in_slack_and_the_cli(tmp_path: Path, state: dict[str, Any]) -> None:
     from daemon.cli import render
-    from daemon.notify import slack_messages as msgs
 
     ledger = UndoLedger()
     async with serve(
