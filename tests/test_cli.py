@@ -117,8 +117,17 @@ def step(run: dict[str, Any], step_id: str) -> dict[str, Any]:
     return next(s for s in run["steps"] if s["id"] == step_id)
 
 
+INSTANCE = "10.0.0.1:9100"
+
+
 def scrape_failure_payload(job: str = "node", fingerprint: str = "fp-node", **extra: str) -> dict[str, Any]:
-    labels = {"alertname": "PrometheusScrapeFailure", "job": job, "severity": "warning", **extra}
+    labels = {
+        "alertname": "PrometheusScrapeFailure",
+        "job": job,
+        "instance": INSTANCE,
+        "severity": "warning",
+        **extra,
+    }
     return webhook_payload(
         labels,
         fingerprint=fingerprint,
@@ -127,11 +136,22 @@ def scrape_failure_payload(job: str = "node", fingerprint: str = "fp-node", **ex
     )
 
 
+STEPS = [
+    "target-down",
+    "scrape-error",
+    "down-since",
+    "others-down",
+    "report",
+    "silence-target",
+    "wait-for-recovery",
+]
+
+
 def alert_run(server: RunbookdProcess, job: str = "node") -> str:
     res = server.post_webhook(scrape_failure_payload(job, fingerprint=f"fp-{job}"))
     assert res.status == 200, res
     runs = server.get("/api/v1/runs").json()["runs"]
-    (run,) = [r for r in runs if r["target"] == job]
+    (run,) = [r for r in runs if r["target"] == f"{job}/{INSTANCE}"]
     return str(run["id"])
 
 
@@ -154,14 +174,14 @@ def test_runs_lists_in_table_and_json_and_filters_by_state(server: RunbookdProce
     assert row.split()[:5] == [
         run_id,
         "prometheus-scrape-failure",
-        "node",
+        f"node/{INSTANCE}",
         "awaiting_approval",
-        "targets-down",
+        "target-down",
     ]
 
     runs = json.loads(ok(server.cli("runs", "--output", "json")))
     assert [(r["id"], r["runbook"], r["target"], r["state"]) for r in runs] == [
-        (run_id, "prometheus-scrape-failure", "node", "awaiting_approval")
+        (run_id, "prometheus-scrape-failure", f"node/{INSTANCE}", "awaiting_approval")
     ]
 
     # a second run, then rejected: the state filter tells them apart
@@ -188,38 +208,39 @@ def test_show_human_and_json(server: RunbookdProcess) -> None:
     run = show(server, run_id)
     assert run["id"] == run_id
     assert run["runbook"] == "prometheus-scrape-failure"
-    assert run["target"] == "node"
+    assert run["target"] == f"node/{INSTANCE}"
     assert run["state"] == "awaiting_approval"
     assert run["dry_run"] is True
-    assert run["params"] == {"job": "node", "silence_for": "2h"}
-    assert run["current_step"] == "targets-down"
-    assert [s["id"] for s in run["steps"]] == ["targets-down", "down-since", "silence-follow-on", "report"]
+    assert run["params"] == {"job": "node", "instance": INSTANCE, "recovery_wait": "25m"}
+    assert run["current_step"] == "target-down"
+    assert [s["id"] for s in run["steps"]] == STEPS
     first = run["steps"][0]
     assert first["state"] == "awaiting_approval"
-    assert first["plan"] == {"query": 'up{job="node"} == 0', "expect": "non_empty"}
+    assert first["plan"] == {"query": f'up{{job="node", instance="{INSTANCE}"}} == 0', "expect": "non_empty"}
     assert first["plan_hash"]
     assert first["mutating"] is False
-    assert step(run, "silence-follow-on")["mutating"] is True
+    assert step(run, "silence-target")["mutating"] is True
+    assert step(run, "silence-target")["undo"]["action"] == "alertmanager.expire_silence"
     assert all(s["state"] == "pending" and s["plan"] is None for s in run["steps"][1:])
     events = [e["event"] for e in run["timeline"]]
     assert "approval_requested" in events
     requested = next(e for e in run["timeline"] if e["event"] == "approval_requested")
-    assert requested["step"] == "targets-down"
+    assert requested["step"] == "target-down"
     assert requested["plan_hash"] == first["plan_hash"]
 
     human = ok(server.cli("show", run_id))
     assert f"Run       {run_id}" in human
     assert "Runbook   prometheus-scrape-failure" in human
-    assert "Target    node" in human
+    assert f"Target    node/{INSTANCE}" in human
     assert "State     awaiting_approval" in human
     assert "Dry run   yes" in human
-    for s in ("targets-down", "down-since", "silence-follow-on", "report"):
+    for s in STEPS:
         assert s in human
-    assert f"Awaiting approval: targets-down (prometheus.query), plan {first['plan_hash']}" in human
-    assert '"query": "up{job=\\"node\\"} == 0"' in human  # the rendered plan, as JSON
+    assert f"Awaiting approval: target-down (prometheus.query), plan {first['plan_hash']}" in human
+    assert f'"query": "up{{job=\\"node\\", instance=\\"{INSTANCE}\\"}} == 0"' in human  # the plan, as JSON
     assert "Timeline:" in human
     assert "approval_requested" in human
-    steps_table = [line for line in human.splitlines() if "silence-follow-on" in line]
+    steps_table = [line for line in human.splitlines() if "silence-target" in line]
     assert "mutating" in steps_table[0] and "pending" in steps_table[0]
 
 
@@ -287,7 +308,7 @@ def test_reject_with_reason(server: RunbookdProcess) -> None:
     run = show(server, run_id)
     assert run["state"] == "rejected"
     assert "known maintenance window" in run["outcome"]
-    assert step(run, "targets-down")["state"] == "rejected"
+    assert step(run, "target-down")["state"] == "rejected"
     assert all(s["state"] == "pending" for s in run["steps"][1:])
     assert any("known maintenance window" in json.dumps(e) for e in run["timeline"] if e["by"] == "admin"), (
         run["timeline"]
@@ -447,21 +468,25 @@ def test_plan_json_renders_target_params_and_steps(plan_config: Path) -> None:
     (run,) = result["runs"]  # the resolved alert starts nothing
     assert run["runbook"] == "prometheus-scrape-failure"
     assert run["alert"] == "PrometheusScrapeFailure"
-    assert run["target"] == "node-exporter"
-    assert run["params"] == {"job": "node-exporter", "silence_for": "2h"}
+    assert run["target"] == f"node-exporter/{INSTANCE}"
+    assert run["params"] == {"job": "node-exporter", "instance": INSTANCE, "recovery_wait": "25m"}
     steps = {s["id"]: s for s in run["steps"]}
-    assert list(steps) == ["targets-down", "down-since", "silence-follow-on", "report"]
-    assert steps["targets-down"]["plan"] == {"query": 'up{job="node-exporter"} == 0', "expect": "non_empty"}
-    assert steps["targets-down"]["mutating"] is False
+    assert list(steps) == STEPS
+    selector = f'up{{job="node-exporter", instance="{INSTANCE}"}}'
+    assert steps["target-down"]["plan"] == {"query": f"{selector} == 0", "expect": "non_empty"}
+    assert steps["target-down"]["mutating"] is False
     assert steps["down-since"]["plan"]["expect"] == "any"
-    assert 'up{job="node-exporter"}[1h]' in steps["down-since"]["plan"]["query"]
-    silence = steps["silence-follow-on"]
+    assert f"max_over_time(timestamp({selector} == 1)[6h:])" in steps["down-since"]["plan"]["query"]
+    silence = steps["silence-target"]
     assert silence["mutating"] is True
-    assert silence["plan"]["duration"] == "2h"
+    assert silence["plan"]["duration"] == "30m"
     assert silence["plan"]["matchers"] == [
         {"name": "job", "value": "node-exporter", "is_regex": False, "is_equal": True},
+        {"name": "instance", "value": INSTANCE, "is_regex": False, "is_equal": True},
         {"name": "alertname", "value": "PrometheusScrapeFailure", "is_regex": False, "is_equal": False},
     ]
+    assert silence["plan"]["require"] == ["job", "instance"]
+    assert silence["undo"]["action"] == "alertmanager.expire_silence"
     assert "node-exporter" in silence["plan"]["comment"]
     # the report uses earlier outputs: rendered later, not now
     assert steps["report"]["plan"] is None
@@ -474,13 +499,16 @@ def test_plan_json_renders_target_params_and_steps(plan_config: Path) -> None:
 def test_plan_human_output(plan_config: Path) -> None:
     out = ok(run_plan(plan_config, scrape_failure_payload("node-exporter")))
     lines = out.splitlines()
-    assert lines[0] == "PrometheusScrapeFailure -> runbook prometheus-scrape-failure, target node-exporter"
-    assert '"job": "node-exporter"' in lines[1] and '"silence_for": "2h"' in lines[1]
+    assert lines[0] == (
+        f"PrometheusScrapeFailure -> runbook prometheus-scrape-failure, target node-exporter/{INSTANCE}"
+    )
+    assert '"job": "node-exporter"' in lines[1] and '"recovery_wait": "25m"' in lines[1]
     assert lines[2].split() == ["STEP", "ACTION", "KIND", "PLAN"]
     rows = {line.split()[0]: line for line in lines[3:] if line.strip()}
-    assert "read-only" in rows["targets-down"]
-    assert 'up{job=\\"node-exporter\\"} == 0' in rows["targets-down"]
-    assert "mutating" in rows["silence-follow-on"] and '"duration": "2h"' in rows["silence-follow-on"]
+    assert "read-only" in rows["target-down"]
+    assert f'up{{job=\\"node-exporter\\", instance=\\"{INSTANCE}\\"}} == 0' in rows["target-down"]
+    assert "mutating" in rows["silence-target"] and '"duration": "30m"' in rows["silence-target"]
+    assert "alertmanager.expire_silence" in rows["silence-target.undo"]
     assert "rendered when the earlier steps it uses have run" in rows["report"]
 
 
@@ -489,10 +517,10 @@ def test_plan_escapes_a_hostile_job_label(plan_config: Path) -> None:
     result = json.loads(ok(run_plan(plan_config, scrape_failure_payload(job), "--output", "json")))
     (run,) = result["runs"]
     steps = {s["id"]: s for s in run["steps"]}
-    query = steps["targets-down"]["plan"]["query"]
-    assert query == 'up{job="x\\"} or vector(1) or up{job=\\""} == 0'
+    query = steps["target-down"]["plan"]["query"]
+    assert query == f'up{{job="x\\"}} or vector(1) or up{{job=\\"", instance="{INSTANCE}"}} == 0'
     # the silence matcher takes the value as data
-    assert steps["silence-follow-on"]["plan"]["matchers"][0]["value"] == job
+    assert steps["silence-target"]["plan"]["matchers"][0]["value"] == job
 
 
 def test_plan_shows_why_a_run_would_not_start(plan_config: Path) -> None:
@@ -509,7 +537,7 @@ def test_plan_shows_why_a_run_would_not_start(plan_config: Path) -> None:
 def test_plan_for_a_hostile_silence_value(plan_config: Path) -> None:
     result = json.loads(ok(run_plan(plan_config, scrape_failure_payload("j" * 1100), "--output", "json")))
     (run,) = result["runs"]
-    silence = next(s for s in run["steps"] if s["id"] == "silence-follow-on")
+    silence = next(s for s in run["steps"] if s["id"] == "silence-target")
     assert silence["plan"] is None
     assert "matchers.0.value" in silence["error"]
 

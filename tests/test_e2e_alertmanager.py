@@ -2,8 +2,9 @@
 
 real Prometheus scraping a job with one down target -> an alert posted to a real Alertmanager's API v2 ->
 Alertmanager's webhook (bearer token) -> ``runbookd serve`` (dry_run off) -> every step approved through
-the HTTP API and the CLI -> ``prometheus.query`` answered by the real Prometheus -> the silence created in
-the real Alertmanager -> the run ``succeeded``.
+the HTTP API and the CLI -> ``prometheus.query`` and ``prometheus.targets`` answered by the real
+Prometheus -> the silence of that one target created in the real Alertmanager -> the target comes back ->
+the run ``succeeded`` -> the silence expired by its undo.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_s
     alertmanager_factory: Callable[..., AlertmanagerServer],
     runbookd_factory: Callable[..., RunbookdProcess],
     test_exporter: MetricsExporter,
+    exporter_factory: Callable[..., MetricsExporter],
 ) -> None:
     # A job with one live target (the test exporter) and one down (a closed loopback port).
     test_exporter.set("e2e_alive", 1)
@@ -74,9 +76,9 @@ def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_s
 
     (run,) = wait_until("Alertmanager to deliver the alert and runbookd to start a run", awaiting)
     run_id = run["id"]
-    assert run["trigger"] == "alert" and run["target"] == JOB and run["dry_run"] is False
+    assert run["trigger"] == "alert" and run["target"] == f"{JOB}/{down}" and run["dry_run"] is False
     assert run["alert"]["labels"] == labels
-    assert run["current_step"] == "targets-down"
+    assert run["current_step"] == "target-down"
 
     # Approve every step as it comes up: the first with the CLI, the others over the HTTP API.
     approved: list[str] = []
@@ -89,6 +91,9 @@ def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_s
             time.sleep(0.1)
             continue
         assert cur not in approved, f"step {cur} asks for approval twice: {run}"
+        if cur == "wait-for-recovery":  # the target comes back while its alerts are silenced
+            exporter_factory(port=int(down.rsplit(":", 1)[1]))
+            prom.wait_for(f'up{{job="{JOB}", instance="{down}"}} == 1', bool, timeout=WAIT)
         if not approved:
             res = rb.cli("approve", run_id)
             assert res.returncode == 0, res.stderr
@@ -97,37 +102,52 @@ def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_s
             r = rb.post(f"/api/v1/runs/{run_id}/steps/{cur}/approve", json={"plan_hash": plan_hash})
             assert r.status == 200, r
         approved.append(cur)
-        assert len(approved) <= 4
+        assert len(approved) <= 7
 
     assert run["state"] == "succeeded", run
-    assert approved == ["targets-down", "down-since", "silence-follow-on", "report"]
+    assert approved == [
+        "target-down",
+        "scrape-error",
+        "down-since",
+        "others-down",
+        "report",
+        "silence-target",
+        "wait-for-recovery",
+    ]
     assert all(s["state"] == "succeeded" for s in run["steps"]), run["steps"]
 
     # prometheus.query answered by the real Prometheus: exactly the down instance
-    targets_down = step(run, "targets-down")["output"]
-    assert targets_down["count"] == 1
-    assert [s["labels"]["instance"] for s in targets_down["result"]] == [down]
-    assert targets_down["result"][0]["labels"]["job"] == JOB
-    assert [s["labels"]["instance"] for s in step(run, "down-since")["output"]["result"]] == [down]
+    target_down = step(run, "target-down")["output"]
+    assert target_down["count"] == 1
+    assert [s["labels"]["instance"] for s in target_down["result"]] == [down]
+    assert target_down["result"][0]["labels"]["job"] == JOB
+    # never up since Prometheus started: down for the whole window
+    assert step(run, "down-since")["output"]["count"] == 0
+    (target,) = step(run, "scrape-error")["output"]["targets"]
+    assert target["health"] == "down" and "connection refused" in target["last_error"]
 
-    # the silence is real, in Alertmanager, for the job's follow-on alerts, and names the run
-    silence_id = step(run, "silence-follow-on")["output"]["silence_id"]
+    # the silence was real, in Alertmanager, for this one target's follow-on alerts, and named the run
+    silence_id = step(run, "silence-target")["output"]["silence_id"]
     silences = {s["id"]: s for s in am.silences()}
     assert silence_id in silences, silences
     silence = silences[silence_id]
-    assert silence["status"]["state"] == "active"
     assert silence["createdBy"] == "runbookd"
     assert run_id in silence["comment"]
     assert {"name": "job", "value": JOB, "isRegex": False, "isEqual": True} in silence["matchers"]
+    assert {"name": "instance", "value": down, "isRegex": False, "isEqual": True} in silence["matchers"]
     assert {"name": "alertname", "value": "PrometheusScrapeFailure", "isRegex": False, "isEqual": False} in (
         silence["matchers"]
     )
-    # ... which leaves the scrape-failure alert itself visible
+    # ... and is expired by the step's undo once the run ended
+    assert silence["status"]["state"] == "expired"
+    assert step(run, "silence-target")["undo"]["state"] == "succeeded"
+    assert step(run, "silence-target")["undo"]["params"] == {"silence_id": silence_id}
+    # the scrape-failure alert itself stayed visible throughout
     (alert,) = am.alerts(filter=['alertname="PrometheusScrapeFailure"'])
     assert alert["status"]["state"] == "active"
 
     report = step(run, "report")["output"]["message"]
-    assert down in report and silence_id in report
+    assert down in report and "down for the whole 6h window" in report and "connection refused" in report
 
     assert rb.metric("runbookd_alerts_received_total", status="firing") >= 1
     assert rb.metric("runbookd_webhook_responses_total", code="200") >= 1

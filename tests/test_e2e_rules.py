@@ -331,20 +331,22 @@ def test_scrape_failure_fires_and_a_run_awaits_approval_for_the_job(
         ],
     )
     assert run["trigger"] == "alert" and run["dry_run"] is True
-    assert run["target"] == SCRAPE_JOB
-    assert run["params"]["job"] == SCRAPE_JOB
+    assert run["target"] == f"{SCRAPE_JOB}/{test_exporter.target}"
+    assert run["params"]["job"] == SCRAPE_JOB and run["params"]["instance"] == test_exporter.target
     assert run["alert"]["labels"] == alert["labels"]
     assert run["alert"]["annotations"]["runbook"] == "prometheus-scrape-failure"
-    assert run["current_step"] == "targets-down"
-    assert step(run, "targets-down")["plan"]["query"] == f'up{{job="{SCRAPE_JOB}"}} == 0'
+    assert run["current_step"] == "target-down"
+    assert step(run, "target-down")["plan"]["query"] == (
+        f'up{{job="{SCRAPE_JOB}", instance="{test_exporter.target}"}} == 0'
+    )
     assert s.rb.metric("runbookd_alerts_received_total", status="firing") >= 1
     assert s.rb.metric("runbookd_webhook_responses_total", code="200") >= 1
     assert s.rb.metric("runbookd_webhook_responses_total", code="401") == 0
 
-    # The silence step is planned when the run reaches it: approve the two read-only queries (they run
+    # The silence step is planned when the run reaches it: approve the read-only steps (they run
     # against the real Prometheus, dry-run or not) and read its rendered matchers.
     run_id = run["id"]
-    for step_id in ("targets-down", "down-since"):
+    for step_id in ("target-down", "scrape-error", "down-since", "others-down", "report"):
         cur = wait_until(f"step {step_id} to await approval", partial(waiting_at, s.rb, run_id, step_id))
         resp = s.rb.post(
             f"/api/v1/runs/{run_id}/steps/{step_id}/approve",
@@ -352,19 +354,20 @@ def test_scrape_failure_fires_and_a_run_awaits_approval_for_the_job(
         )
         assert resp.status == 200, resp
 
-    run = wait_until(
-        "the silence step to await approval", lambda: waiting_at(s.rb, run_id, "silence-follow-on")
-    )
+    run = wait_until("the silence step to await approval", lambda: waiting_at(s.rb, run_id, "silence-target"))
     assert run["state"] == "awaiting_approval"
-    down = step(run, "targets-down")
+    down = step(run, "target-down")
     assert down["state"] == "succeeded", down
     assert [(x["labels"]["job"], x["labels"]["instance"]) for x in down["output"]["result"]] == [
         (SCRAPE_JOB, test_exporter.target)
     ]
-    silence = step(run, "silence-follow-on")
+    silence = step(run, "silence-target")
     assert silence["state"] == "awaiting_approval" and silence["mutating"] is True
     matchers = silence["plan"]["matchers"]
     assert {"name": "job", "value": SCRAPE_JOB, "is_regex": False, "is_equal": True} in matchers, matchers
+    instance = {"name": "instance", "value": test_exporter.target, "is_regex": False, "is_equal": True}
+    assert instance in matchers, matchers
+    assert silence["undo"]["action"] == "alertmanager.expire_silence"
     assert {
         "name": "alertname",
         "value": "PrometheusScrapeFailure",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from daemon.actions.base import ActionContext, Output, Params, action
 from daemon.clients.alertmanager import AlertmanagerClient
@@ -21,10 +21,20 @@ class Matcher(Params):
     is_equal: bool = True
 
 
+def _matches_empty(m: Matcher) -> bool:
+    """Whether the matcher matches an alert that lacks the label (Alertmanager reads it as "")."""
+    hit = re.fullmatch(m.value, "") is not None if m.is_regex else m.value == ""
+    return hit == m.is_equal
+
+
 class SilenceParams(Params):
     matchers: list[Matcher] = Field(min_length=1, max_length=20)
     duration: Duration = 3600.0
     comment: str = Field("", max_length=1000)
+    require: list[LabelName] = Field(default_factory=list, max_length=10)
+    """Labels the silence must pin down: each needs exactly one matcher ``name="value"`` (equal, not a
+    regex, not empty). A runbook lists here what its silence is about (``[job, instance]``), so a label
+    value that renders empty or a matcher edited away can never widen it."""
 
     @field_validator("duration")
     @classmethod
@@ -44,7 +54,25 @@ class SilenceParams(Params):
                     raise ValueError(f"matcher {m.name}: invalid regex: {exc}") from None
         if all(m.value in ("", ".*", ".+") and m.is_regex for m in v):
             raise ValueError("matchers would silence everything")
+        for m in v:
+            if m.is_equal and not m.is_regex and m.value == "":
+                raise ValueError(
+                    f'matcher {m.name}="" matches every alert without that label; a silence names a value'
+                )
+        if all(_matches_empty(m) for m in v):
+            raise ValueError("at least one matcher must select a label value (as Alertmanager requires)")
         return v
+
+    @model_validator(mode="after")
+    def _required_labels(self) -> SilenceParams:
+        for name in self.require:
+            exact = [m for m in self.matchers if m.name == name and m.is_equal and not m.is_regex and m.value]
+            if len(exact) != 1 or any(m.name == name and m.is_regex for m in self.matchers):
+                raise ValueError(
+                    f'the silence must match {name} exactly once with {name}="<value>" (required by the '
+                    f"runbook, so that it cannot be wider than asked)"
+                )
+        return self
 
 
 class ExpireParams(Params):
@@ -78,7 +106,10 @@ async def silence(ctx: ActionContext, p: SilenceParams) -> Output:
         "comment": comment,
     }
     if ctx.dry_run:
-        return ctx.would({"method": "POST", "url": client.http.url("/api/v2/silences"), "body": body})
+        # A stand-in id, so that the undo (expire this silence) records its request too.
+        stand_in = str(uuid.uuid5(uuid.NAMESPACE_URL, ctx.origin))
+        request = {"method": "POST", "url": client.http.url("/api/v2/silences"), "body": body}
+        return ctx.would(request, silence_id=stand_in, ends_at=body["endsAt"])
     for existing in await client.silences():
         state = (existing.get("status") or {}).get("state")
         # Exactly this step's own silence: "run R step silence" is a substring of "... step silence-2".

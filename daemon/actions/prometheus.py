@@ -7,14 +7,17 @@ import operator
 import re
 import time
 from collections.abc import Callable
-from typing import Annotated
+from contextlib import suppress
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from daemon.actions.base import ActionContext, Output, Params, action
 from daemon.clients.prometheus import PrometheusClient, Sample
 from daemon.errors import TemporaryError
+from daemon.kits.clock import parse_iso
 from daemon.kits.durations import Duration
+from daemon.kits.names import LabelValue
 
 _COMPARISON = re.compile(r"^\s*(==|!=|<=|>=|<|>)\s*(-?[0-9.]+(?:e-?\d+)?)\s*$")
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -121,4 +124,61 @@ async def wait(ctx: ActionContext, p: WaitParams) -> Output:
         await asyncio.sleep(min(p.interval, remaining))
 
 
-ACTIONS = [query, wait]
+MAX_TARGETS = 100
+"""Targets reported at most (a job can have thousands; the report names the first ones and counts all)."""
+
+
+class TargetsParams(Params):
+    job: LabelValue = Field(min_length=1)
+    """The target's ``job`` label, exactly."""
+    instance: LabelValue | None = None
+    """The target's ``instance`` label, exactly (omit: every target of the job)."""
+    health: Literal["any", "up", "down", "unknown"] = "any"
+    expect: Literal["any", "non_empty", "empty"] = "any"
+
+
+def _target(t: dict[str, Any], now: float) -> dict[str, Any]:
+    last = str(t.get("lastScrape") or "")
+    age: float | None = None
+    with suppress(ValueError):
+        scraped = parse_iso(last[:19] + "Z") if len(last) >= 19 else None
+        if scraped is not None and scraped > 0:
+            age = round(max(0.0, now - scraped), 1)
+    return {
+        "labels": {str(k): str(v) for k, v in (t.get("labels") or {}).items()},
+        "health": str(t.get("health") or "unknown"),
+        "last_error": str(t.get("lastError") or "")[:1000],
+        "last_scrape": last,
+        "last_scrape_age_seconds": age,
+        "last_scrape_duration": t.get("lastScrapeDuration"),
+        "scrape_url": str(t.get("scrapeUrl") or "")[:1000],
+        "scrape_pool": str(t.get("scrapePool") or ""),
+    }
+
+
+@action("prometheus.targets", read_only=True, idempotent=True)
+async def targets(ctx: ActionContext, p: TargetsParams) -> Output:
+    """List the scrape targets of a job (and instance) with their health, last error and last scrape."""
+    client: PrometheusClient = ctx.need("prometheus")
+    now = ctx.clock.now()
+    found = [
+        _target(t, now)
+        for t in await client.active_targets()
+        if (t.get("labels") or {}).get("job") == p.job
+        and (p.instance is None or (t.get("labels") or {}).get("instance") == p.instance)
+        and (p.health == "any" or t.get("health") == p.health)
+    ]
+    n = len(found)
+    ok = p.expect == "any" or (n > 0) == (p.expect == "non_empty")
+    what = f"job {p.job!r}" + (f" instance {p.instance!r}" if p.instance is not None else "")
+    down = sum(1 for t in found if t["health"] != "up")
+    return {
+        "ok": ok,
+        "message": f"{n} target(s) of {what}, {down} not up" if n else f"no active target of {what}",
+        "count": n,
+        "down": down,
+        "targets": found[:MAX_TARGETS],
+    }
+
+
+ACTIONS = [query, wait, targets]

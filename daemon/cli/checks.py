@@ -93,6 +93,11 @@ def _human(result: dict[str, Any]) -> str:
         for s in r["steps"]:
             detail = s.get("error") or s.get("note") or json.dumps(s["plan"], sort_keys=True)
             rows.append((s["id"], s["action"], "mutating" if s["mutating"] else "read-only", detail))
+            if s.get("undo"):
+                u = s["undo"]
+                when = f" once {u['when']}" if u.get("when") else ""
+                undo_detail = f"at the run's end{when}: {json.dumps(u['with'], sort_keys=True)}"
+                rows.append((f"{s['id']}.undo", u["action"], "mutating", undo_detail))
         out += ["  " + line for line in render.table(["STEP", "ACTION", "KIND", "PLAN"], rows).splitlines()]
         out.append("")
     if result["unmatched_alerts"]:

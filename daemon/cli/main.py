@@ -108,6 +108,8 @@ def _approve(api: ApiClient, args: argparse.Namespace) -> None:
     dry = " (dry-run: it only records its requests)" if run["dry_run"] else ""
     print(f"{run['id']} step {step_id}: {step['action']} [{kind}]{dry}, plan {plan_hash}", file=sys.stderr)
     print(json.dumps(step.get("plan"), indent=2, sort_keys=True), file=sys.stderr)
+    if step.get("undo"):
+        print(render.undo_text(step["undo"]), file=sys.stderr)
     if sys.stdin.isatty() and not args.yes and input("Approve this plan? [y/N] ").strip().lower() != "y":
         raise ClientError("not approved")
     body = {"plan_hash": plan_hash} if plan_hash else {}

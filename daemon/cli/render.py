@@ -36,6 +36,20 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     return table(["RUN", "RUNBOOK", "TARGET", "STATE", "STEP", "CREATED"], rows)
 
 
+def undo_text(undo: dict[str, Any]) -> str:
+    """A step's undo, as approved with it."""
+    head = f"Undo (approved with this step; runs when the run ends): {undo['action']}"
+    if undo.get("when"):
+        head += f", once {undo['when']}"
+        if undo.get("timeout"):
+            head += f" (waits at most {undo['timeout']:g}s, then needs attention)"
+    lines = [head] + ["  " + line for line in json.dumps(undo["with"], indent=2, sort_keys=True).splitlines()]
+    if undo.get("deferred"):
+        shown = ", ".join(".".join(str(p) for p in path) for path in undo["deferred"])
+        lines.append(f"  ({shown}: rendered from this step's output when the undo runs)")
+    return "\n".join(lines)
+
+
 def run_details(run: dict[str, Any]) -> str:
     out = [
         f"Run       {run['id']}",
@@ -57,10 +71,27 @@ def run_details(run: dict[str, Any]) -> str:
         approvals = ",".join(a["by"] for a in s["approvals"]) or "-"
         rows.append((marker, s["id"], s["action"], kind, s["state"], approvals, s.get("deadline") or ""))
     out.append(table(["", "STEP", "ACTION", "KIND", "STATE", "APPROVED BY", "DEADLINE"], rows))
+    undos = [(s["id"], s["undo"]) for s in run["steps"] if s.get("undo")]
+    if undos:
+        out += ["", "Undos (run when the run ends, latest step first):"]
+        undo_rows = [
+            (
+                sid,
+                u["action"],
+                u["state"],
+                u.get("when") or "-",
+                _short(u.get("params") or u["with"], 60),
+                u.get("error") or "",
+            )
+            for sid, u in undos
+        ]
+        out.append(table(["STEP", "UNDO", "STATE", "WHEN", "PARAMS", "ERROR"], undo_rows))
     for s in run["steps"]:
         if s["id"] == run.get("current_step") and s["plan"] is not None and s["state"] == "awaiting_approval":
             out += ["", f"Awaiting approval: {s['id']} ({s['action']}), plan {s['plan_hash']}"]
             out += ["  " + line for line in json.dumps(s["plan"], indent=2, sort_keys=True).splitlines()]
+            if s.get("undo"):
+                out.append(undo_text(s["undo"]))
         if s.get("error"):
             out.append(f"\n{s['id']}: {s['error']}")
         if s.get("output") and s["state"] in ("succeeded", "failed"):

@@ -39,3 +39,13 @@ class PrometheusClient:
         if kind == "scalar" and isinstance(result, list):
             return [Sample(labels={}, value=float(result[1]))]
         raise PermanentError(f"prometheus answered a {kind} result; use an expression giving a vector")
+
+    async def active_targets(self) -> list[dict[str, Any]]:
+        """``GET /api/v1/targets?state=active``: the scrape targets with their health and last error."""
+        body = await self.http.request("GET", "/api/v1/targets", params={"state": "active"})
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise PermanentError(f"prometheus did not list its targets: {str(body)[:300]}")
+        targets = (body.get("data") or {}).get("activeTargets")
+        if not isinstance(targets, list):
+            raise PermanentError("prometheus answered /api/v1/targets without activeTargets")
+        return [t for t in targets if isinstance(t, dict)]

@@ -9,7 +9,7 @@ from daemon.engine.effects import Effects
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.kits.clock import iso
-from daemon.store.records import RunState, StepRecord, StepState
+from daemon.store.records import RunState, StepRecord, StepState, UndoState
 from daemon.store.sqlite import Tx
 
 _KEEP_INTAKE = 7 * 86400
@@ -30,8 +30,12 @@ class Clockwork:
                 if self._ctx.tasks.executing(f"step.{st.run_id}.{st.idx}"):
                     continue  # still running here (this replica led before): it records its own result
                 await self._interrupted(tx, st, fx)
+            for undo in await tx.undos_in_state(UndoState.RUNNING):
+                await self._runs.undoing.interrupted(tx, undo)
             for run in await tx.active_runs():
-                if run.state != RunState.NEEDS_ATTENTION:
+                if run.state == RunState.UNDOING:
+                    await self._runs.undoing.advance(tx, run, fx)
+                elif run.state != RunState.NEEDS_ATTENTION:
                     await self._runs.advance(tx, run, fx)
 
         await self._ctx.transact(body, leader_only=True)
@@ -53,7 +57,7 @@ class Clockwork:
             "then approve to run it again or reject to abort."
         )
         assert st.plan is not None
-        st.plan_hash = planner.plan_hash(run.id, st, st.plan)
+        st.plan_hash = planner.plan_hash(run.id, st, st.plan, await self._runs.undoing.approved_of(tx, st))
         run.state, run.updated_at = RunState.NEEDS_ATTENTION, now
         await tx.save_step(st)
         await tx.save_run(run)

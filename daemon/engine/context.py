@@ -47,6 +47,8 @@ class Context:
     tasks: Tasks
     execute: StepExecutor
     leadership: Leadership = field(default_factory=SoleLeader)
+    execute_undo: StepExecutor
+    """Runs the undo of step ``idx`` of a run, once its start is committed."""
     _definitions: OrderedDict[str, Runbook] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def definition(self, run: RunRecord) -> Runbook:
@@ -111,6 +113,8 @@ class Context:
                 self.tasks.spawn(self._notify(n, notice), f"notify.{n.name}.{notice.run['id']}.{notice.kind}")
         for run_id, idx in fx.executions:
             self.tasks.spawn(self.execute(run_id, idx), f"step.{run_id}.{idx}", execution=True)
+        for run_id, idx in fx.undo_executions:
+            self.tasks.spawn(self.execute_undo(run_id, idx), f"undo.{run_id}.{idx}", execution=True)
 
     async def _notify(self, notifier: Notifier, notice: RunNotice) -> None:
         try:

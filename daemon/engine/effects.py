@@ -26,6 +26,8 @@ class Effects:
     (planning, starting steps, notifying) to the leader: see ``wakes`` and ``Context.transact``."""
     wakes: list[str] = field(default_factory=list)
     """Runs a follower changed that the leader must advance."""
+    undo_executions: list[tuple[str, int]] = field(default_factory=list)
+    """(run id, step index) of undos whose start has committed."""
 
     def merge(self, other: Effects) -> None:
         self._notices += other._notices
@@ -34,6 +36,7 @@ class Effects:
         self.ended += other.ended
         self.approval_waits += other.approval_waits
         self.wakes += other.wakes
+        self.undo_executions += other.undo_executions
 
     def notice(self, kind: EventKind, run_id: str, step_id: str | None = None, **detail: Any) -> None:
         self._notices.append((kind, run_id, step_id, detail))
@@ -52,6 +55,9 @@ class Effects:
         await tx.kv_put("handoff", key, {"wake": sorted(set(self.wakes)), "notices": notices})
         self._notices.clear()
         self.wakes.clear()
+    def execute_undo(self, run_id: str, idx: int) -> None:
+        assert self.leading, "only the leader starts undos"
+        self.undo_executions.append((run_id, idx))
 
     async def materialize(self, tx: Tx) -> None:
         """Build each notice's run view inside the transaction, after its last change."""
@@ -59,7 +65,8 @@ class Effects:
             run = await tx.get_run(run_id)
             if run is None:
                 continue
-            view = run_view(run, await tx.steps_of(run_id), await tx.approvals_of(run_id))
+            steps, undos = await tx.steps_of(run_id), await tx.undos_of(run_id)
+            view = run_view(run, steps, await tx.approvals_of(run_id), undos=undos)
             step = next((s for s in view["steps"] if s["id"] == step_id), None)
             self.notices.append(RunNotice(kind=kind, run=view, step=step, detail=detail))
         self._notices.clear()

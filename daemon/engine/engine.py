@@ -87,6 +87,7 @@ class Engine:
             tasks=self._tasks,
             execute=self._execute,
             leadership=self.leadership,
+            execute_undo=self._execute_undo,
         )
         self._runs = Runs(self._ctx)
         self._starter = Starter(self._ctx, self._runs)
@@ -148,6 +149,9 @@ class Engine:
     async def _execute(self, run_id: str, idx: int) -> None:
         """Execute a step whose start has committed (the context spawns it; the state machine runs it)."""
         await self._runs.execute(run_id, idx)
+
+    async def _execute_undo(self, run_id: str, idx: int) -> None:
+        await self._runs.undoing.execute(run_id, idx)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until no action or notification task is running (tests, benchmarks, shutdown)."""
@@ -216,7 +220,12 @@ class Engine:
             raise InvalidRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in RunState)})")
         async with self.store.transaction() as tx:
             runs = await tx.list_runs(state, limit)
-            return [views.run_view(r, await tx.steps_of(r.id), await tx.approvals_of(r.id)) for r in runs]
+            return [
+                views.run_view(
+                    r, await tx.steps_of(r.id), await tx.approvals_of(r.id), undos=await tx.undos_of(r.id)
+                )
+                for r in runs
+            ]
 
     def runbook_list(self) -> list[dict[str, Any]]:
         return views.runbook_list(self.runbooks, self.registry)

@@ -12,8 +12,19 @@ from pydantic import ValidationError
 
 from daemon.actions.base import Action, ActionContext
 from daemon.errors import ActionError, TemporaryError
+from daemon.kits.durations import parse_duration
 
 MAX_ATTEMPTS = 3
+
+
+def action_timeout(default: float, planned: object) -> float:
+    """An action that waits (its own ``timeout`` param) gets that long plus a minute to report."""
+    if isinstance(planned, int | float | str) and not isinstance(planned, bool):
+        try:
+            return max(default, parse_duration(planned) + 60)
+        except ValueError:
+            pass
+    return default
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ class Operators:
             raise NotFound(f"no run {run_id!r}")
         if not run.state.active:
             raise Conflict(f"run {run.id} is {run.state}: {run.outcome or 'it has ended'}")
+        if run.state == RunState.UNDOING:
+            raise Conflict(
+                f"run {run.id} is undoing the changes of its steps ({run.outcome}); it ends once they are "
+                "undone or an undo's timeout passes"
+            )
         steps = await tx.steps_of(run.id)
         cur = steps[run.current_step]
         if step_id is not None and step_id != cur.step_id:
@@ -42,12 +47,23 @@ class Operators:
             raise Conflict(f"step {step_id} is {other.state}; the run is at step {cur.step_id} ({cur.state})")
         return run, cur
 
+    async def _undo_phase(self, tx: Tx, run_id: str) -> RunRecord | None:
+        """The run, if it waits for a person after one of its undos failed."""
+        run = await tx.get_run(run_id)
+        if run is None or run.state != RunState.NEEDS_ATTENTION:
+            return None
+        return run if await self._runs.undoing.in_undo_phase(tx, run) else None
+
     async def approve(
         self, run_id: str, step_id: str | None, identity: Identity, plan_hash: str | None = None
     ) -> dict[str, Any]:
         expired: list[str] = []
 
         async def body(tx: Tx, fx: Effects) -> dict[str, Any]:
+            undo_phase = await self._undo_phase(tx, run_id)
+            if undo_phase is not None:  # an undo failed: approving its step retries that undo
+                await self._runs.undoing.retry(tx, undo_phase, step_id, identity, fx)
+                return await view_of(tx, run_id)
             run, cur = await self._current(tx, run_id, step_id)
             rb = self._ctx.definition(run)
             if cur.state != StepState.AWAITING_APPROVAL:
@@ -126,6 +142,10 @@ class Operators:
             )
 
         async def body(tx: Tx, fx: Effects) -> dict[str, Any]:
+            undo_phase = await self._undo_phase(tx, run_id)
+            if undo_phase is not None:  # an undo failed and a person has checked: close the run
+                await self._runs.undoing.close_by_person(tx, undo_phase, identity, reason, fx)
+                return await view_of(tx, run_id)
             run, cur = await self._current(tx, run_id, None)
             rb = self._ctx.definition(run)
             if cur.state == StepState.RUNNING:

@@ -136,16 +136,88 @@ def render_plan(step: Step, action: Action, ctx: dict[str, Any]) -> dict[str, An
     return model.model_dump(mode="json")
 
 
-def plan_hash(run_id: str, step: StepRecord, plan: dict[str, Any]) -> str:
-    """What an approval is bound to: the run, the step, its attempt, the action and its exact params."""
-    doc = {
+def plan_hash(run_id: str, step: StepRecord, plan: dict[str, Any], undo: dict[str, Any] | None = None) -> str:
+    """What an approval is bound to: the run, the step, its attempt, the action and its exact params,
+    and the step's undo as shown with it (approving the step approves its undo)."""
+    doc: dict[str, Any] = {
         "run": run_id,
         "step": step.step_id,
         "attempt": step.attempts,
         "action": step.action,
         "params": plan,
     }
+    if undo is not None:
+        doc["undo"] = undo
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+LeafPath = list[str | int]
+
+
+def render_undo(step: Step, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The undo as the approver sees it with its step: every template rendered now, except those that
+    read the step's own output (listed in ``deferred``; they render when the undo runs)."""
+    assert step.undo is not None
+    undo = step.undo
+    deferred: list[LeafPath] = []
+
+    def walk(value: Any, path: LeafPath) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, [*path, k]) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, [*path, i]) for i, v in enumerate(value)]
+        if not templating.is_template(value):
+            return value
+        if step.id in templating.references(templating.check_syntax(value), "steps"):
+            deferred.append(path)
+            return value
+        try:
+            return templating.render_value(value, ctx)
+        except TemplateError as exc:
+            raise PlanError(f"step {step.id}: undo: {exc}") from None
+
+    rendered = walk(undo.with_, [])
+    return {
+        "action": undo.action,
+        "with": rendered,
+        "deferred": deferred,
+        "when": undo.when,
+        "timeout": undo.timeout,
+    }
+
+
+def undo_params(approved: dict[str, Any], action: Action, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The undo's parameters as they will run: the approved values, with the deferred leaves rendered
+    over the run's steps now; validated like any step's."""
+    params = json.loads(json.dumps(approved["with"]))
+    for path in approved.get("deferred", []):
+        holder: Any = params
+        for key in path[:-1]:
+            holder = holder[key]
+        try:
+            holder[path[-1]] = templating.render_value(holder[path[-1]], ctx)
+        except TemplateError as exc:
+            raise PlanError(f"undo: {exc}") from None
+    try:
+        model = action.params.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise PlanError(f"undo: invalid parameters for {action.name}: {problems}") from None
+    return model.model_dump(mode="json")
+
+
+def undo_due(approved: dict[str, Any], ctx: dict[str, Any]) -> bool:
+    """Whether the undo's ``when:`` holds now (no ``when:``: always)."""
+    when = approved.get("when")
+    if when is None:
+        return True
+    try:
+        return bool(templating.render(when, ctx))
+    except TemplateError as exc:
+        raise PlanError(f"undo: when: {exc}") from None
 
 
 def new_steps(run_id: str, rb: Runbook, registry: ActionRegistry) -> list[StepRecord]:

@@ -51,12 +51,29 @@ def preview(
     return {"runs": runs, "unmatched_alerts": sorted(set(unmatched))}
 
 
+def _undo(step: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The step's undo as its approver will see it (what reads earlier steps' output stays a template)."""
+    try:
+        return planner.render_undo(step, ctx)
+    except planner.PlanError:
+        u = step.undo
+        return {
+            "action": u.action,
+            "with": u.with_,
+            "when": u.when,
+            "timeout": u.timeout,
+            "note": "rendered when the earlier steps it uses have run",
+        }
+
+
 def _step(step: Any, runbook: str, registry: ActionRegistry, ctx: dict[str, Any]) -> dict[str, Any]:
     action = registry.get(step.action)
     assert action is not None
     out: dict[str, Any] = {"id": step.id, "action": step.action, "mutating": not action.read_only}
     if step.when is not None:
         out["when"] = step.when
+    if step.undo is not None:
+        out["undo"] = _undo(step, ctx)
     uses_steps = any(
         "steps" in templating.free_names(templating.check_syntax(src))
         for _, src in templating.iter_templates(step.with_)

@@ -13,25 +13,15 @@ from daemon.actions.base import ActionContext
 from daemon.engine import planner
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
-from daemon.engine.executor import execute
+from daemon.engine.executor import action_timeout, execute
+from daemon.engine.undoing import Undoing
 from daemon.errors import LostLeadership, StoreUnavailable
 from daemon.kits.clock import iso
-from daemon.kits.durations import parse_duration
 from daemon.runbooks.schema import Runbook
 from daemon.store.records import RunRecord, RunState, StepRecord, StepState
 from daemon.store.sqlite import Tx
 
 _DONE_STEP = (StepState.SUCCEEDED, StepState.SKIPPED)
-
-
-def _action_timeout(default: float, planned: object) -> float:
-    """An action that waits (its own ``timeout`` param) gets that long plus a minute to report."""
-    if isinstance(planned, int | float | str) and not isinstance(planned, bool):
-        try:
-            return max(default, parse_duration(planned) + 60)
-        except ValueError:
-            pass
-    return default
 
 
 class Runs:
@@ -40,6 +30,7 @@ class Runs:
         self._noted: set[tuple[str, int, str]] = set()
         self.stopping = False
         """Set by stop(): no step starts any more (one started while draining would be abandoned)."""
+        self.undoing = Undoing(ctx, stopping=lambda: self.stopping, wake=self.advance_waiting)
 
     async def advance(self, tx: Tx, run: RunRecord, fx: Effects) -> None:
         """Move a run forward as far as it can go without a person or an action. On a follower, only
@@ -51,7 +42,7 @@ class Runs:
             return
         steps = await tx.steps_of(run.id)
         rb = self._ctx.definition(run)
-        while run.state.active and run.state != RunState.NEEDS_ATTENTION:
+        while run.state.active and run.state not in (RunState.NEEDS_ATTENTION, RunState.UNDOING):
             if run.current_step >= len(steps):
                 await self.finish(tx, run, RunState.SUCCEEDED, f"all {len(steps)} steps done", fx)
                 return
@@ -106,12 +97,13 @@ class Runs:
                 await self._ctx.event(tx, run, "step_skipped", step=st.step_id, when=spec.when)
                 return
             st.plan = planner.render_plan(spec, action, ctx)
+            undo = await self.undoing.plan(tx, run, st, spec, ctx)
         except planner.PlanError as exc:
             st.state, st.error, st.finished_at = StepState.FAILED, str(exc), now
             await tx.save_step(st)
             await self._ctx.event(tx, run, "step_failed", step=st.step_id, error=str(exc))
             return
-        st.plan_hash = planner.plan_hash(run.id, st, st.plan)
+        st.plan_hash = planner.plan_hash(run.id, st, st.plan, undo)
         if action.read_only and self._ctx.config.approval.auto_approve_read_only:
             st.state = StepState.APPROVED
             await tx.save_step(st)
@@ -144,7 +136,7 @@ class Runs:
         budget = self._ctx.config.limits.max_concurrent_mutating_steps
         if await self._ctx.is_paused(tx):
             reason = "paused: runbookd resume lets it start"
-        elif st.mutating and await tx.running_mutating_steps() >= budget:
+        elif st.mutating and await tx.running_mutating_steps() + await tx.running_undos() >= budget:
             reason = f"waiting for the blast-radius budget ({budget} mutating step(s) at a time)"
         if reason is None:
             return True
@@ -181,7 +173,7 @@ class Runs:
             public_url=config.server.public_url,
         )
         spec = rb.steps[idx]
-        timeout = spec.timeout or _action_timeout(config.limits.action_timeout, st.plan.get("timeout"))
+        timeout = spec.timeout or action_timeout(config.limits.action_timeout, st.plan.get("timeout"))
         if not self._ctx.leadership.fresh():
             # committed `running` but not sent: the next leader treats it as interrupted
             log.warning("step.not_started", reason="this replica is no longer the leader")
@@ -229,19 +221,17 @@ class Runs:
                 delay = min(delay * 2, 30.0)
 
     async def advance_waiting(self, tx: Tx, fx: Effects) -> None:
+        """Move on what waits for the budget or pause, and re-check undos waiting for their ``when:``."""
+        for undoing in await tx.runs_in_state(RunState.UNDOING):
+            await self.undoing.advance(tx, undoing, fx)
         for st in await tx.steps_in_state(StepState.APPROVED):
             run = await tx.get_run(st.run_id)
             if run is not None and run.state.active and run.current_step == st.idx:
                 await self.advance(tx, run, fx)
 
     async def finish(self, tx: Tx, run: RunRecord, state: RunState, outcome: str, fx: Effects) -> None:
-        now = self._ctx.clock.now()
-        run.state, run.ended_at, run.outcome, run.updated_at = state, now, outcome, now
-        await tx.save_run(run)
-        await self._ctx.event(tx, run, "run_ended", state=str(state), outcome=outcome)
-        fx.notice("run_ended", run.id)
-        fx.ended.append((run.runbook, str(state)))
-        self._ctx.forget_definition(run.id)
+        """The run's steps are over: undo what they changed (see ``undoing``), then it ends as ``state``."""
+        await self.undoing.end(tx, run, state, outcome, fx)
 
     async def recheck_when(self, tx: Tx, run: RunRecord, fx: Effects) -> None:
         """The alert resolved under a run that goes on: a current step not started yet was planned

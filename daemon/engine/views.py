@@ -9,7 +9,7 @@ from daemon.actions.base import ActionRegistry
 from daemon.errors import NotFound
 from daemon.kits.clock import iso
 from daemon.runbooks.loader import LoadedRunbook
-from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, StepRecord
+from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, StepRecord, UndoRecord
 from daemon.store.sqlite import Tx
 
 
@@ -17,7 +17,48 @@ def _t(ts: float | None) -> str | None:
     return iso(ts) if ts is not None else None
 
 
-def step_view(step: StepRecord, approvals: list[ApprovalRecord], description: str = "") -> dict[str, Any]:
+def undo_view(undo: UndoRecord) -> dict[str, Any]:
+    """A step's undo: as approved with the step (``with`` holds the templates still to render from the
+    step's output, listed in ``deferred``), and how it ran once the run ended."""
+    approved = undo.approved
+    return {
+        "action": undo.action,
+        "with": approved.get("with"),
+        "deferred": approved.get("deferred", []),
+        "when": approved.get("when"),
+        "timeout": approved.get("timeout"),
+        "state": str(undo.state),
+        "idempotent": undo.idempotent,
+        "params": undo.params,
+        "due_at": _t(undo.due_at),
+        "deadline": _t(undo.deadline),
+        "started_at": _t(undo.started_at),
+        "finished_at": _t(undo.finished_at),
+        "attempts": undo.attempts,
+        "output": undo.output,
+        "error": undo.error,
+    }
+
+
+def _undo_declared(spec: dict[str, Any]) -> dict[str, Any]:
+    """A step's undo as the runbook declares it, before the step is planned (templates unrendered)."""
+    timeout = spec.get("timeout")
+    return {
+        "action": spec.get("action"),
+        "with": spec.get("with", {}),
+        "deferred": None,
+        "when": spec.get("when"),
+        "timeout": timeout,
+        "state": "pending",
+    }
+
+
+def step_view(
+    step: StepRecord,
+    approvals: list[ApprovalRecord],
+    description: str = "",
+    undo: UndoRecord | dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "id": step.step_id,
         "index": step.idx,
@@ -40,6 +81,7 @@ def step_view(step: StepRecord, approvals: list[ApprovalRecord], description: st
             for a in approvals
             if a.step_id == step.step_id
         ],
+        "undo": undo_view(undo) if isinstance(undo, UndoRecord) else undo,
     }
 
 
@@ -48,10 +90,14 @@ def run_view(
     steps: list[StepRecord],
     approvals: list[ApprovalRecord],
     events: list[EventRecord] | None = None,
+    *,
+    undos: list[UndoRecord] | None = None,
 ) -> dict[str, Any]:
     descriptions = {s.get("id"): s.get("description", "") for s in run.definition.get("steps", [])}
+    declared = {s.get("id"): s["undo"] for s in run.definition.get("steps", []) if s.get("undo")}
     current = steps[run.current_step].step_id if run.current_step < len(steps) else None
     alert = run.context.get("alert") or {}
+    undo_of = {u.idx: u for u in undos or []}
     view: dict[str, Any] = {
         "id": run.id,
         "runbook": run.runbook,
@@ -73,7 +119,16 @@ def run_view(
         "outcome": run.outcome,
         "current_step": current,
         "approval": run.definition.get("approval", {}),
-        "steps": [step_view(s, approvals, descriptions.get(s.step_id, "")) for s in steps],
+        "steps": [
+            step_view(
+                s,
+                approvals,
+                descriptions.get(s.step_id, ""),
+                undo_of.get(s.idx)
+                or (_undo_declared(declared[s.step_id]) if s.step_id in declared else None),
+            )
+            for s in steps
+        ],
     }
     if events is not None:
         view["timeline"] = [{"at": iso(e.at), "event": e.event, "by": e.actor, **e.detail} for e in events]
@@ -85,7 +140,8 @@ async def view_of(tx: Tx, run_id: str, timeline: bool = True) -> dict[str, Any]:
     if run is None:
         raise NotFound(f"no run {run_id!r}")
     events = await tx.events_of(run_id) if timeline else None
-    return run_view(run, await tx.steps_of(run_id), await tx.approvals_of(run_id), events)
+    steps, undos = await tx.steps_of(run_id), await tx.undos_of(run_id)
+    return run_view(run, steps, await tx.approvals_of(run_id), events, undos=undos)
 
 
 def runbook_list(runbooks: dict[str, LoadedRunbook], registry: ActionRegistry) -> list[dict[str, Any]]:
@@ -107,6 +163,7 @@ def runbook_list(runbooks: dict[str, LoadedRunbook], registry: ActionRegistry) -
                         "id": s.id,
                         "action": s.action,
                         "mutating": _mutating(registry, s.action),
+                        "undo": s.undo.action if s.undo is not None else None,
                     }
                     for s in rb.steps
                 ],

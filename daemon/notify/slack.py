@@ -120,7 +120,10 @@ class SlackNotifier:
         async with self._store.transaction() as tx:
             record = await tx.kv_get(THREADS, run_id)
             run = await tx.get_run(run_id)
-            view = run_view(run, await tx.steps_of(run_id), await tx.approvals_of(run_id)) if run else None
+            view = None
+            if run is not None:
+                steps, undos = await tx.steps_of(run_id), await tx.undos_of(run_id)
+                view = run_view(run, steps, await tx.approvals_of(run_id), undos=undos)
         thread = None
         if record and isinstance(record.get("channel"), str) and isinstance(record.get("ts"), str):
             thread = Thread(record["channel"], record["ts"])

@@ -34,6 +34,7 @@ _RUN_ICON = {
     "expired": ":alarm_clock:",
     "cancelled": ":heavy_minus_sign:",
     "needs_attention": ":warning:",
+    "undoing": ":leftwards_arrow_with_hook:",
 }
 _STEP_ICON = {
     "pending": ":white_circle:",
@@ -192,6 +193,11 @@ def _step_line(step: dict[str, Any]) -> str:
         line += " (approved by " + ", ".join(who(a["by"]) for a in step["approvals"]) + ")"
     if step.get("error") and step["state"] in ("failed", "awaiting_approval"):
         line += f": {safe(step['error'], 200)}"
+    undo = step.get("undo")
+    if undo and undo["state"] not in ("pending", "planned", "skipped"):
+        line += f"\n      undo {safe(undo['action'], 64)}: {safe(undo['state'], 30)}"
+        if undo.get("error"):
+            line += f": {safe(undo['error'], 200)}"
     return line
 
 
@@ -213,7 +219,18 @@ def step_request(run: dict[str, Any], step: dict[str, Any]) -> list[dict[str, An
         f"Deadline {when(step.get('deadline'))} · plan `{safe(step.get('plan_hash'), 64)}` · "
         f"approvals {approvals} of {needed}"
     )
-    return [_section(head), _section("Parameters, as they will run:\n" + code(step["plan"])), _context(facts)]
+    blocks = [_section(head), _section("Parameters, as they will run:\n" + code(step["plan"]))]
+    undo = step.get("undo")
+    if undo:
+        once = f", once `{safe(undo.get('when'), 300)}`" if undo.get("when") else ""
+        text = (
+            f"*Undo, approved with this step:* `{safe(undo['action'], 64)}` runs when the run ends "
+            f"(whatever the end){once}, without asking again:\n" + code(undo["with"])
+        )
+        if undo.get("deferred"):
+            text += "\n_Values that read this step's output are filled in when the undo runs._"
+        blocks.append(_section(text))
+    return [*blocks, _context(facts)]
 
 
 def _buttons(run: dict[str, Any], step: dict[str, Any], public_url: str | None) -> dict[str, Any]:
@@ -308,6 +325,14 @@ def outcome_reply(run: dict[str, Any]) -> Message:
 
 
 def attention_reply(run: dict[str, Any], step: dict[str, Any]) -> Message:
+    undo = step.get("undo") or {}
+    if undo.get("state") == "failed":
+        text = (
+            f":warning: The undo of step `{safe(step['id'], 64)}` ({safe(undo.get('action'), 64)}) did not "
+            f"complete: {safe(undo.get('error') or '', 1000)}\nVerify by hand, then approve the step to retry "
+            "its undo, or reject to close the run."
+        )
+        return Message(f"{run['runbook']}: run needs attention", [_section(text)])
     text = (
         f":warning: Step `{safe(step['id'], 64)}` needs a person: {safe(step.get('error') or '', 1000)}\n"
         "Approve to run it again, or reject to end the run."

@@ -36,6 +36,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         " epoch INTEGER NOT NULL, expires_at TIMESTAMPTZ NOT NULL, since TIMESTAMPTZ NOT NULL)",
         postgresql_only=True,
     ),
+    Migration(
+        3,
+        "undo steps",
+        # One row per step with an undo, written when the step is planned (daemon/engine/undoing.py).
+        "CREATE TABLE IF NOT EXISTS undos ("
+        " run_id TEXT NOT NULL, idx INTEGER NOT NULL, step_id TEXT NOT NULL, action TEXT NOT NULL,"
+        " state TEXT NOT NULL, idempotent INTEGER NOT NULL, approved TEXT NOT NULL, params TEXT, due_at REAL,"
+        " deadline REAL, started_at REAL, finished_at REAL, output TEXT, error TEXT,"
+        " attempts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, idx));"
+        "CREATE INDEX IF NOT EXISTS undos_by_state ON undos (state)",
+    ),
 )
 """Append only; never edit one that has shipped."""
 

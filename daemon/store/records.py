@@ -20,11 +20,19 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
     """The alert resolved before anything was changed (on_resolved: cancel)."""
     NEEDS_ATTENTION = "needs_attention"
-    """The daemon died while a non-idempotent step ran; a person must check and retry or abort."""
+    """The daemon died while a non-idempotent step ran, or an undo failed; a person must check."""
+    UNDOING = "undoing"
+    """The run's steps are over; the undos of the steps that changed something run (or wait for their
+    ``when:``). The run keeps its target until they are done."""
 
     @property
     def active(self) -> bool:
-        return self in (RunState.AWAITING_APPROVAL, RunState.RUNNING, RunState.NEEDS_ATTENTION)
+        return self in (
+            RunState.AWAITING_APPROVAL,
+            RunState.RUNNING,
+            RunState.NEEDS_ATTENTION,
+            RunState.UNDOING,
+        )
 
 
 class StepState(StrEnum):
@@ -104,3 +112,46 @@ class EventRecord:
     event: str
     actor: str
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+class UndoState(StrEnum):
+    PLANNED = "planned"
+    """Approved with its step; runs when the run ends, if the step changed something."""
+    SKIPPED = "skipped"
+    """Its step never started, so there is nothing to undo."""
+    WAITING = "waiting"
+    """The run ended; the undo waits for its ``when:`` (or for an undo after it in the run to finish)."""
+    READY = "ready"
+    """Its ``when:`` held; it starts once the blast-radius budget allows."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """It failed, could not be rendered, timed out waiting for ``when:``, or was interrupted (not
+    idempotent): the run needs a person."""
+
+
+@dataclass
+class UndoRecord:
+    """The undo of one step (``steps[idx]``): what was approved with the step, and how it went."""
+
+    run_id: str
+    idx: int
+    step_id: str
+    action: str
+    state: UndoState
+    idempotent: bool
+    approved: dict[str, Any]
+    """What the approver saw and the plan hash covers: ``action``, ``with`` (rendered, except the
+    leaves listed in ``deferred``, which read the step's own output and render when the undo runs),
+    ``deferred``, ``when`` (its source) and ``timeout`` (seconds)."""
+    params: dict[str, Any] | None = None
+    """The parameters exactly as the undo ran with them."""
+    due_at: float | None = None
+    """When the run ended and the undo became due."""
+    deadline: float | None = None
+    """Past this, an undo still waiting for ``when:`` fails and the run needs attention."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 0

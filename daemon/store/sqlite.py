@@ -22,7 +22,16 @@ import aiosqlite
 from daemon.errors import StoreUnavailable
 from daemon.store import migrations
 from daemon.store.base import Fence, Row, SqlDb, StateStore
-from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, RunState, StepRecord, StepState
+from daemon.store.records import (
+    ApprovalRecord,
+    EventRecord,
+    RunRecord,
+    RunState,
+    StepRecord,
+    StepState,
+    UndoRecord,
+    UndoState,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -71,7 +80,7 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 R = TypeVar("R", RunRecord, StepRecord)
-_KEYS = {"runs": ("id",), "steps": ("run_id", "idx")}
+_KEYS = {"runs": ("id",), "steps": ("run_id", "idx"), "undos": ("run_id", "idx")}
 """Primary keys of the tables written whole by ``Tx._upsert``."""
 _JSON_FIELDS = {"params", "context", "definition", "plan", "output"}
 _BOOL_FIELDS = {"dry_run", "mutated", "alert_resolved", "mutating", "idempotent"}
@@ -366,6 +375,41 @@ class Tx:
     async def kv_items(self, namespace: str) -> dict[str, dict[str, Any]]:
         rows = await self._all("SELECT key, value FROM kv WHERE namespace = ?", (namespace,))
         return {r["key"]: dict(json.loads(r["value"])) for r in rows}
+
+    # undos: one row per step with an undo, written when the step is planned
+    async def save_undo(self, undo: UndoRecord) -> None:
+        row = asdict(undo)
+        for k in ("approved", "params", "output"):
+            row[k] = None if row[k] is None else json.dumps(row[k], sort_keys=True, default=str)
+        row["state"], row["idempotent"] = str(undo.state), int(undo.idempotent)
+        await self._upsert("undos", row)
+
+    async def undos_of(self, run_id: str) -> list[UndoRecord]:
+        rows = await self._all("SELECT * FROM undos WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [_undo_from_row(r) for r in rows]
+
+    async def undos_in_state(self, *states: UndoState) -> list[UndoRecord]:
+        marks = ", ".join("?" * len(states))
+        rows = await self._all(f"SELECT * FROM undos WHERE state IN ({marks})", tuple(str(s) for s in states))  # noqa: S608
+        return [_undo_from_row(r) for r in rows]
+
+    async def running_undos(self) -> int:
+        """Undos executing now: they count against the blast-radius budget like mutating steps."""
+        row = await self._one("SELECT COUNT(*) AS n FROM undos WHERE state = 'running'")
+        return int(row["n"]) if row else 0
+
+    async def runs_in_state(self, state: RunState) -> list[RunRecord]:
+        rows = await self._all("SELECT * FROM runs WHERE state = ? ORDER BY created_at", (str(state),))
+        return [_from_row(RunRecord, r) for r in rows]
+
+
+def _undo_from_row(row: Row) -> UndoRecord:
+    values: dict[str, Any] = {f.name: row[f.name] for f in fields(UndoRecord)}
+    for k in ("approved", "params", "output"):
+        if values[k] is not None:
+            values[k] = json.loads(values[k])
+    values["state"], values["idempotent"] = UndoState(values["state"]), bool(values["idempotent"])
+    return UndoRecord(**values)
 
 
 class Store:

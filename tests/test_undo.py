@@ -1,0 +1,467 @@
+"""Undo steps (design §3): approved with their step, run by the engine when the run ends, whatever the end,
+latest step first, without asking again; ``undoing`` while a ``when:`` is false; ``needs_attention`` when
+an undo fails or times out.
+
+In-process daemon over the real HTTP API, with a frozen clock and the test actions of
+``support.undo_actions`` (a change and its inverse over a ledger). The store comes from the ``state``
+fixture, so these tests can run against every store backend behind the same interface."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support.gates import Gates, wait_until
+from support.inproc import Daemon, alert_payload, base_config, serve
+from support.runs import states, steps_of
+from support.undo_actions import UndoLedger
+
+from daemon.engine import planner
+from daemon.notify import slack_messages as msgs
+from daemon.store.records import StepRecord, StepState
+
+
+@pytest.fixture(params=["sqlite"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The ``state:`` config section of the store under test (a PostgreSQL param can be added here)."""
+    assert request.param == "sqlite"
+    yield {"path": str(tmp_path / "state.db"), "busy_timeout": "1s"}
+
+
+def _config(tmp_path: Path, state: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    cfg = base_config(tmp_path, **{"dry_run": False, **overrides})
+    cfg["state"] = state
+    return cfg
+
+
+def _restore(step: str, key: str, action: str = "test.restore", **extra: Any) -> dict[str, Any]:
+    return {
+        "action": action,
+        "with": {"key": key, "value": f"{{{{ steps['{step}'].output.before }}}}"},
+        **extra,
+    }
+
+
+def runbook(
+    middle: str = "notify.log", *, undo_b: dict[str, Any] | None = None, on_resolved: str = "ignore"
+) -> str:
+    """a (change, undo) -> b (change, undo) -> middle -> last; the target is the alert's instance."""
+    steps: list[dict[str, Any]] = [
+        {
+            "id": "a",
+            "action": "test.change",
+            "with": {"key": "{{ params.key }}-a", "value": "changed"},
+            "undo": _restore("a", "{{ params.key }}-a"),
+        },
+        {
+            "id": "b",
+            "action": "test.change",
+            "with": {"key": "{{ params.key }}-b", "value": "changed"},
+            "undo": undo_b or _restore("b", "{{ params.key }}-b"),
+        },
+        {
+            "id": "middle",
+            "action": middle,
+            "with": {"message" if middle == "notify.log" else "name": "middle"},
+        },
+        {"id": "last", "action": "notify.log", "with": {"message": "done"}},
+    ]
+    return yaml.safe_dump(
+        {
+            "name": "undo-test",
+            "triggers": [{"alert": "UndoTest"}],
+            "target": "{{ params.key }}",
+            "params": {"key": "{{ alert.labels.instance }}"},
+            "policy": {"cooldown": "0s", "max_runs_per_day": 50, "on_resolved": on_resolved},
+            "approval": {"approvers": ["sre"], "timeout": "30m"},
+            "steps": steps,
+        },
+        sort_keys=False,
+    )
+
+
+async def start(d: Daemon, instance: str = "k") -> str:
+    status, body = await d.webhook(alert_payload("UndoTest", instance=instance, fingerprint=f"fp-{instance}"))
+    assert status == 200 and len(body["started"]) == 1, body
+    return str(body["started"][0])
+
+
+async def approve_through(d: Daemon, run_id: str, *step_ids: str) -> dict[str, Any]:
+    """Approve the named steps in turn, each once it asks (bound to the plan hash shown)."""
+    for sid in step_ids:
+        run = await wait_for(d, run_id, lambda r, sid=sid: _asks(r, sid))
+        status, body = await d.approve(run_id, sid, plan_hash=steps_of(run)[sid]["plan_hash"])
+        assert status == 200, body
+    await d.engine.wait_idle()
+    return await d.run(run_id)
+
+
+def _asks(run: dict[str, Any], step_id: str) -> bool:
+    return run["current_step"] == step_id and steps_of(run)[step_id]["state"] == "awaiting_approval"
+
+
+async def wait_for(d: Daemon, run_id: str, predicate: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    async def probe() -> bool:
+        found["run"] = await d.run(run_id)
+        return bool(predicate(found["run"]))
+
+    await wait_until(probe)
+    return found["run"]
+
+
+def events(run: dict[str, Any]) -> list[str]:
+    return [e["event"] for e in run["timeline"]]
+
+
+def undo_states(run: dict[str, Any]) -> dict[str, str]:
+    return {s["id"]: s["undo"]["state"] for s in run["steps"] if s["undo"]}
+
+
+# ------------------------------------------------------------------------------------------ shown, approved
+
+
+async def test_the_undo_is_shown_with_its_step_and_bound_into_its_plan_hash(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        run = await wait_for(d, run_id, lambda r: _asks(r, "a"))
+        undo = steps_of(run)["a"]["undo"]
+        assert undo["action"] == "test.restore" and undo["state"] == "planned"
+        # rendered now, except what reads the step's own output (rendered when the undo runs)
+        assert undo["with"] == {"key": "k-a", "value": "{{ steps['a'].output.before }}"}
+        assert undo["deferred"] == [["value"]]
+        # the hash the approver binds to covers the undo: the same step without it hashes differently
+        st = StepRecord(run_id, 0, "a", "test.change", StepState.AWAITING_APPROVAL, True, True)
+        plan = steps_of(run)["a"]["plan"]
+        approved = {k: undo[k] for k in ("action", "with", "deferred", "when", "timeout")}
+        assert steps_of(run)["a"]["plan_hash"] == planner.plan_hash(run_id, st, plan, approved)
+        assert planner.plan_hash(run_id, st, plan) != planner.plan_hash(run_id, st, plan, approved)
+        other = {**approved, "with": {**approved["with"], "key": "k-other"}}
+        assert planner.plan_hash(run_id, st, plan, other) != planner.plan_hash(run_id, st, plan, approved)
+
+
+# ------------------------------------------------------------------------------------------ every end
+
+
+async def test_a_succeeded_run_undoes_its_changes_latest_first_without_asking(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    ledger.values["k-b"] = "original"
+    async with serve(
+        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert run["state"] == "succeeded", run
+        assert ledger.values == {"k-b": "original"}  # k-a did not exist before: removed again
+        assert ledger.restored() == ["k-b", "k-a"]
+        origins = [origin for name, origin, _ in ledger.calls if name == "restore"]
+        assert origins == [f"runbookd run {run_id} step b/undo", f"runbookd run {run_id} step a/undo"]
+        assert undo_states(run) == {"a": "succeeded", "b": "succeeded"}
+        assert steps_of(run)["b"]["undo"]["params"] == {"key": "k-b", "value": "original"}
+        ev = events(run)
+        assert ev.index("undoing") < ev.index("undo_started") < ev.index("run_ended")
+        assert [e["step"] for e in run["timeline"] if e["event"] == "undo_succeeded"] == ["b", "a"]
+        assert not [
+            e for e in run["timeline"] if e["event"] == "step_approved" and "undo" in e.get("step", "")
+        ]
+        assert run["outcome"] == "all 4 steps done"
+
+
+async def test_a_failed_middle_step_still_undoes_every_change(tmp_path: Path, state: dict[str, Any]) -> None:
+    ledger, gates = UndoLedger(), Gates()
+    async with serve(
+        tmp_path,
+        {"u": runbook("test.fail")},
+        config=_config(tmp_path, state),
+        registry=ledger.registry(gates),
+    ) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle")
+        assert run["state"] == "failed", run
+        assert "middle failed" in run["outcome"]
+        assert ledger.values == {} and ledger.restored() == ["k-b", "k-a"]
+        assert states(run)["last"] == "pending"
+
+
+async def test_a_rejected_run_undoes_only_the_steps_that_ran(tmp_path: Path, state: dict[str, Any]) -> None:
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a")
+        await wait_for(d, run_id, lambda r: _asks(r, "b"))
+        status, body = await d.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "not now"})
+        assert status == 200, body
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "rejected" and "not now" in run["outcome"]
+        assert ledger.restored() == ["k-a"] and ledger.values == {}
+        assert undo_states(run) == {"a": "succeeded", "b": "skipped"}  # b never ran: nothing to undo
+
+
+async def test_an_expired_run_undoes_what_ran(tmp_path: Path, state: dict[str, Any]) -> None:
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a", "b")
+        await wait_for(d, run_id, lambda r: _asks(r, "middle"))
+        d.clock.advance(31 * 60)
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "expired", run
+        assert ledger.restored() == ["k-b", "k-a"] and ledger.values == {}
+
+
+async def test_dry_run_undo_records_its_request(tmp_path: Path, state: dict[str, Any]) -> None:
+    ledger = UndoLedger()
+    cfg = _config(tmp_path, state, dry_run=True)
+    async with serve(tmp_path, {"u": runbook()}, config=cfg, registry=ledger.registry()) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert run["state"] == "succeeded"
+        out = steps_of(run)["a"]["undo"]["output"]
+        assert out["dry_run"] is True and out["requests"] == [{"restore": "k-a", "to": None}]
+        assert ledger.values == {}
+
+
+# ------------------------------------------------------------------------------------------ when:, timeout
+
+
+def _guarded(timeout: str = "10m") -> str:
+    undo = _restore("b", "{{ params.key }}-b", when="{{ run.alert_resolved }}", timeout=timeout)
+    return runbook(undo_b=undo)
+
+
+async def test_an_undo_waits_undoing_until_its_when_holds(tmp_path: Path, state: dict[str, Any]) -> None:
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": _guarded()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert run["state"] == "undoing", run
+        assert undo_states(run) == {"a": "waiting", "b": "waiting"}  # b's guard holds a back too
+        assert ledger.restored() == []
+        d.clock.advance(60)
+        await d.engine.tick()
+        assert (await d.run(run_id))["state"] == "undoing"
+        # an operator cannot approve or reject it meanwhile
+        status, body = await d.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "x"})
+        assert status == 409 and "undoing" in body["error"]
+        # a new alert for the target attaches to the open run instead of starting another
+        status, body = await d.webhook(alert_payload("UndoTest", instance="k", fingerprint="fp-k2"))
+        assert body["started"] == [] and body["attached"] == [run_id]
+
+        for fp in ("fp-k", "fp-k2"):
+            await d.webhook(alert_payload("UndoTest", status="resolved", instance="k", fingerprint=fp))
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "succeeded", run
+        assert ledger.restored() == ["k-b", "k-a"]
+        assert events(run).count("undo_waiting") == 1
+
+
+async def test_an_undo_whose_when_stays_false_past_its_timeout_needs_attention(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": _guarded()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a", "b", "middle", "last")
+        d.clock.advance(9 * 60)
+        await d.engine.tick()
+        assert (await d.run(run_id))["state"] == "undoing"
+        d.clock.advance(2 * 60)
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "needs_attention", run
+        assert undo_states(run) == {"a": "succeeded", "b": "failed"}  # a's undo still ran
+        assert "still false" in steps_of(run)["b"]["undo"]["error"]
+        assert "undo_timed_out" in events(run)
+        assert ledger.restored() == ["k-a"] and ledger.values == {"k-b": "changed"}
+
+        # a person retries it (the guard again, with a new deadline) once the alert has resolved
+        await d.webhook(alert_payload("UndoTest", status="resolved", instance="k", fingerprint="fp-k"))
+        status, body = await d.approve(run_id, "b")
+        assert status == 200, body
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "succeeded", run
+        assert ledger.values == {} and "undo_retry_approved" in events(run)
+
+
+async def test_a_failed_undo_needs_attention_and_a_person_closes_the_run(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    book = runbook(undo_b=_restore("b", "{{ params.key }}-b", action="test.restore_fails"))
+    async with serve(tmp_path, {"u": book}, config=_config(tmp_path, state), registry=ledger.registry()) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert run["state"] == "needs_attention", run
+        assert undo_states(run) == {"a": "succeeded", "b": "failed"}
+        assert "the system refused" in run["outcome"]
+        assert ledger.restored() == ["k-a"]
+        reply = msgs.attention_reply(run, steps_of(run)["b"]).blocks[0]["text"]["text"]
+        assert "The undo of step `b` (test.restore_fails) did not complete" in reply
+
+        status, body = await d.call(
+            "POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "restored by hand"}
+        )
+        assert status == 200, body
+        run = await d.run(run_id)
+        assert run["state"] == "succeeded" and "restored by hand" in run["outcome"]
+        assert "undo_abandoned" in events(run)
+
+
+async def test_an_undo_that_cannot_be_rendered_needs_attention(tmp_path: Path, state: dict[str, Any]) -> None:
+    """The step failed before it reported what it changed: the undo cannot be rendered, so a person checks."""
+    ledger, gates = UndoLedger(), Gates()
+    book = yaml.safe_load(runbook())  # b: a failing mutating step, whose output has no `before`
+    book["steps"][1]["action"] = "test.fail"
+    book["steps"][1]["with"] = {"name": "b"}
+    async with serve(
+        tmp_path,
+        {"u": yaml.safe_dump(book)},
+        config=_config(tmp_path, state),
+        registry=ledger.registry(gates),
+    ) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b")
+        assert run["state"] == "needs_attention", run
+        assert undo_states(run) == {"a": "succeeded", "b": "failed"}
+        assert "check by hand whether step b changed anything" in steps_of(run)["b"]["undo"]["error"]
+
+
+# ------------------------------------------------------------------------------------------ budget, pause
+
+
+async def test_an_undo_waits_for_the_budget_but_not_for_pause(tmp_path: Path, state: dict[str, Any]) -> None:
+    ledger, gates = UndoLedger(), Gates()
+    hold = yaml.safe_dump(
+        {
+            "name": "hold",
+            "triggers": [{"alert": "Hold"}],
+            "target": "one",
+            "policy": {"cooldown": "0s", "on_resolved": "ignore"},
+            "steps": [{"id": "hold", "action": "test.gate", "with": {"name": "h"}}],
+        }
+    )
+    async with serve(
+        tmp_path,
+        {"u": runbook(), "h": hold},
+        config=_config(tmp_path, state),
+        registry=ledger.registry(gates),
+    ) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a", "b", "middle")
+        await wait_for(d, run_id, lambda r: _asks(r, "last"))
+        status, body = await d.webhook(alert_payload("Hold", fingerprint="fp-hold"))
+        hold_id = body["started"][0]
+        await wait_for(d, hold_id, lambda r: _asks(r, "hold"))
+        assert (await d.approve(hold_id, "hold"))[0] == 200
+        await wait_until(lambda: gates.started == ["h"])  # the one budget slot is taken
+
+        assert (await d.approve(run_id, "last"))[0] == 200  # read-only: the budget does not hold it
+        run = await wait_for(d, run_id, lambda r: r["state"] == "undoing")
+        assert undo_states(run)["b"] == "ready"
+        assert any(e["event"] == "undo_waiting" and "budget" in e.get("reason", "") for e in run["timeline"])
+        assert ledger.restored() == []
+
+        status, _ = await d.call("POST", "/api/v1/pause")  # a pause does not hold an undo back
+        assert status == 200
+        gates.open("h")
+        run = await wait_for(d, run_id, lambda r: r["state"] == "succeeded")
+        assert ledger.restored() == ["k-b", "k-a"]
+        assert await d.engine.is_paused()
+        assert gates.finished == ["h"]
+
+
+async def test_the_approver_sees_the_undo_in_slack_and_the_cli(tmp_path: Path, state: dict[str, Any]) -> None:
+    from daemon.cli import render
+
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        run = await wait_for(d, run_id, lambda r: _asks(r, "a"))
+        blocks = msgs.step_request(run, steps_of(run)["a"])
+        text = "\n".join(b["text"]["text"] for b in blocks if b.get("text"))
+        assert "Undo, approved with this step:* `test.restore`" in text
+        assert "k-a" in text and "filled in when the undo runs" in text
+        shown = render.run_details(run)
+        assert "Undo (approved with this step; runs when the run ends): test.restore" in shown
+        assert "(value: rendered from this step's output when the undo runs)" in shown
+        assert "Undos (run when the run ends, latest step first):" in shown
+
+
+async def test_an_undo_whose_action_says_not_yet_waits_and_is_asked_again(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    undo = _restore("b", "{{ params.key }}-b", action="test.restore_when_ready", timeout="10m")
+    async with serve(
+        tmp_path, {"u": runbook(undo_b=undo)}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert run["state"] == "undoing", run
+        assert steps_of(run)["b"]["undo"]["state"] == "waiting"
+        assert "not shipped yet" in steps_of(run)["b"]["undo"]["error"]
+        asked = [c for c in ledger.calls if c[0] == "restore_when_ready"]
+        await d.engine.tick()  # too soon: not asked again
+        assert [c for c in ledger.calls if c[0] == "restore_when_ready"] == asked
+        d.clock.advance(31)
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        assert len([c for c in ledger.calls if c[0] == "restore_when_ready"]) == 2
+        assert (await d.run(run_id))["state"] == "undoing"
+
+        ledger.ready = True
+        d.clock.advance(31)
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "succeeded", run
+        assert ledger.values == {} and events(run).count("undo_not_yet") == 1
+
+
+async def test_an_undo_saying_not_yet_past_its_timeout_needs_attention(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    undo = _restore("b", "{{ params.key }}-b", action="test.restore_when_ready", timeout="2m")
+    async with serve(
+        tmp_path, {"u": runbook(undo_b=undo)}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a", "b", "middle", "last")
+        for _ in range(5):
+            d.clock.advance(31)
+            await d.engine.tick()
+            await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "needs_attention", run
+        error = steps_of(run)["b"]["undo"]["error"]
+        assert "still answered not yet" in error and "not shipped yet" in error
+        assert ledger.values == {"k-b": "changed"}
