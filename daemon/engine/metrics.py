@@ -59,6 +59,25 @@ class Metrics:
             registry=r,
         )
         self.runbooks_loaded = Gauge("runbookd_runbooks_loaded", "Runbooks loaded.", registry=r)
+        self.check_last_fire = Gauge(
+            "runbookd_check_last_fire_timestamp_seconds",
+            "Fire time of the last recorded result of a runbook's scheduled check.",
+            ["runbook"],
+            registry=r,
+        )
+        self.check_outcomes = Counter(
+            "runbookd_check_outcomes",
+            "Scheduled check results, by runbook and outcome (ok: nothing to do, work: a run is due, "
+            "error: the check could not look).",
+            ["runbook", "outcome"],
+            registry=r,
+        )
+        self.check_findings = Gauge(
+            "runbookd_check_findings",
+            "Items needing action that a runbook's scheduled check reported last time.",
+            ["runbook"],
+            registry=r,
+        )
         # children of the hot-path counters, looked up once (labels() takes a lock and hashes each time)
         self._received = {s: self.alerts_received.labels(status=s) for s in ("firing", "resolved")}
         self._responses: dict[int, Counter] = {}
