@@ -89,8 +89,11 @@ class Longhorn:
     def backup(
         self, name: str, volume: str, *, hours_ago: float, state: str = "Completed", error: str = ""
     ) -> None:
-        """A backup requested ``hours_ago`` (and, if Completed, finished then)."""
+        """A backup requested ``hours_ago`` (and, if Completed, finished then). One seeded Pending or
+        InProgress never leaves that state (the controller leaves it alone): a stuck backup."""
         at = self.clock.now() - hours_ago * HOUR
+        if state in ("Pending", "InProgress"):
+            self.stuck.add(name)
         status: dict[str, Any] = {
             "state": state,
             "volumeName": volume,
