@@ -119,7 +119,11 @@ async def test_a_check_missed_while_down_runs_once_on_start(tmp_path: Path) -> N
     async with serve(tmp_path, {"nightly": NIGHTLY}, registry=probe.registry(), clock=clock) as d:
         await d.engine.tick()
         await d.engine.wait_idle()
+        text = await metrics(d)
     assert len(probe.calls) == 1  # a restart after it was recorded does not run it again
+    # the gauges show the recorded result after a restart, not nothing
+    assert 'runbookd_check_last_outcome{outcome="ok",runbook="nightly-look"} 1.0' in text
+    assert 'runbookd_check_last_fire_timestamp_seconds{runbook="nightly-look"} 1.8000684e+09' in text
 
 
 async def test_a_check_cut_off_by_a_stop_runs_once_on_the_next_start(tmp_path: Path) -> None:
@@ -208,7 +212,9 @@ async def test_a_check_that_fails_is_recorded_as_error_and_visible(tmp_path: Pat
         assert c["outcome"] == "error" and c["findings"] == 0 and c["pending"] is False
         expected = "forbidden" if how == "error" else "did not finish within 2s"
         assert expected in c["message"]
-        assert 'runbookd_check_outcomes_total{outcome="error",runbook="nightly-look"} 1.0' in await metrics(d)
+        text = await metrics(d)
+        assert 'runbookd_check_outcomes_total{outcome="error",runbook="nightly-look"} 1.0' in text
+        assert 'runbookd_check_last_outcome{outcome="error",runbook="nightly-look"} 1.0' in text
         out = await cli(d, "checks")
         assert "nightly-look" in out and "error" in out and expected[:20] in out
         listed = json.loads(await cli(d, "checks", "--output", "json"))

@@ -296,6 +296,8 @@ class Checker:
         m.check_last_fire.labels(runbook=runbook).set(fire)
         m.check_outcomes.labels(runbook=runbook, outcome=result.outcome).inc()
         m.check_findings.labels(runbook=runbook).set(result.findings)
+        for outcome in OUTCOMES:
+            m.check_last_outcome.labels(runbook=runbook, outcome=outcome).set(int(outcome == result.outcome))
 
     async def _restore_gauges(self, tx: Tx) -> None:
         """After a start, the gauges show the last recorded results, not zero."""
@@ -308,6 +310,9 @@ class Checker:
             if rec and rec.get("last_fire") is not None:
                 m.check_last_fire.labels(runbook=rb.name).set(float(rec["last_fire"]))
                 m.check_findings.labels(runbook=rb.name).set(float(rec.get("findings") or 0))
+                for outcome in OUTCOMES:
+                    last = int(outcome == rec.get("outcome"))
+                    m.check_last_outcome.labels(runbook=rb.name, outcome=outcome).set(last)
         self._restored = True
 
     async def list(self) -> list[dict[str, Any]]:

@@ -72,6 +72,12 @@ class Metrics:
             ["runbook", "outcome"],
             registry=r,
         )
+        self.check_last_outcome = Gauge(
+            "runbookd_check_last_outcome",
+            "1 for the outcome of a runbook's scheduled check's last recorded result, 0 for the others.",
+            ["runbook", "outcome"],
+            registry=r,
+        )
         self.check_findings = Gauge(
             "runbookd_check_findings",
             "Items needing action that a runbook's scheduled check reported last time.",
