@@ -239,3 +239,26 @@ def test_a_mutating_check_is_a_validation_error(tmp_path: Path) -> None:
     with pytest.raises(RunbookError) as err:
         load_all([folder], Probe().registry(), list(base_config(tmp_path)["approvers"]))
     assert "a check must be read-only" in str(err.value)
+
+
+async def test_a_fire_during_a_running_check_is_queued_not_lost(tmp_path: Path) -> None:
+    probe = Probe()
+    probe.hang = True
+    clock = FrozenClock(START)
+    slow = {"nightly": NIGHTLY.replace("timeout: 2s", "timeout: 5m")}
+    async with serve(tmp_path, slow, registry=probe.registry(), clock=clock) as d:
+        clock.advance(19.5 * 3600)
+        await d.engine.tick()
+        while not probe.calls:
+            await asyncio.sleep(0.01)
+        clock.advance(24 * 3600)  # the next night's fire comes while the first check still runs
+        await d.engine.tick()
+        assert len(probe.calls) == 1  # not a second check of the same trigger at once
+        probe.release.set()
+        await d.engine.wait_idle()
+        c = (await checks(d))["nightly-look"]
+        assert c["last_fire"] == "2027-01-16T03:00:00Z" and c["pending"] is True  # recorded, next queued
+        await d.engine.tick()
+        await d.engine.wait_idle()
+        c = (await checks(d))["nightly-look"]
+        assert len(probe.calls) == 2 and c["last_fire"] == "2027-01-17T03:00:00Z" and c["pending"] is False

@@ -134,7 +134,8 @@ class Checker:
 
             async def record(tx: Tx, fx: Effects) -> bool:
                 rec = await tx.kv_get(NAMESPACE, key)
-                if rec is None or rec.get("pending") != fire:
+                pending = rec.get("pending") if rec else None
+                if pending is None or float(pending) < fire:
                     return False  # recorded already (or the state was reset): never twice
                 run_id = None
                 message = result.message
