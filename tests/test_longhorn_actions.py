@@ -218,3 +218,55 @@ async def test_create_backup_refuses_while_a_backup_runs(
     with pytest.raises(GuardRefused, match=r"b-stuck .* still InProgress"):
         await create_backup.run(kube_ctx(clock=clock), CreateParams(volumes=[VOL]))
     assert kube_api.mutations == []
+
+
+def test_the_newest_completed_backup_is_kept_whatever_keep_last_says() -> None:
+    """The rule holds in the model itself, not only through keep_last >= 1 (which params enforce too)."""
+    from pydantic import ValidationError
+
+    from daemon.actions.longhorn.model import Backup, retention_verdicts
+
+    def completed(name: str, days: float) -> Backup:
+        at = NOW - days * 86400
+        return Backup(name, "uid-" + name, VOL, "Completed", at, at, "", "")
+
+    backups = [completed("new", 40), completed("old", 50)]
+    verdicts = retention_verdicts(backups, keep_last=0, keep_days=0, now=NOW)
+    assert verdicts["new"].delete is False and verdicts["old"].delete is True
+    assert (
+        retention_verdicts([completed("only", 400)], keep_last=0, keep_days=0, now=NOW)["only"].delete
+        is False
+    )
+    with pytest.raises(ValidationError):
+        RetentionParams(keep_last=0)
+
+
+async def test_the_longhorn_namespace_comes_from_the_config(
+    kube_api: KubeApiEmulator, clock: FrozenClock
+) -> None:
+    from support.action_memory import DictActionMemory
+
+    from daemon.actions.base import Clients
+    from daemon.clients.kubernetes import from_config
+    from daemon.config import KubernetesConfig
+
+    lh = Longhorn(kube_api, clock, namespace="storage")
+    lh.target()
+    lh.volume(VOL, "data")
+    lh.backup("b1", VOL, hours_ago=1)
+    client = await from_config(KubernetesConfig(host=kube_api.url, longhorn_namespace="storage"))
+    try:
+        ctx = ActionContext(
+            run_id="r",
+            step_id="s",
+            runbook="rb",
+            dry_run=False,
+            clients=Clients(kubernetes=client),
+            memory=DictActionMemory(),
+            clock=clock,
+        )
+        out = await backup_status.run(ctx, StatusParams())
+    finally:
+        await client.close()
+    assert out["namespace"] == "storage" and out["volumes"][0]["last_completed"] == "b1"
+    assert {r.path.split("/")[5] for r in kube_api.requests} == {"storage"}
