@@ -57,6 +57,9 @@ async def test_status_finds_stale_volumes_stuck_and_error_backups(
     lh.backup("b-fresh", OTHER, hours_ago=2)
     lh.backup("b-err", OTHER, hours_ago=3, state="Error", error="cannot reach s3")
     lh.volume("pvc-3333", "scratch")
+    lh.volume("pvc-4444", "being-backed-up")
+    lh.backup("b-4-old", "pvc-4444", hours_ago=40)
+    lh.backup("b-4-now", "pvc-4444", hours_ago=1, state="InProgress")  # under way: not stale yet
     out = await backup_status.run(kube_ctx(clock=clock), StatusParams())
     assert [s["volume"] for s in out["stale"]] == [VOL]
     assert out["stale"][0]["pvc"] == "data-prometheus-0" and out["stale"][0]["age_hours"] == 30.0

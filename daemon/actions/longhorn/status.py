@@ -57,6 +57,8 @@ def _volume_view(
     done = newest_first(backups)
     last = done[0] if done else None
     age = (now - last.completed_at) if last and last.completed_at else None
+    # A backup running and not yet stuck is the fix under way: give it until stuck_after.
+    underway = any(b.running and b.stuck_for(now, p.stuck_after) is None for b in backups)
     return {
         "volume": name,
         "pvc": pvc,
@@ -67,7 +69,8 @@ def _volume_view(
         "last_completed": last.name if last else None,
         "last_completed_at": iso(last.completed_at) if last and last.completed_at else None,
         "age_hours": round(age / 3600, 1) if age is not None else None,
-        "stale": bool(backups) and (age is None or age > p.max_age),
+        "stale": bool(backups) and (age is None or age > p.max_age) and not underway,
+        "underway": underway,
         "running": [b.brief(now) for b in backups if b.running],
         "errors": [{**b.brief(now), "error": b.error} for b in backups if b.state == "Error"],
     }
@@ -82,6 +85,8 @@ def _volume_view(
 async def backup_status(ctx: ActionContext, p: StatusParams) -> Output:
     """Per Longhorn volume: its PVC, last Completed backup, backups stuck Pending/InProgress longer than
     ``stuck_after``, Error backups, volumes never backed up, and whether the backup target is available.
+    A volume is stale when its last Completed backup is older than ``max_age`` (or it has none) and no
+    backup of it is under way (running, not yet stuck).
 
     ``findings``: the stale volumes, the stuck backups and an unavailable backup target."""
     lh, now = longhorn(ctx), ctx.clock.now()
