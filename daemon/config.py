@@ -229,6 +229,8 @@ class KubernetesConfig(_Model):
     """Further attempts after a 429, 5xx, timeout or connection error, with exponential backoff."""
     max_pvc_size: StorageQuantity | None = None
     """Ceiling for kubernetes.expand_pvc (e.g. 500Gi), whatever a runbook's max_size says."""
+    longhorn_namespace: str = Field("longhorn-system", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    """Where Longhorn's custom resources (longhorn.io/v1beta2 Volume, Backup, ...) live."""
 
     @model_validator(mode="after")
     def _one_source(self) -> KubernetesConfig:

@@ -38,6 +38,10 @@ EXPECTED_RUNBOOKS = {
     "RunbookdRunNeedsAttention": NO_RUNBOOK,
     "RunbookdWebhookErrors": NO_RUNBOOK,
     "RunbookdRunsFailingRepeatedly": NO_RUNBOOK,
+    "RunbookdCheckFailing": NO_RUNBOOK,
+    "RunbookdCheckWorkPiling": NO_RUNBOOK,
+    "LonghornBackupStuck": NO_RUNBOOK,
+    "LonghornBackupError": NO_RUNBOOK,
 }
 # Labels that name a target; grouping by all of them keeps one target per notification.
 TARGET_LABELS = {"namespace", "pod", "node", "persistentvolumeclaim", "job", "instance"}

@@ -429,6 +429,7 @@ def test_s3_permissions_are_declared_and_kept_out_of_the_cluster_role() -> None:
 
     registry = default_registry()
     assert object_storage_permissions(registry) == {
+        "s3:GetLifecycleConfiguration": ("s3.lifecycle_audit", "s3.remove_lifecycle_rules"),
         "s3:GetObject": ("thanos.bucket_status", "thanos.mark_for_deletion", "thanos.plan_retention"),
         "s3:ListBucket": (
             "s3.probe",
@@ -436,6 +437,7 @@ def test_s3_permissions_are_declared_and_kept_out_of_the_cluster_role() -> None:
             "thanos.mark_for_deletion",
             "thanos.plan_retention",
         ),
+        "s3:PutLifecycleConfiguration": ("s3.remove_lifecycle_rules",),
         "s3:PutObject": ("thanos.mark_for_deletion",),
     }
     assert not any("s3" in r.resource for r in rules_for(registry))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from daemon.actions import alertmanager, kubernetes, notify, prometheus, s3, thanos
+from daemon.actions import alertmanager, kubernetes, longhorn, notify, prometheus, s3, s3_lifecycle, thanos
 from daemon.actions import opensearch as opensearch_actions
 from daemon.actions.base import Action, ActionRegistry
 from daemon.errors import ConfigError
@@ -33,6 +33,8 @@ def default_registry(plugins: Iterable[str] = ()) -> ActionRegistry:
         *s3.ACTIONS,
         *thanos.ACTIONS,
         *opensearch_actions.ACTIONS,
+        *longhorn.ACTIONS,
+        *s3_lifecycle.ACTIONS,
     ]
     for name in plugins:
         actions += _plugin_actions(name)

@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument(
         "--config", type=Path, help="take the PostgreSQL password and TLS options from this config"
     )
+    ck = sub.add_parser("checks", help="scheduled checks: last fire, outcome (ok|work|error), findings")
+    ck.add_argument("--output", choices=["table", "json"], default="table")
+    client_args(ck)
     for name, text in (
         ("pause", "stop new steps from starting (kill switch)"),
         ("resume", "let steps start again"),
@@ -142,6 +145,9 @@ def _client_command(args: argparse.Namespace) -> int:
         _print(
             run, args.output, f"started {run['id']} ({run['runbook']} for {run['target']}): {run['state']}"
         )
+    elif cmd == "checks":
+        checks = api.get("/api/v1/checks")["checks"]
+        _print(checks, args.output, render.checks_table(checks))
     elif cmd in ("pause", "resume"):
         res = api.post(f"/api/v1/{cmd}")
         print("paused: no new steps will start" if res["paused"] else "resumed: approved steps may start")

@@ -104,3 +104,20 @@ def run_details(run: dict[str, Any]) -> str:
                 f"  {e['at']}  {e['by']:<16} {e['event']:<20} {_short(extra, 100) if extra else ''}".rstrip()
             )
     return "\n".join(out)
+
+
+def checks_table(checks: list[dict[str, Any]]) -> str:
+    if not checks:
+        return "no scheduled checks"
+    rows = [
+        (
+            c["runbook"],
+            c["schedule"],
+            c["last_fire"] or "never",
+            c["outcome"] or "-",
+            "-" if c["findings"] is None else c["findings"],
+            _short(c["message"] or "", 80),
+        )
+        for c in checks
+    ]
+    return table(["RUNBOOK", "SCHEDULE", "LAST FIRE", "OUTCOME", "FINDINGS", "MESSAGE"], rows)

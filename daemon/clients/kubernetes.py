@@ -136,6 +136,8 @@ class KubernetesClient:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_pvc_bytes: int | None = None
     """Site-wide ceiling for PVC expansion (config ``kubernetes.max_pvc_size``); None: runbooks decide."""
+    longhorn_namespace: str = "longhorn-system"
+    """Namespace of Longhorn's custom resources (config ``kubernetes.longhorn_namespace``)."""
     take_out_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     """Held by a node action from its blast-radius check until its cordon is sent, so that two steps
     running at once (limits.max_concurrent_mutating_steps > 1) cannot both pass the check on the same
@@ -386,4 +388,5 @@ async def from_config(cfg: KubernetesConfig) -> KubernetesClient:
         retry=RetryPolicy(attempts=cfg.retries + 1),
     )
     client.max_pvc_bytes = parse_quantity(cfg.max_pvc_size) if cfg.max_pvc_size else None
+    client.longhorn_namespace = cfg.longhorn_namespace
     return client

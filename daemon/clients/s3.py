@@ -2,7 +2,8 @@
 
 aiobotocore and botocore are imported on first use, not at start: they cost half a second and tens of
 MB, and most daemons never call S3. There is deliberately no delete here: runbookd never removes an
-object (Thanos blocks are retired with a deletion-mark.json that the compactor acts on).
+object (Thanos blocks are retired with a deletion-mark.json that the compactor acts on). The only
+deletion is of a bucket's lifecycle configuration, when the audit's last dangerous rule is removed.
 """
 
 from __future__ import annotations
@@ -307,6 +308,30 @@ class S3Client:
                 Bucket=bucket, Key=key, Body=body, ContentType=content_type
             )
         return str(resp.get("ETag", "")).strip('"')
+
+    # -- lifecycle configuration ----------------------------------------------------------------------------
+
+    async def get_lifecycle_rules(self, bucket: str) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules as S3 returns them; [] when it has no configuration."""
+        try:
+            with self._errors(f"GetBucketLifecycleConfiguration {bucket}"):
+                resp = await (await self._get()).get_bucket_lifecycle_configuration(Bucket=bucket)
+        except S3PermanentError as exc:
+            if exc.code == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+        return [dict(r) for r in resp.get("Rules", ())]
+
+    async def put_lifecycle_rules(self, bucket: str, rules: list[dict[str, Any]]) -> None:
+        """Replace the whole configuration (PutBucketLifecycleConfiguration has no partial form)."""
+        with self._errors(f"PutBucketLifecycleConfiguration {bucket}"):
+            await (await self._get()).put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration={"Rules": rules}
+            )
+
+    async def delete_lifecycle(self, bucket: str) -> None:
+        with self._errors(f"DeleteBucketLifecycle {bucket}"):
+            await (await self._get()).delete_bucket_lifecycle(Bucket=bucket)
 
 
 def _objects(page: dict[str, Any]) -> list[ObjectInfo]:

@@ -20,6 +20,7 @@ from daemon.actions.base import ActionRegistry
 from daemon.clients.bundle import Clients
 from daemon.config import Config
 from daemon.engine import views
+from daemon.engine.checks import Checker
 from daemon.engine.clockwork import Clockwork
 from daemon.engine.context import Context
 from daemon.engine.events import WebhookPayload
@@ -94,6 +95,8 @@ class Engine:
         self._routing = Router(self._ctx, self._runs, self._starter)
         self._operators = Operators(self._ctx, self._runs)
         self._clockwork = Clockwork(self._ctx, self._runs, self._starter)
+        self._checks = Checker(self._ctx, self._starter)
+        self._starter.checks = self._checks
         self.inbox = self._routing.inbox
         self.metrics.runbooks_loaded.set(len(runbooks))
         self.metrics.preset(sorted(runbooks))
@@ -208,6 +211,7 @@ class Engine:
 
     async def tick(self) -> None:
         await self._clockwork.tick()
+        await self._checks.tick()
 
     # ------------------------------------------------------------------ reads
 
@@ -229,6 +233,10 @@ class Engine:
 
     def runbook_list(self) -> list[dict[str, Any]]:
         return views.runbook_list(self.runbooks, self.registry)
+
+    async def list_checks(self) -> list[dict[str, Any]]:
+        """The scheduled checks and their last results (GET /api/v1/checks, ``runbookd checks``)."""
+        return await self._checks.list()
 
 
 __all__ = ["SYSTEM", "Engine"]

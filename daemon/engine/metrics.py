@@ -64,6 +64,31 @@ class Metrics:
             "1 on the replica that routes, plans, executes and notifies (always 1 with SQLite).",
             registry=r,
         )
+        self.check_last_fire = Gauge(
+            "runbookd_check_last_fire_timestamp_seconds",
+            "Fire time of the last recorded result of a runbook's scheduled check.",
+            ["runbook"],
+            registry=r,
+        )
+        self.check_outcomes = Counter(
+            "runbookd_check_outcomes",
+            "Scheduled check results, by runbook and outcome (ok: nothing to do, work: a run is due, "
+            "error: the check could not look).",
+            ["runbook", "outcome"],
+            registry=r,
+        )
+        self.check_last_outcome = Gauge(
+            "runbookd_check_last_outcome",
+            "1 for the outcome of a runbook's scheduled check's last recorded result, 0 for the others.",
+            ["runbook", "outcome"],
+            registry=r,
+        )
+        self.check_findings = Gauge(
+            "runbookd_check_findings",
+            "Items needing action that a runbook's scheduled check reported last time.",
+            ["runbook"],
+            registry=r,
+        )
         # children of the hot-path counters, looked up once (labels() takes a lock and hashes each time)
         self._received = {s: self.alerts_received.labels(status=s) for s in ("firing", "resolved")}
         self._responses: dict[int, Counter] = {}

@@ -9,10 +9,13 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
+from daemon.kits import crontab
+
 
 @lru_cache(maxsize=256)
 def _trigger(cron: str, tz: str) -> CronTrigger:
-    return CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz))
+    trigger: CronTrigger = crontab.trigger(cron, ZoneInfo(tz))
+    return trigger
 
 
 def due(cron: str, tz: str, last: float, now: float) -> float | None:

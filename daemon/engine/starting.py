@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.engine import gate, planner, schedules
 from daemon.engine.context import Context
@@ -20,11 +20,16 @@ from daemon.runbooks.schema import Runbook
 from daemon.store.records import RunRecord, RunState
 from daemon.store.sqlite import Tx
 
+if TYPE_CHECKING:
+    from daemon.engine.checks import Checker
+
 
 class Starter:
     def __init__(self, ctx: Context, runs: Runs) -> None:
         self._ctx = ctx
         self._runs = runs
+        self.checks: Checker | None = None
+        """Runs a runbook's scheduled check before a manual trigger (set by the engine)."""
 
     async def create_run(
         self,
@@ -98,13 +103,23 @@ class Starter:
             target = planner.render_target(rb, {**ctx, "params": rendered})
         except planner.PlanError as exc:
             raise InvalidRequest(str(exc)) from None
+        # A runbook with a scheduled check runs it first; the run starts whatever its when: says.
+        check = await self.checks.for_manual(rb, rendered, identity.name) if self.checks else None
 
         async def body(tx: Tx, fx: Effects) -> dict[str, Any]:
             active = await tx.active_run_for(rb.name, target)
             if active is not None:
                 raise Conflict(f"run {active.id} of {rb.name} is already active for {target}")
-            run = await self.create_run(tx, rb, target, rendered, "manual", identity.name, {}, fx)
+            context = {"check": check.context()} if check else {}
+            run = await self.create_run(tx, rb, target, rendered, "manual", identity.name, context, fx)
+            if check:
+                await check.record(tx, run.id)
             return await view_of(tx, run.id)
+
+        if check:
+            view = await self._ctx.transact(body)
+            check.observe()
+            return view
 
         return await self._ctx.transact(body)
 
@@ -112,8 +127,8 @@ class Starter:
         for lr in self._ctx.runbooks.values():
             rb = lr.runbook
             for i, trig in enumerate(rb.triggers):
-                if trig.schedule is None:
-                    continue
+                if trig.schedule is None or trig.check is not None:
+                    continue  # a schedule with a check fires through daemon.engine.checks
                 key = f"{rb.name}#{i}"
                 rec = await tx.kv_get("schedules", key)
                 if rec is None or rec.get("cron") != trig.schedule:

@@ -92,10 +92,10 @@ class Trigger(_Model):
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
         if v is not None:
-            from apscheduler.triggers.cron import CronTrigger
+            from daemon.kits import crontab
 
             try:
-                CronTrigger.from_crontab(v, timezone="UTC")
+                crontab.trigger(v, "UTC")
             except ValueError as exc:
                 raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
         return v

@@ -94,6 +94,11 @@ async def list_runbooks(request: web.Request) -> web.Response:
     return web.json_response({"runbooks": engine_of(request).runbook_list()})
 
 
+async def list_checks(request: web.Request) -> web.Response:
+    _who(request)
+    return web.json_response({"checks": await engine_of(request).list_checks()})
+
+
 async def pause(request: web.Request) -> web.Response:
     return web.json_response(await engine_of(request).set_paused(True, _who(request)))
 
@@ -125,3 +130,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/pause", pause)
     app.router.add_post("/api/v1/resume", resume)
     app.router.add_get("/api/v1/status", status)
+    app.router.add_get("/api/v1/checks", list_checks)

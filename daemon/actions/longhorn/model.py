@@ -1,0 +1,127 @@
+"""Longhorn objects as the actions reason about them: backups with their state and times, and the
+retention rules (never the newest Completed backup, never a volume's only one), shared by the plan and
+by the deletion that re-checks it right before acting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.clients.longhorn import LABEL_BACKUP_VOLUME
+from daemon.kits.clock import iso, parse_iso
+
+RUNNING_STATES = frozenset({"", "Pending", "InProgress"})
+"""Not finished: "" is a Backup no controller has picked up yet."""
+DAY = 86400.0
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Backup:
+    name: str
+    uid: str
+    volume: str
+    state: str
+    requested_at: float | None
+    """When the Backup object was created (the backup was asked for)."""
+    completed_at: float | None
+    """``status.backupCreatedAt``: when the upload finished (Completed backups)."""
+    error: str
+    url: str
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> Backup:
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        labels = meta.get("labels") or {}
+        completed = _time(status.get("backupCreatedAt")) or _time(status.get("snapshotCreatedAt"))
+        return cls(
+            name=str(meta.get("name", "")),
+            uid=str(meta.get("uid", "")),
+            volume=str(labels.get(LABEL_BACKUP_VOLUME) or status.get("volumeName") or ""),
+            state=str(status.get("state") or ""),
+            requested_at=_time(meta.get("creationTimestamp")),
+            completed_at=completed if status.get("state") == "Completed" else None,
+            error=str(status.get("error") or ""),
+            url=str(status.get("url") or ""),
+        )
+
+    @property
+    def completed(self) -> bool:
+        return self.state == "Completed"
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    def stuck_for(self, now: float, threshold: float) -> float | None:
+        """Seconds it has been running, when that is longer than ``threshold``."""
+        if not self.running or self.requested_at is None:
+            return None
+        age = now - self.requested_at
+        return age if age > threshold else None
+
+    def brief(self, now: float) -> dict[str, Any]:
+        at = self.completed_at if self.completed else self.requested_at
+        return {
+            "backup": self.name,
+            "volume": self.volume,
+            "state": self.state or "New",
+            "at": iso(at) if at is not None else None,
+            "age_hours": round((now - at) / 3600, 1) if at is not None else None,
+        }
+
+
+def by_volume(objects: list[dict[str, Any]]) -> dict[str, list[Backup]]:
+    out: dict[str, list[Backup]] = {}
+    for obj in objects:
+        b = Backup.of(obj)
+        out.setdefault(b.volume, []).append(b)
+    return out
+
+
+def newest_first(backups: list[Backup]) -> list[Backup]:
+    """Completed backups, newest first (by completion time, then name for a stable order)."""
+    done = [b for b in backups if b.completed and b.completed_at is not None]
+    return sorted(done, key=lambda b: (b.completed_at or 0.0, b.name), reverse=True)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    delete: bool
+    reason: str
+
+
+def retention_verdicts(
+    backups: list[Backup], keep_last: int, keep_days: float, now: float
+) -> dict[str, Verdict]:
+    """For each backup of ONE volume: delete it or keep it, and why. A backup is deleted only when it is
+    Completed, is not among the newest ``keep_last`` Completed ones, is older than ``keep_days``, is not
+    the newest Completed backup and is not the volume's only Completed one; anything else is kept."""
+    ordered = newest_first(backups)
+    out: dict[str, Verdict] = {}
+    for b in backups:
+        if not b.completed or b.completed_at is None:
+            out[b.name] = Verdict(False, f"{b.state or 'New'}, not Completed: retention leaves it alone")
+    for rank, b in enumerate(ordered):
+        age_days = (now - (b.completed_at or now)) / DAY
+        if rank == 0:
+            out[b.name] = Verdict(False, "the newest Completed backup of its volume")
+        elif len(ordered) < 2:
+            out[b.name] = Verdict(False, "the volume's only Completed backup")
+        elif rank < keep_last:
+            out[b.name] = Verdict(False, f"among the newest {keep_last} Completed backups")
+        elif age_days <= keep_days:
+            out[b.name] = Verdict(False, f"{age_days:.1f} days old, not older than {keep_days:g} days")
+        else:
+            out[b.name] = Verdict(
+                True, f"#{rank + 1} newest, {age_days:.1f} days old: beyond keep_last and keep_days"
+            )
+    return out
