@@ -65,6 +65,10 @@ CREATE INDEX IF NOT EXISTS steps_by_deadline ON steps (state, deadline);
 CREATE TABLE IF NOT EXISTS kv (
   namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
 );
+CREATE TABLE IF NOT EXISTS slack_signatures (
+  signature TEXT PRIMARY KEY, expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS slack_signatures_by_expiry ON slack_signatures (expires_at);
 """
 
 R = TypeVar("R", RunRecord, StepRecord)
@@ -349,6 +353,18 @@ class Tx:
     async def kv_items(self, namespace: str) -> dict[str, dict[str, Any]]:
         rows = await self._all("SELECT key, value FROM kv WHERE namespace = ?", (namespace,))
         return {r["key"]: dict(json.loads(r["value"])) for r in rows}
+
+    # Slack replay protection: signatures of accepted requests, kept while their timestamp is valid
+    async def first_slack_delivery(self, signature: str, expires_at: float, now: float) -> bool:
+        """Record a verified Slack request's signature; False if it was recorded already (a replay).
+        Signatures whose window has passed are pruned first (the verifier refuses those requests)."""
+        await self.db.execute("DELETE FROM slack_signatures WHERE expires_at < ?", (now,))
+        rows = await self.db.execute_fetchall(
+            "INSERT INTO slack_signatures (signature, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (signature) DO NOTHING RETURNING 1",
+            (signature, expires_at),
+        )
+        return bool(list(rows))
 
 
 class Store:
