@@ -82,9 +82,12 @@ _CLIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError
 
 
 def _is_client_error(exc: BaseException | None) -> bool:
-    from aiohttp.http_exceptions import HttpProcessingError  # aiohttp is heavy; only where logged
+    # aiohttp is heavy; imported only where logged. RequestPayloadError: aiohttp reading what is left of
+    # a broken body after the handler answered ("Unhandled exception" otherwise, with a traceback).
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.web_protocol import RequestPayloadError
 
-    return isinstance(exc, (HttpProcessingError, *_CLIENT_ERRORS))
+    return isinstance(exc, (HttpProcessingError, RequestPayloadError, *_CLIENT_ERRORS))
 
 
 class ServerNoiseFilter(logging.Filter):

@@ -62,6 +62,8 @@ class BodyGate:
         except web.HTTPRequestEntityTooLarge:
             raise BadBody(413, f"body larger than {self.limit} bytes") from None
         except (HttpProcessingError, web.RequestPayloadError) as exc:  # encoding, chunking, framing
+            # Nothing more can be read: say so, or aiohttp tries to read the rest after the answer.
+            request.content.feed_eof()
             raise BadBody(400, f"cannot read the body: {_first_line(exc)}") from None
         except ConnectionError:  # the client went away mid-body (ConnectionResetError "Connection lost")
             raise BadBody(400, "the client closed the connection before sending the whole body") from None

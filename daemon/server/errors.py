@@ -34,7 +34,8 @@ def error(status: int, message: str, **extra: object) -> web.Response:
 
 def bad_body(request: web.Request, exc: BadBody) -> web.Response:
     """One warning line (rate-limited), and the connection is not kept: its stream is in an unknown state."""
-    log.warning("http.bad_body", path=request.path, status=exc.status, error=str(exc), detail=exc.detail)
+    detail = {"detail": exc.detail} if exc.detail else {}
+    log.warning("http.bad_body", path=request.path, status=exc.status, error=str(exc), **detail)
     resp = error(exc.status, str(exc))
     resp.force_close()
     if exc.status == 503:
