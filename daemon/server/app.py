@@ -17,7 +17,7 @@ from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import LogNotifier, Notifier
 from daemon.kits.clock import Clock
 from daemon.runbooks.loader import LoadedRunbook
-from daemon.server import api
+from daemon.server import api, openapi
 from daemon.server.answers import json_response
 from daemon.server.auth import TokenAuth
 from daemon.server.bodies import BodyGate
@@ -103,4 +103,10 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    document = openapi.text()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(text=document, content_type="application/json")
+
+    app.router.add_get("/api/v1/openapi.json", openapi_json)
     return app
