@@ -30,8 +30,10 @@ class RateLimiter:
     """At most ``burst`` lines per ``per`` seconds for each kind of line; the next line let through
     after a pause says how many were dropped (``suppressed=N``).
 
-    A kind is what makes two lines "the same": for a structlog event its logger, level, event name and
-    error; for a standard library record its logger, level and message template."""
+    A kind is what makes two lines "the same". A structlog event that reports an error (an ``error``
+    field or a traceback) is of the kind of its level, event name and error, whatever else it says
+    (the path, the client), so a flood of one failure is one kind; any other event only repeats when
+    all of it repeats. A standard library record's kind is its logger, level and message template."""
 
     def __init__(
         self,
@@ -69,7 +71,10 @@ class RateLimiter:
         """structlog processor: rate-limits warnings and worse (info lines are the daemon's own story)."""
         if method not in ("warning", "warn", "error", "exception", "critical"):
             return event
-        kind = (event.get("logger"), method, event.get("event"), str(event.get("error", ""))[:200])
+        if "error" in event or "exc_info" in event:
+            kind: tuple[object, ...] = (method, event.get("event"), str(event.get("error", ""))[:200])
+        else:
+            kind = (method, *sorted((k, repr(v)[:200]) for k, v in event.items()))
         dropped = self.allow(kind)
         if dropped is None:
             raise structlog.DropEvent

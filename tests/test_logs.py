@@ -76,14 +76,17 @@ def test_tracebacks_never_render_locals(
 def test_identical_warnings_are_rate_limited(configured: None, capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("json")
     log = structlog.get_logger("runbookd.test")
-    for _ in range(50):
-        log.warning("http.bad_body", path="/api/v1/runs", error="cannot read the body")
+    for i in range(50):  # one failure, whatever the path: one kind
+        log.warning("http.bad_body", path=f"/api/v1/runs/{i}", error="cannot read the body")
     log.warning("http.bad_body", path="/api/v1/runs", error="another error")
+    for i in range(50):  # no error: only lines identical in everything are one kind
+        log.warning("engine.paused", by=f"user-{i % 25}")
     for _ in range(50):
         log.info("routine.line")
     lines = capsys.readouterr().err.splitlines()
     assert sum("cannot read the body" in line for line in lines) == 10
     assert sum("another error" in line for line in lines) == 1
+    assert sum("engine.paused" in line for line in lines) == 50
     assert sum("routine.line" in line for line in lines) == 50  # info is not limited
 
 

@@ -152,6 +152,8 @@ class ChatOps:
         What can be checked before the body is read is checked first (both headers present, well-formed,
         the timestamp inside the window), so an unsigned request costs no body read at all."""
         timestamp = self._signed_at(request.headers)
+        if timestamp is None:
+            raise self._unverified(request)
         body = await request.app[BODIES].read(request)
         try:
             valid = self._verifier.is_valid_request(body, dict(request.headers))
@@ -160,12 +162,14 @@ class ChatOps:
         if not valid:
             raise self._unverified(request)
         if not await self._first_delivery(request.headers["X-Slack-Signature"], timestamp):
-            log.warning("slack.replayed_request", path=request.path, remote=request.remote)
+            log.warning(
+                "slack.replayed_request", path=request.path, remote=request.remote, error="replayed"
+            )
             raise Unauthorized("replayed Slack request: this signed request was already received")
         return body
 
-    def _signed_at(self, headers: Mapping[str, str]) -> int:
-        """The request's timestamp, if its signature headers could be valid; Unauthorized otherwise."""
+    def _signed_at(self, headers: Mapping[str, str]) -> int | None:
+        """The request's timestamp, if its signature headers could be valid; None otherwise."""
         ts, sig = headers.get("X-Slack-Request-Timestamp", ""), headers.get("X-Slack-Signature", "")
         if (
             ts.isascii()
@@ -175,10 +179,12 @@ class ChatOps:
             and abs(self._clock.now() - int(ts)) <= _SIGNATURE_WINDOW
         ):
             return int(ts)
-        raise Unauthorized("missing, invalid or expired Slack signature")
+        return None
 
     def _unverified(self, request: web.Request) -> Unauthorized:
-        log.warning("slack.unverified_request", path=request.path, remote=request.remote)
+        log.warning(
+            "slack.unverified_request", path=request.path, remote=request.remote, error="bad signature"
+        )
         return Unauthorized("missing, invalid or expired Slack signature")
 
     async def _first_delivery(self, signature: str, timestamp: int) -> bool:
