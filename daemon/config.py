@@ -74,7 +74,7 @@ class ServerConfig(_Model):
     body_timeout: Duration = 10.0
     """Longest a client may take to send a request body once its headers are in; slower answers 408.
     Alertmanager and Slack send theirs in milliseconds; this only bounds slow or stalled clients."""
-    max_pending_bodies: int = Field(default=256, ge=1)
+    max_pending_bodies: int = Field(default=128, ge=1)
     """Request bodies read at once; more answer 503 at once (Alertmanager retries) instead of holding
     memory and sockets for clients that send slowly or not at all."""
     drain_timeout: Duration = 5.0
