@@ -71,6 +71,15 @@ class ServerConfig(_Model):
     shutdown_grace: Duration = 10.0
     """On SIGTERM, how long running steps may go on before they are cancelled (and recovered on the
     next start). Keep it below the pod's terminationGracePeriodSeconds."""
+    body_timeout: Duration = 10.0
+    """Longest a client may take to send a request body once its headers are in; slower answers 408.
+    Alertmanager and Slack send theirs in milliseconds; this only bounds slow or stalled clients."""
+    max_pending_bodies: int = Field(default=128, ge=1)
+    """Request bodies read at once; more answer 503 at once (Alertmanager retries) instead of holding
+    memory and sockets for clients that send slowly or not at all."""
+    drain_timeout: Duration = 5.0
+    """On SIGTERM, how long requests already being handled may take to finish before their connections
+    are closed (bodies still being received are given up at once)."""
 
     @field_validator("listen")
     @classmethod

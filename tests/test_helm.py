@@ -116,7 +116,8 @@ def test_the_chart_config_validates_with_the_daemon_config_model(values: dict[st
     assert config.server.host == "0.0.0.0", "probes and the Service reach the pod IP"
     assert config.log.format == "json"
     grace = values["terminationGracePeriodSeconds"]
-    assert config.server.shutdown_grace + 10 <= grace, "the drain must end before the kubelet's SIGKILL"
+    drain = config.server.drain_timeout + config.server.shutdown_grace  # requests in flight, then steps
+    assert drain + 10 <= grace, "the drain must end before the kubelet's SIGKILL"
     # The seed cluster's Thanos Query and Alertmanager (seed/data-model.md); in-cluster Kubernetes.
     assert config.prometheus is not None and config.prometheus.url == "http://thanos-query.monitoring:9090"
     assert config.alertmanager is not None

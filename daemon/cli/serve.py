@@ -80,7 +80,9 @@ async def _run(app: web.Application, config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.server.drain_timeout
+    )
     await runner.setup()
     # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's full passes,
     # which otherwise stall the loop for tens of milliseconds walking the start-up heap.

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemon.kits import strictjson
 from daemon.kits.clock import parse_iso
 
 APPROVE = "runbookd.approve"
@@ -74,7 +75,7 @@ class ButtonValue:
     @classmethod
     def decode(cls, value: object) -> ButtonValue:
         """Raises ValueError unless ``value`` is a button value this module made."""
-        data = json.loads(value) if isinstance(value, str) else None
+        data = strictjson.loads(value) if isinstance(value, str) and len(value) <= 2000 else None
         if not isinstance(data, dict) or not all(
             isinstance(data.get(k), str) for k in ("run", "step", "plan_hash")
         ):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from daemon.engine.identity import Identity, Role
 from daemon.errors import Forbidden, InvalidRequest
-from daemon.server.keys import AUTH, engine_of
+from daemon.server.answers import json_response
+from daemon.server.bodies import json_object
+from daemon.server.keys import AUTH, BODIES, engine_of
 
 MAX_PARAM_VALUE = 4096
 """Longest string a manual trigger may give a param (the limit on an alert label's value)."""
@@ -23,26 +24,19 @@ def _who(request: web.Request, role: Role = "viewer") -> Identity:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        data = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
-        raise InvalidRequest("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return data
+    """A JSON object (standard JSON, bounded depth, no lone surrogates), ``{}`` without a body."""
+    return await json_object(request.app[BODIES], request)
 
 
 async def list_runs(request: web.Request) -> web.Response:
     _who(request)
     state = request.query.get("state")
-    return web.json_response({"runs": await engine_of(request).list_runs(state)})
+    return json_response({"runs": await engine_of(request).list_runs(state)})
 
 
 async def get_run(request: web.Request) -> web.Response:
     _who(request)
-    return web.json_response(await engine_of(request).get_run(request.match_info["run_id"]))
+    return json_response(await engine_of(request).get_run(request.match_info["run_id"]))
 
 
 async def approve_step(request: web.Request) -> web.Response:
@@ -54,7 +48,7 @@ async def approve_step(request: web.Request) -> web.Response:
     run = await engine_of(request).approve(
         request.match_info["run_id"], request.match_info["step_id"], identity, plan_hash
     )
-    return web.json_response(run)
+    return json_response(run)
 
 
 async def reject_run(request: web.Request) -> web.Response:
@@ -62,7 +56,7 @@ async def reject_run(request: web.Request) -> web.Response:
     reason = (await _body(request)).get("reason")
     if not isinstance(reason, str):
         raise InvalidRequest('a rejection needs {"reason": "..."}')
-    return web.json_response(await engine_of(request).reject(request.match_info["run_id"], identity, reason))
+    return json_response(await engine_of(request).reject(request.match_info["run_id"], identity, reason))
 
 
 async def create_run(request: web.Request) -> web.Response:
@@ -77,7 +71,7 @@ async def create_run(request: web.Request) -> web.Response:
     if long:  # as an alert label's value: params end up in plans, the timeline, Slack and logs
         raise InvalidRequest(f"param(s) {', '.join(long)[:200]} longer than {MAX_PARAM_VALUE} characters")
     run = await engine_of(request).trigger(runbook, params, identity)
-    return web.json_response(run, status=201)
+    return json_response(run, status=201)
 
 
 async def get_receipt(request: web.Request) -> web.Response:
@@ -86,12 +80,12 @@ async def get_receipt(request: web.Request) -> web.Response:
     seq = request.match_info["seq"]
     if not (seq.isascii() and seq.isdigit()) or len(seq) > 18:  # SQLite integers are 64-bit
         raise InvalidRequest("a receipt is a number")
-    return web.json_response(await engine_of(request).receipt(int(seq)))
+    return json_response(await engine_of(request).receipt(int(seq)))
 
 
 async def list_runbooks(request: web.Request) -> web.Response:
     _who(request)
-    return web.json_response({"runbooks": engine_of(request).runbook_list()})
+    return json_response({"runbooks": engine_of(request).runbook_list()})
 
 
 async def list_checks(request: web.Request) -> web.Response:
@@ -100,17 +94,17 @@ async def list_checks(request: web.Request) -> web.Response:
 
 
 async def pause(request: web.Request) -> web.Response:
-    return web.json_response(await engine_of(request).set_paused(True, _who(request)))
+    return json_response(await engine_of(request).set_paused(True, _who(request)))
 
 
 async def resume(request: web.Request) -> web.Response:
-    return web.json_response(await engine_of(request).set_paused(False, _who(request)))
+    return json_response(await engine_of(request).set_paused(False, _who(request)))
 
 
 async def status(request: web.Request) -> web.Response:
     _who(request)
     engine = engine_of(request)
-    return web.json_response(
+    return json_response(
         {
             "paused": await engine.is_paused(),
             "dry_run": engine.config.dry_run,

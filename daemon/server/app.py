@@ -17,11 +17,13 @@ from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import LogNotifier, Notifier
 from daemon.kits.clock import Clock
 from daemon.runbooks.loader import LoadedRunbook
-from daemon.server import api
+from daemon.server import api, openapi
+from daemon.server.answers import json_response
 from daemon.server.auth import TokenAuth
+from daemon.server.bodies import BodyGate
 from daemon.server.errors import errors_middleware
 from daemon.server.intake import alertmanager_webhook
-from daemon.server.keys import AUTH, CONFIG, SLOT, Slot, engine_of
+from daemon.server.keys import AUTH, BODIES, CONFIG, SLOT, Slot, engine_of
 from daemon.server.slack import ChatOps
 from daemon.store.factory import leadership_for, open_store
 
@@ -29,14 +31,14 @@ log = structlog.get_logger("runbookd.server")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     slot = request.app[SLOT]
     if slot.ready and slot.engine is not None and await slot.engine.store.ping():
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not ready"}, status=503)
+        return json_response({"status": "ready"})
+    return json_response({"status": "not ready"}, status=503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -59,6 +61,7 @@ def create_app(
     app[CONFIG] = config
     app[AUTH] = TokenAuth(config.auth.tokens, secrets.tokens, secrets.webhook_token)
     app[SLOT] = slot = Slot()
+    app[BODIES] = bodies = BodyGate(config.server)
     chatops = ChatOps.install(app, config, secrets, runbooks, clock)  # None unless Slack is on
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -102,10 +105,20 @@ def create_app(
             await store.close()
             log.info("runbookd.stopped")
 
+    async def give_up_bodies(app: web.Application) -> None:
+        bodies.close()  # before the server waits for requests in progress: none waits on a slow client
+
+    app.on_shutdown.append(give_up_bodies)
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
     api.add_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    document = openapi.text()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(text=document, content_type="application/json")
+
+    app.router.add_get("/api/v1/openapi.json", openapi_json)
     return app

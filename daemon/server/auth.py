@@ -18,7 +18,9 @@ class Unauthorized(Exception):
 
 
 def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode()).digest()
+    # surrogateescape: a header that is not UTF-8 (``Bearer \xff``) reaches us with its bytes escaped;
+    # it digests to something no token matches (401), instead of failing to encode (500).
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
 def bearer(request: web.Request) -> str | None:

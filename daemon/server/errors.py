@@ -1,4 +1,7 @@
-"""Map runbookd's errors to HTTP answers: a JSON body with the message, never a traceback."""
+"""Map runbookd's errors to HTTP answers: a JSON body with the message, never a traceback.
+
+A request the client got wrong (its body, its JSON, its credentials) is logged in one line, without a
+traceback; repeated identical lines are rate-limited by the log set-up (``daemon.logs``)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import structlog
 from aiohttp import web
 
 from daemon.errors import Conflict, Forbidden, InvalidRequest, NotFound, StoreUnavailable
+from daemon.server.answers import json_response
 from daemon.server.auth import Unauthorized
+from daemon.server.bodies import BadBody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("runbookd.http")
@@ -24,13 +29,26 @@ _STATUS: list[tuple[type[Exception], int]] = [
 
 
 def error(status: int, message: str, **extra: object) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+    return json_response({"error": message, **extra}, status=status)
+
+
+def bad_body(request: web.Request, exc: BadBody) -> web.Response:
+    """One warning line (rate-limited), and the connection is not kept: its stream is in an unknown state."""
+    detail = {"detail": exc.detail} if exc.detail else {}
+    log.warning("http.bad_body", path=request.path, status=exc.status, error=str(exc), **detail)
+    resp = error(exc.status, str(exc))
+    resp.force_close()
+    if exc.status == 503:
+        resp.headers["Retry-After"] = "1"
+    return resp
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except BadBody as exc:
+        return bad_body(request, exc)
     except web.HTTPException as exc:
         if exc.status == 413:
             return error(413, "request body too large")

@@ -9,9 +9,12 @@ from pydantic import ValidationError
 
 from daemon.engine.events import WebhookPayload
 from daemon.errors import StoreUnavailable
+from daemon.kits import strictjson
+from daemon.server.answers import json_response
 from daemon.server.auth import Unauthorized
-from daemon.server.errors import error
-from daemon.server.keys import AUTH, CONFIG, engine_of
+from daemon.server.bodies import BadBody
+from daemon.server.errors import bad_body, error
+from daemon.server.keys import AUTH, BODIES, engine_of
 
 
 def _validation_message(exc: ValidationError) -> list[str]:
@@ -33,18 +36,21 @@ async def _handle(request: web.Request) -> web.Response:
         request.app[AUTH].check_webhook(request)
     except Unauthorized as exc:
         return error(401, str(exc))
-    limit = request.app[CONFIG].server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return error(413, f"payload larger than {limit} bytes")
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return error(413, f"payload larger than {limit} bytes")
+        body = await request.app[BODIES].read(request)
+    except BadBody as exc:
+        return bad_body(request, exc)
     try:
         text = body.decode("utf-8")
         payload = WebhookPayload.model_validate_json(text)
+        # pydantic's parser refuses lone surrogates and bounds nesting (200 levels) itself, but takes
+        # NaN/Infinity in fields it ignores: only a body that could hold them is parsed a second time.
+        if "NaN" in text or "Infinity" in text:
+            strictjson.loads(text, max_depth=200)
     except UnicodeDecodeError:
         return error(400, "body is not valid JSON (UTF-8)")
+    except strictjson.JSONRefused as exc:
+        return error(400, f"body is not valid JSON: {exc}")
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             return error(400, "body is not valid JSON")
@@ -54,4 +60,4 @@ async def _handle(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return error(503, f"cannot store the alerts now, retry: {exc}")
     # Stored: routing (starting or attaching runs) follows at once; GET /api/v1/receipts/{receipt} shows it.
-    return web.json_response({"status": "stored", "alerts": len(payload.alerts), "receipt": receipt})
+    return json_response({"status": "stored", "alerts": len(payload.alerts), "receipt": receipt})

@@ -10,6 +10,7 @@ from aiohttp import web
 from daemon.config import Config
 from daemon.engine.engine import Engine
 from daemon.server.auth import TokenAuth
+from daemon.server.bodies import BodyGate
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Slot:
 SLOT = web.AppKey("slot", Slot)
 AUTH = web.AppKey("auth", TokenAuth)
 CONFIG = web.AppKey("config", Config)
+BODIES = web.AppKey("bodies", BodyGate)
 
 
 def engine_of(request: web.Request) -> Engine:

@@ -12,9 +12,7 @@ the engine's calls, so the approval rules are the API's.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -26,6 +24,7 @@ from slack_sdk import signature
 from daemon.config import Config, Secrets
 from daemon.engine.identity import Identity
 from daemon.errors import InvalidRequest, RunbookdError
+from daemon.kits import strictjson
 from daemon.kits.clock import Clock, SystemClock
 from daemon.notify import slack_replies as replies
 from daemon.notify.slack import SlackNotifier
@@ -34,8 +33,9 @@ from daemon.notify.slack_delivery import RetryPolicy, SlackApi, SlackError
 from daemon.notify.slack_messages import APPROVE, REJECT, ButtonValue
 from daemon.notify.slack_operations import SlackOperations
 from daemon.runbooks.loader import LoadedRunbook
+from daemon.server.answers import json_response
 from daemon.server.auth import Unauthorized
-from daemon.server.keys import engine_of
+from daemon.server.keys import BODIES, engine_of
 from daemon.store.base import StateStore
 
 log = structlog.get_logger("runbookd.slack")
@@ -44,8 +44,8 @@ _USER_ID = re.compile(r"^[A-Z0-9]{2,32}$")
 Answer = replies.Answer
 _SIGNATURE_WINDOW = 300
 """Seconds a signed request stays valid on either side of its timestamp (slack_sdk's verifier)."""
-_SEEN_MAX = 50_000
-"""Signatures remembered to refuse replays; Slack sends far fewer requests than this in 10 minutes."""
+_SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
+"""Slack's signature header: version 0, HMAC-SHA256 in hex."""
 
 
 class _VerifierClock(signature.Clock):
@@ -84,8 +84,8 @@ class ChatOps:
         self._verifier = signature.SignatureVerifier(
             secrets.slack_signing_secret.get_secret_value(), clock=_VerifierClock(clock)
         )
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        """Signatures of requests already accepted, until their timestamp leaves the window."""
+        self._store: StateStore | None = None
+        """Where signatures of accepted requests are kept (replays refused across restarts)."""
         self._runbook_channels = {
             name: lr.runbook.channel for name, lr in runbooks.items() if lr.runbook.channel
         }
@@ -117,6 +117,7 @@ class ChatOps:
     def start(self, store: StateStore) -> SlackNotifier:
         """Create the Web API client and the notifier (once the store is open)."""
         public_url = self.config.server.public_url
+        self._store = store
         self._api = SlackApi(self._token, self.slack.api_url, self.slack.timeout, self.retry)
         notifier = SlackNotifier(
             api=self._api, store=store, channel_for=self.channel_for, public_url=public_url
@@ -146,35 +147,59 @@ class ChatOps:
     # ------------------------------------------------------------------ requests
 
     async def verified_body(self, request: web.Request) -> bytes:
-        """The raw body, once its Slack signature and timestamp check out; 401 otherwise."""
-        body = await request.read()
+        """The raw body, once its Slack signature and timestamp check out; 401 otherwise.
+
+        What can be checked before the body is read is checked first (both headers present, well-formed,
+        the timestamp inside the window), so an unsigned request costs no body read at all."""
+        timestamp = self._signed_at(request.headers)
+        if timestamp is None:
+            raise self._unverified(request)
+        body = await request.app[BODIES].read(request)
         try:
             valid = self._verifier.is_valid_request(body, dict(request.headers))
         except (ValueError, UnicodeDecodeError):  # a timestamp that is not an integer, a body not UTF-8
             valid = False
         if not valid:
-            log.warning("slack.unverified_request", path=request.path, remote=request.remote)
-            raise Unauthorized("missing, invalid or expired Slack signature")
-        if not self._first_delivery(request.headers):
-            log.warning("slack.replayed_request", path=request.path, remote=request.remote)
+            raise self._unverified(request)
+        if not await self._first_delivery(request.headers["X-Slack-Signature"], timestamp):
+            log.warning(
+                "slack.replayed_request", path=request.path, remote=request.remote, error="replayed"
+            )
             raise Unauthorized("replayed Slack request: this signed request was already received")
         return body
 
-    def _first_delivery(self, headers: Mapping[str, str]) -> bool:
-        """Remember a verified request's signature while its timestamp is valid; False if seen already.
+    def _signed_at(self, headers: Mapping[str, str]) -> int | None:
+        """The request's timestamp, if its signature headers could be valid; None otherwise."""
+        ts, sig = headers.get("X-Slack-Request-Timestamp", ""), headers.get("X-Slack-Signature", "")
+        if (
+            ts.isascii()
+            and ts.isdigit()
+            and len(ts) <= 12
+            and _SIGNATURE.match(sig)
+            and abs(self._clock.now() - int(ts)) <= _SIGNATURE_WINDOW
+        ):
+            return int(ts)
+        return None
+
+    def _unverified(self, request: web.Request) -> Unauthorized:
+        log.warning(
+            "slack.unverified_request", path=request.path, remote=request.remote, error="bad signature"
+        )
+        return Unauthorized("missing, invalid or expired Slack signature")
+
+    async def _first_delivery(self, signature: str, timestamp: int) -> bool:
+        """Record a verified request's signature in the store while its timestamp is valid; False if it
+        was recorded already, before this start or since.
 
         Slack never re-sends a command or an interaction, so the same signature twice is a replay (for
-        ``/runbook approve RUN``, which approves the current step, a replay could approve the next one)."""
-        now = self._clock.now()
-        while self._seen and next(iter(self._seen.values())) < now:
-            self._seen.popitem(last=False)
-        sig = headers.get("X-Slack-Signature", "")
-        if sig in self._seen:
-            return False
-        if len(self._seen) >= _SEEN_MAX:
-            self._seen.popitem(last=False)
-        self._seen[sig] = float(headers.get("X-Slack-Request-Timestamp", now)) + _SIGNATURE_WINDOW + 1
-        return True
+        ``/runbook approve RUN``, which approves the current step, a replay could approve the next one;
+        a replayed ``/runbook pause`` after a restart would pause the daemon)."""
+        if self._store is None:
+            raise web.HTTPServiceUnavailable(reason="runbookd is starting")
+        async with self._store.transaction() as tx:
+            return await tx.first_slack_delivery(
+                signature, timestamp + _SIGNATURE_WINDOW + 1, self._clock.now()
+            )
 
     # ------------------------------------------------------------------ background work
 
@@ -234,8 +259,8 @@ def _form(body: bytes) -> dict[str, str]:
 
 def _json_object(text: object, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+        data = strictjson.loads(text) if isinstance(text, str) else None
+    except strictjson.JSONRefused:
         data = None
     if not isinstance(data, dict):
         raise InvalidRequest(f"{what} is not a JSON object")
@@ -322,7 +347,7 @@ def _on_submission(
         raise InvalidRequest("the dialog was submitted without a reason field") from None
     if not isinstance(reason, str) or not reason.strip():
         errors = {replies.REASON_BLOCK: "A rejection needs a reason."}
-        return web.json_response({"response_action": "errors", "errors": errors})
+        return json_response({"response_action": "errors", "errors": errors})
     log.info("slack.reject_submitted", user=user_id, run_id=run_id)
     identity = ops.identity(user_id, display)
     if identity is None:
@@ -346,12 +371,12 @@ async def commands(request: web.Request) -> web.StreamResponse:
     try:
         cmd = parse(form.get("text", ""))
     except UsageError as exc:
-        return web.json_response(replies.usage(str(exc)))
+        return json_response(replies.usage(str(exc)))
     if cmd.verb == "help":
-        return web.json_response(replies.help_text())
+        return json_response(replies.help_text())
     identity = ops.identity(user_id, form.get("user_name"))
     if identity is None:
-        return web.json_response(replies.not_allowed(user_id))
+        return json_response(replies.not_allowed(user_id))
     log.info("slack.command", verb=cmd.verb, user=user_id, run_id=cmd.run_id)
     ops.spawn(ops.work.command(engine_of(request), identity, cmd), response_url, f"command.{cmd.verb}")
     return web.Response()

@@ -47,6 +47,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         " attempts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, idx));"
         "CREATE INDEX IF NOT EXISTS undos_by_state ON undos (state)",
     ),
+    Migration(
+        4,
+        "slack replay record",
+        # Signatures of accepted Slack requests, kept while their timestamp is valid (5 minutes).
+        "CREATE TABLE IF NOT EXISTS slack_signatures (signature TEXT PRIMARY KEY, expires_at REAL NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS slack_signatures_by_expiry ON slack_signatures (expires_at)",
+    ),
 )
 """Append only; never edit one that has shipped."""
 

@@ -402,6 +402,18 @@ class Tx:
         rows = await self._all("SELECT * FROM runs WHERE state = ? ORDER BY created_at", (str(state),))
         return [_from_row(RunRecord, r) for r in rows]
 
+    # Slack replay protection: signatures of accepted requests, kept while their timestamp is valid
+    async def first_slack_delivery(self, signature: str, expires_at: float, now: float) -> bool:
+        """Record a verified Slack request's signature; False if it was recorded already (a replay).
+        Signatures whose window has passed are pruned first (the verifier refuses those requests)."""
+        await self.db.execute("DELETE FROM slack_signatures WHERE expires_at < ?", (now,))
+        rows = await self.db.execute_fetchall(
+            "INSERT INTO slack_signatures (signature, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (signature) DO NOTHING RETURNING 1",
+            (signature, expires_at),
+        )
+        return bool(list(rows))
+
 
 def _undo_from_row(row: Row) -> UndoRecord:
     values: dict[str, Any] = {f.name: row[f.name] for f in fields(UndoRecord)}

@@ -1,0 +1,84 @@
+"""JSON for hostile input: standard JSON only (no NaN/Infinity), no lone surrogates, bounded nesting.
+
+Python's ``json`` accepts ``NaN``, ``Infinity`` and ``"\\ud800"`` (a string that cannot be encoded again)
+and recurses once per nesting level. Anything parsed from a request goes through ``loads`` here, and
+everything answered goes through ``dumps``, so a response is always standard JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NoReturn
+
+MAX_DEPTH = 32
+"""Deepest nesting accepted (objects and arrays); runbookd's own documents are at most 6 deep."""
+
+
+class JSONRefused(ValueError):
+    """Not standard JSON, or JSON runbookd will not take (too deep, lone surrogates)."""
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise JSONRefused(f"{name} is not standard JSON")
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JSONRefused("a string holds a lone surrogate (\\ud800-\\udfff)") from None
+
+
+def _check_tree(data: Any, max_depth: int) -> None:
+    """Walk the parsed value without recursion: depth and the text of every key and string."""
+    todo: list[tuple[Any, int]] = [(data, 0)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
+            if depth >= max_depth:
+                raise JSONRefused(f"nested deeper than {max_depth} levels")
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    _check_text(k)
+                    todo.append((v, depth + 1))
+            else:
+                todo.extend((v, depth + 1) for v in value)
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse standard JSON from UTF-8 bytes or text; JSONRefused (a ValueError) for anything else."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = json.loads(text, parse_constant=_no_constant)
+    except JSONRefused:
+        raise
+    except UnicodeDecodeError:
+        raise JSONRefused("not UTF-8") from None
+    except RecursionError:
+        raise JSONRefused(f"nested deeper than {max_depth} levels") from None
+    except ValueError as exc:
+        raise JSONRefused(f"not valid JSON: {exc}") from None
+    _check_tree(data, max_depth)
+    return data
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf": a string, as Prometheus writes them
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(data: Any) -> str:
+    """Standard JSON: a non-finite float (from a step's output, say) is written as a string."""
+    try:
+        return json.dumps(data, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(data), allow_nan=False)

@@ -1,0 +1,266 @@
+"""Issue 11, points 1-5: hostile requests are the client's error (4xx), never a 500, a traceback or a
+stalled loop. Raw sockets against the in-process app, so the bytes are exactly the hostile ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+from support import rawhttp
+from support.inproc import TOKENS, WEBHOOK, Daemon, alert_payload, base_config, serve
+from support.slack_api import ALICE, RUNBOOKS, command_body, serve_slack, signed_headers
+
+from daemon.config import parse_config
+from daemon.server.keys import BODIES
+
+RUNBOOK = """
+name: one
+triggers: [{alert: PrometheusScrapeFailure}]
+target: "{{ params.job }}"
+params: {job: "{{ alert.labels.job }}"}
+approval: {approvers: [sre]}
+steps:
+  - id: look
+    action: notify.log
+    with: {message: "{{ params.job }}"}
+"""
+
+ADMIN = f"Bearer {TOKENS['admin']}"
+BODY_ENDPOINTS = [
+    ("/api/v1/alertmanager", f"Bearer {WEBHOOK}"),
+    ("/api/v1/runs", ADMIN),
+    ("/api/v1/runs/r-1/reject", ADMIN),
+]
+
+
+@asynccontextmanager
+async def daemon(tmp_path: Path, **server: Any) -> AsyncIterator[Daemon]:
+    cfg = base_config(tmp_path, server={"listen": "127.0.0.1:0", **server})
+    async with serve(tmp_path, {"one": RUNBOOK}, config=parse_config(cfg)) as d:
+        yield d
+
+
+async def healthy(d: Daemon) -> None:
+    status, body = await d.call("GET", "/healthz", token=None)
+    assert (status, body) == (200, {"status": "ok"})
+
+
+def no_internal_errors(logs: list[dict[str, Any]]) -> None:
+    assert not [e for e in logs if e["log_level"] in ("error", "critical") or "exc_info" in e], logs
+
+
+# ---------------------------------------------------------------- 1. body reads
+
+
+BROKEN_BODIES = {
+    "gzip that is not gzip": ({"Content-Encoding": "gzip", "Content-Length": "4"}, b"\x1f\x8bxx"),
+    "deflate that is not deflate": ({"Content-Encoding": "deflate", "Content-Length": "4"}, b"abcd"),
+    "bad chunk size": ({"Transfer-Encoding": "chunked"}, b"zz\r\nabcd\r\n0\r\n\r\n"),
+    "chunk longer than said": ({"Transfer-Encoding": "chunked"}, b"4\r\nabcdXX\r\n0\r\n\r\n"),
+    "gzip, chunked": (
+        {"Content-Encoding": "gzip", "Transfer-Encoding": "chunked"},
+        b"4\r\n\x1f\x8bxx\r\n0\r\n\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(BROKEN_BODIES))
+async def test_a_body_that_cannot_be_read_is_400_with_one_line_and_no_traceback(
+    tmp_path: Path, what: str
+) -> None:
+    headers, body = BROKEN_BODIES[what]
+    async with daemon(tmp_path) as d:
+        with capture_logs() as logs:
+            for path, auth in BODY_ENDPOINTS:
+                raw = rawhttp.head("POST", path, {"Authorization": auth, **headers}) + body
+                answer = await rawhttp.send(d.url, raw)
+                assert answer.status == 400, (what, path, answer)
+                # aiohttp itself answers framing errors it meets before the handler (in plain text)
+                assert answer.body.startswith(b'{"error": ') or b"{" not in answer.body, answer
+        no_internal_errors(logs)
+        await healthy(d)
+
+
+async def test_a_client_gone_mid_body_is_one_line_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        with capture_logs() as logs:
+            for path, auth in BODY_ENDPOINTS:
+                head = rawhttp.head("POST", path, {"Authorization": auth, "Content-Length": "1000"})
+                _reader, writer = await rawhttp.open_partial(d.url, head + b'{"runbook": ')
+                await rawhttp.until(lambda: d.app[BODIES].pending == 1, "the body read to start")
+                writer.close()
+                await rawhttp.until(lambda: d.app[BODIES].pending == 0, "the body read to end")
+        gone = [e for e in logs if e["event"] == "http.bad_body"]
+        assert len(gone) == 3 and all(e["status"] == 400 for e in gone), logs
+        assert all("closed the connection" in e["error"] for e in gone), gone
+        no_internal_errors(logs)
+        await healthy(d)
+
+
+async def test_a_body_over_the_limit_is_413_even_without_a_length(tmp_path: Path) -> None:
+    async with daemon(tmp_path, max_body_bytes=1000) as d:
+        chunk = b"a" * 600
+        chunked = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        for path, auth in BODY_ENDPOINTS:
+            raw = rawhttp.head("POST", path, {"Authorization": auth, "Transfer-Encoding": "chunked"})
+            answer = await rawhttp.send(d.url, raw + chunked * 2 + b"0\r\n\r\n")
+            assert answer.status == 413, (path, answer)
+        await healthy(d)
+
+
+async def test_slack_body_errors_are_4xx_and_unsigned_bodies_are_never_read(tmp_path: Path) -> None:
+    async with serve_slack(tmp_path, RUNBOOKS) as sd:
+        now = int(sd.d.clock.now())
+        signed = signed_headers(b"payload=x", now)
+        for path in ("/slack/interactions", "/slack/commands"):
+            raw = rawhttp.head("POST", path, {**signed, "Content-Encoding": "gzip", "Content-Length": "4"})
+            answer = await rawhttp.send(sd.d.url, raw + b"\x1f\x8bxx")
+            assert answer.status == 400, answer
+            # no signature: refused on its headers, before a byte of the body (which never comes)
+            raw = rawhttp.head("POST", path, {"Content-Length": "1000"})
+            reader, writer = await rawhttp.open_partial(sd.d.url, raw)
+            answer = await rawhttp.read_answer(reader)
+            writer.close()
+            assert answer.status == 401, answer
+            assert sd.d.app[BODIES].pending == 0
+
+
+# ---------------------------------------------------------------- 2. Authorization not UTF-8
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_401_everywhere(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        endpoints = [
+            ("POST", "/api/v1/alertmanager"),
+            ("GET", "/api/v1/runs"),
+            ("POST", "/api/v1/runs"),
+            ("GET", "/api/v1/runs/r-1"),
+            ("POST", "/api/v1/runs/r-1/steps/s/approve"),
+            ("POST", "/api/v1/runs/r-1/reject"),
+            ("GET", "/api/v1/runbooks"),
+            ("GET", "/api/v1/receipts/1"),
+            ("POST", "/api/v1/pause"),
+            ("POST", "/api/v1/resume"),
+            ("GET", "/api/v1/status"),
+        ]
+        for value in (b"Bearer \xff", b"Bearer \xc3\x28", b"\xff\xfe " + b"x" * 10):
+            for method, path in endpoints:
+                raw = rawhttp.head(method, path, {"Authorization": value, "Content-Length": "2"})
+                answer = await rawhttp.send(d.url, raw + b"{}")
+                assert answer.status == 401, (value, method, path, answer)
+
+
+# ---------------------------------------------------------------- 3. JSON that is not standard
+
+
+async def test_lone_surrogates_and_non_standard_numbers_are_400(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        bodies = [
+            b'{"runbook": "one", "params": {"job": "x\\ud800"}}',
+            b'{"runbook": "one", "params": {"job\\udfff": "x"}}',
+            b'{"runbook": "one", "params": {"job": NaN}}',
+            b'{"runbook": "one", "params": {"job": Infinity}}',
+            b'{"runbook": "one", "params": {"job": -Infinity}}',
+        ]
+        for body in bodies:
+            status, answer = await d.call("POST", "/api/v1/runs", data=body)
+            assert status == 400 and answer == {"error": "body is not valid JSON"}, (body, answer)
+        webhook = json.dumps(alert_payload(job="x"))
+        for extra in (', "x": NaN}', ', "x": Infinity}', ', "x": "\\ud800"}'):
+            status, answer = await d.call(
+                "POST", "/api/v1/alertmanager", token="webhook", data=(webhook[:-1] + extra).encode()
+            )
+            assert status == 400 and "not valid JSON" in answer["error"], (extra, answer)
+        status, runs = await d.call("GET", "/api/v1/runs")
+        assert runs == {"runs": []}
+
+
+# ---------------------------------------------------------------- 4. depth
+
+
+async def test_deep_json_is_400_on_the_api_and_the_webhook(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        deep = b'{"runbook": "one", "params": {"job": "x", "n": ' + b"[" * 40 + b"]" * 40 + b"}}"
+        status, answer = await d.call("POST", "/api/v1/runs", data=deep)
+        assert status == 400, answer
+        webhook = json.dumps(alert_payload(job="x"))
+        for depth in (250, 100_000):
+            body = webhook[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+            status, answer = await d.call("POST", "/api/v1/alertmanager", token="webhook", data=body.encode())
+            assert status == 400 and "not valid JSON" in answer["error"], (depth, answer)
+
+
+async def test_deep_signed_slack_payloads_are_400(tmp_path: Path) -> None:
+    from urllib.parse import urlencode
+
+    async with serve_slack(tmp_path, RUNBOOKS) as sd:
+        url = sd.slack.response_url()
+        deep = "[" * 50_000 + "]" * 50_000
+        payload = f'{{"type": "block_actions", "user": {{"id": "{ALICE}"}}, "x": {deep}}}'
+        status, text = await sd.post("/slack/interactions", urlencode({"payload": payload}).encode())
+        assert status == 400, text
+        value = "[" * 900 + "]" * 900  # a button value is at most 2000 characters
+        click = {
+            "type": "block_actions",
+            "user": {"id": ALICE},
+            "response_url": url,
+            "actions": [{"action_id": "runbookd.approve", "value": value}],
+        }
+        status, text = await sd.post(
+            "/slack/interactions", urlencode({"payload": json.dumps(click)}).encode()
+        )
+        assert status == 400, text
+        status, text = await sd.post("/slack/commands", command_body("list", ALICE, url))
+        assert status == 200, text  # and the endpoint still works
+
+
+# ---------------------------------------------------------------- 5. slow and partial bodies
+
+
+async def test_a_body_not_sent_in_time_is_408(tmp_path: Path) -> None:
+    async with daemon(tmp_path, body_timeout="1s") as d:
+        for path, auth in BODY_ENDPOINTS:
+            head = rawhttp.head("POST", path, {"Authorization": auth, "Content-Length": "100"})
+            reader, writer = await rawhttp.open_partial(d.url, head + b"{")
+            answer = await rawhttp.read_answer(reader)
+            writer.close()
+            assert answer.status == 408, (path, answer)
+        await healthy(d)
+
+
+async def test_unfinished_bodies_are_bounded_and_the_daemon_answers_meanwhile(tmp_path: Path) -> None:
+    async with daemon(tmp_path, max_pending_bodies=2, body_timeout="60s") as d:
+        path, auth = BODY_ENDPOINTS[0]
+        head = rawhttp.head("POST", path, {"Authorization": auth, "Content-Length": "100"})
+        slow = [await rawhttp.open_partial(d.url, head + b"{") for _ in range(2)]
+        await rawhttp.until(lambda: d.app[BODIES].pending == 2, "two bodies being read")
+        answer = await rawhttp.send(d.url, head + b"{")
+        assert answer.status == 503, answer
+        await healthy(d)
+        status, _ = await d.call("GET", "/api/v1/status")
+        assert status == 200
+        for _reader, writer in slow:
+            writer.close()
+        await rawhttp.until(lambda: d.app[BODIES].pending == 0, "the slow bodies given up")
+        status, _ = await d.webhook(alert_payload(job="x"))
+        assert status == 200
+
+
+async def test_shutdown_gives_up_bodies_being_read(tmp_path: Path) -> None:
+    async with daemon(tmp_path, body_timeout="1h") as d:
+        path, auth = BODY_ENDPOINTS[0]
+        head = rawhttp.head("POST", path, {"Authorization": auth, "Content-Length": "100"})
+        reader, writer = await rawhttp.open_partial(d.url, head + b"{")
+        await rawhttp.until(lambda: d.app[BODIES].pending == 1, "the body read to start")
+        await d.app.shutdown()  # what AppRunner.cleanup does first on SIGTERM
+        answer = await rawhttp.read_answer(reader)
+        writer.close()
+        assert answer.status == 503, answer
+        assert d.app[BODIES].pending == 0
+    await asyncio.sleep(0)

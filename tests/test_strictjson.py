@@ -1,0 +1,75 @@
+"""The strict JSON of requests and answers (issue 11, points 3 and 4)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.kits import strictjson
+
+finite_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+def nest(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_depth_is_bounded_exactly() -> None:
+    assert strictjson.loads(nest(strictjson.MAX_DEPTH)) is not None
+    for depth in (strictjson.MAX_DEPTH + 1, 5_000, 200_000):
+        with pytest.raises(strictjson.JSONRefused, match="nested deeper"):
+            strictjson.loads(nest(depth))
+    deep_object = '{"a": ' * 40 + "1" + "}" * 40
+    with pytest.raises(strictjson.JSONRefused, match="nested deeper"):
+        strictjson.loads(deep_object)
+
+
+@pytest.mark.parametrize(
+    "text", ['"x\\ud800"', '{"\\udfff": 1}', '["ok", ["\\udbff"]]', "NaN", "[Infinity]", '{"a": -Infinity}']
+)
+def test_non_standard_json_is_refused(text: str) -> None:
+    with pytest.raises(strictjson.JSONRefused):
+        strictjson.loads(text)
+
+
+def test_bytes_that_are_not_utf8_are_refused() -> None:
+    with pytest.raises(strictjson.JSONRefused, match="UTF-8"):
+        strictjson.loads(b'{"a": "\xff"}')
+
+
+def test_a_surrogate_pair_is_one_character_and_fine() -> None:
+    assert strictjson.loads('"\\ud83d\\ude00"') == "\U0001f600"
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=finite_json)
+def test_what_dumps_writes_loads_reads_back(value: Any) -> None:
+    text = strictjson.dumps(value)
+    if _depth(value) < strictjson.MAX_DEPTH:
+        assert strictjson.loads(text) == value
+
+
+def test_answers_never_hold_nan_or_infinity() -> None:
+    text = strictjson.dumps({"ratio": math.nan, "rates": [math.inf, -math.inf, 1.5]})
+    assert json.loads(text, parse_constant=_refuse) == {"ratio": "nan", "rates": ["inf", "-inf", 1.5]}
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(name)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
