@@ -376,7 +376,8 @@ def next_fire(after: float) -> float:
 
 def retention_bucket(moto: MotoS3Server, fire: float) -> dict[str, list[str]]:
     """Blocks relative to the schedule's fire time: raw ones of two replicas over 40 days, 5m ones over
-    200 days, a retired stream 60 days old, one block already marked, one partial upload."""
+    200 days, a retired stream 60 days old, one block already marked, one partial upload. Every block past
+    retention has its downsampled copy (a working compactor), so the old ones may go."""
     b = FakeThanosBucket(moto)
     now_ms = int(fire * 1000) + 6 * 3_600_000  # "d days ago" is d days minus 6h: no block on a cutoff
     made: dict[str, list[str]] = {"old": [], "young": [], "kept": []}
@@ -384,15 +385,39 @@ def retention_bucket(moto: MotoS3Server, fire: float) -> dict[str, list[str]]:
         for d in range(1, 41):
             blk = b.add(max_time=now_ms - d * DAY_MS, labels=labels)
             made["old" if d > 30 else "young"].append(blk.ulid)
+            if d > 30:
+                b.cover([blk])
     for d in (30, 100, 170, 190, 200):
         blk = b.add(max_time=now_ms - d * DAY_MS, labels=SIDECAR_A, resolution=300_000)
         made["old" if d > 180 else "young"].append(blk.ulid)
+        if d > 180:
+            b.cover([blk])
     retired = [b.add(max_time=now_ms - d * DAY_MS, labels={"cluster": "retired"}) for d in (62, 61, 60)]
+    b.cover(retired)
     made["old"] += [r.ulid for r in retired[:2]]
     made["kept"].append(retired[-1].ulid)
     made["kept"].append(b.add(max_time=now_ms - 50 * DAY_MS, labels=SIDECAR_A, marked=True).ulid)
     made["kept"].append(b.add(max_time=now_ms - 45 * DAY_MS, labels=SIDECAR_B, partial=True).ulid)
     return made
+
+
+COMPACTOR = {"namespace": NS, "pod": "thanos-compact-0"}
+
+
+@pytest.fixture
+async def compactor(
+    exporter_factory: Callable[..., MetricsExporter], prometheus_factory: Callable[..., PrometheusServer]
+) -> PrometheusServer:
+    """A real Prometheus scraping a working compactor: not halted, one iteration done since it started."""
+    exporter = exporter_factory()
+    exporter.set("thanos_compact_halted", 0, COMPACTOR)
+    exporter.set("thanos_compact_iterations_total", 1, COMPACTOR, type="counter")
+    prom = prometheus_factory(targets=[exporter.target], job_name="thanos-compact")
+    await prom.wait_for_async("count_over_time(thanos_compact_iterations_total[1m]) >= 2")
+    exporter.set("thanos_compact_iterations_total", 2, COMPACTOR, type="counter")
+    await prom.wait_for_async("increase(thanos_compact_iterations_total[24h]) > 0")
+    prom.exporter = exporter  # type: ignore[attr-defined]
+    return prom
 
 
 async def scheduled_run(d: Daemon, clock: FrozenClock, fire: float) -> str:
@@ -406,13 +431,15 @@ async def scheduled_run(d: Daemon, clock: FrozenClock, fire: float) -> str:
     return str(run["id"])
 
 
-async def test_retention_plans_and_marks_with_approval(tmp_path: Path, moto_s3: MotoS3Server) -> None:
+async def test_retention_plans_and_marks_with_approval(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
+) -> None:
     fire = next_fire(time.time())
     made = retention_bucket(moto_s3, fire)
     bucket = FakeThanosBucket(moto_s3, create=False)
     before = bucket.objects()
     clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url)
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
     async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
         run_id = await scheduled_run(d, clock, fire)
         run, approved = await walk(d, run_id, stop_at="mark")
@@ -446,14 +473,14 @@ async def test_retention_plans_and_marks_with_approval(tmp_path: Path, moto_s3: 
 
 
 async def test_retention_dry_run_writes_nothing_and_a_second_day_marks_nothing_new(
-    tmp_path: Path, moto_s3: MotoS3Server
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
 ) -> None:
     fire = next_fire(time.time())
     made = retention_bucket(moto_s3, fire)
     bucket = FakeThanosBucket(moto_s3, create=False)
     before = bucket.objects()
     clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url, dry_run=True)
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, dry_run=True, prometheus={"url": compactor.url})
     async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
         run_id = await scheduled_run(d, clock, fire)
         run, _ = await walk(d, run_id)
@@ -471,17 +498,74 @@ async def test_retention_dry_run_writes_nothing_and_a_second_day_marks_nothing_n
 
 
 async def test_retention_with_nothing_past_retention_skips_the_mark(
-    tmp_path: Path, moto_s3: MotoS3Server
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
 ) -> None:
     fire = next_fire(time.time())
     bucket = FakeThanosBucket(moto_s3)
     for d in range(1, 10):
         bucket.add(max_time=int(fire * 1000) - d * DAY_MS, labels=SIDECAR_A)
     clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url)
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
     async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
         run_id = await scheduled_run(d, clock, fire)
         run, approved = await walk(d, run_id)
     assert approved == ["status", "plan", "report"]
     assert states(run)["mark"] == "skipped"
     assert "Nothing to mark." in steps_of(run)["report"]["output"]["message"]
+
+
+async def test_retention_on_a_raw_only_bucket_marks_nothing_and_says_why(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
+) -> None:
+    """The issue's case: only raw blocks (nothing downsampled yet), half of them past 30d. Today's
+    retention marked them by age; the history they hold exists nowhere else."""
+    fire = next_fire(time.time())
+    bucket = FakeThanosBucket(moto_s3)
+    now_ms = int(fire * 1000) + 6 * 3_600_000
+    old = [
+        bucket.add(max_time=now_ms - d * DAY_MS, labels=labels).ulid
+        for labels in (SIDECAR_A, SIDECAR_B)
+        for d in range(1, 61)
+        if d > 30
+    ]
+    for labels in (SIDECAR_A, SIDECAR_B):
+        for d in range(1, 31):
+            bucket.add(max_time=now_ms - d * DAY_MS, labels=labels)
+    before = bucket.objects()
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, approved = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    assert approved == ["status", "plan", "report"]
+    assert states(run)["mark"] == "skipped"
+    plan = steps_of(run)["plan"]["output"]
+    assert plan["count"] == 0 and plan["not_downsampled_count"] == len(old) == 60
+    assert plan["compactor"]["healthy"] is True
+    report = steps_of(run)["report"]["output"]["message"]
+    assert "Kept, not downsampled yet: 60 block(s) past retention" in report
+    assert "Nothing to mark." in report
+    assert bucket.objects() == before
+
+
+async def test_retention_with_a_halted_compactor_marks_nothing(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
+) -> None:
+    fire = next_fire(time.time())
+    made = retention_bucket(moto_s3, fire)
+    bucket = FakeThanosBucket(moto_s3, create=False)
+    before = bucket.objects()
+    compactor.exporter.set("thanos_compact_halted", 1, COMPACTOR)  # type: ignore[attr-defined]
+    await compactor.wait_for_async("thanos_compact_halted == 1")
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, approved = await walk(d, run_id)
+    assert approved == ["status", "plan", "report"]
+    assert states(run)["mark"] == "skipped"
+    plan = steps_of(run)["plan"]["output"]
+    assert plan["count"] == 0 and plan["held_by_compactor"] == len(made["old"])
+    assert "the compactor is halted" in steps_of(run)["report"]["output"]["message"]
+    assert bucket.objects() == before
