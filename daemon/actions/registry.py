@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from daemon.actions import alertmanager, kubernetes, notify, prometheus, s3, thanos
+from daemon.actions import alertmanager, kubernetes, minio, notify, prometheus, s3, thanos
 from daemon.actions.base import Action, ActionRegistry
 from daemon.errors import ConfigError
 
@@ -31,6 +31,7 @@ def default_registry(plugins: Iterable[str] = ()) -> ActionRegistry:
         *notify.ACTIONS,
         *s3.ACTIONS,
         *thanos.ACTIONS,
+        *minio.ACTIONS,
     ]
     for name in plugins:
         actions += _plugin_actions(name)
