@@ -21,8 +21,10 @@ import pytest
 from support.am import AlertmanagerServer
 from support.inproc import Daemon, alert_payload, base_config, serve
 from support.kube_api import KubeApiEmulator
+from support.minio_health import FakeMinio
 from support.ports import closed_port
 from support.prom import MetricsExporter, PrometheusServer
+from support.prometheus_crs import add_prometheus, volume_metrics
 from support.runs import states, steps_of, walk
 from support.s3 import MotoS3Server
 from support.thanos_blocks import DAY_MS, SIDECAR_A, SIDECAR_B, FakeThanosBucket
@@ -269,6 +271,9 @@ async def test_sidecar_hostile_pod_label_is_escaped_in_promql_and_refused_before
 # -- s3-connectivity-loss ----------------------------------------------------------------------------------
 
 
+S3_STEPS = ["probe", "minio", "failing-operations", "bucket-pods"]
+
+
 async def test_s3_down_everywhere_silences_the_upload_alert_and_reports(
     tmp_path: Path,
     pods: ThanosPods,
@@ -288,30 +293,32 @@ async def test_s3_down_everywhere_silences_the_upload_alert_and_reports(
         async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
             run_id = await start(d, s3_alert())
             run, approved = await walk(d, run_id)
-    assert run["state"] == "succeeded", run
-    assert approved == ["probe", "failing-operations", "other-pods", "silence-upload-failure", "report"]
+    assert approved == [*S3_STEPS, "silence-upload-failure", "protect-blocks", "report"]
+    assert states(run)["protect-blocks"] == "failed"  # no kubernetes section: the report says so
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert out["probe"]["ok"] is False and out["probe"]["error"]["kind"] == "unreachable"
+    assert out["minio"]["down"] is True
     assert {r["labels"]["operation"]: r["value"] for r in out["failing-operations"]["result"]} == {
         "upload": 1.0,
         "iter": 1.0,
     }
-    assert [r["labels"]["pod"] for r in out["other-pods"]["result"]] == ["thanos-store-0"]
+    assert sorted(r["labels"]["pod"] for r in out["bucket-pods"]["result"]) == [POD, "thanos-store-0"]
 
     (silence,) = [s for s in am.silences() if s["status"]["state"] == "active"]
     assert silence["id"] == out["silence-upload-failure"]["silence_id"]
     assert sorted((m["name"], m["value"], m["isRegex"], m["isEqual"]) for m in silence["matchers"]) == [
         ("alertname", "ThanosSidecarUploadFailure", False, True),
-        ("namespace", NS, False, True),
-        ("pod", POD, False, True),
+        ("bucket", "thanos", False, True),
     ]
     message = out["report"]["message"]
-    assert f"{NS}/{POD} cannot reach bucket thanos." in message
-    assert "Failing operations: iter 100%, upload 100%." in message or "upload 100%, iter 100%" in message
+    assert "2 Thanos pod(s) cannot reach bucket thanos (" in message and "; 0 still succeed." in message
+    assert f"{NS}/{POD}" in message and f"{NS}/thanos-store-0" in message
+    assert "iter 100%" in message and "upload 100%" in message
     assert "the bucket does NOT answer (unreachable:" in message
-    assert f"0 still succeed, 1 fail ({NS}/thanos-store-0)" in message
+    assert "MinIO does not answer its liveness check" in message
     assert "Verdict: S3 itself is down or unreachable." in message
-    assert f"ThanosSidecarUploadFailure is silenced for 2h (silence {silence['id']})" in message
+    assert f"silenced for 2h (silence {silence['id']})" in message
+    assert "Retention was NOT raised" in message
 
 
 async def test_s3_reachable_and_other_pods_fine_means_only_this_pod(
@@ -335,14 +342,92 @@ async def test_s3_reachable_and_other_pods_fine_means_only_this_pod(
             run_id = await start(d, s3_alert())
             run, approved = await walk(d, run_id)
     assert run["state"] == "succeeded", run
-    assert approved == ["probe", "failing-operations", "other-pods", "report"]
+    assert approved == [*S3_STEPS, "report"]
     assert states(run)["silence-upload-failure"] == "skipped"
+    assert states(run)["protect-blocks"] == "skipped"  # S3 answers: nothing to protect, no restart
     assert am.silences() == []
     message = steps_of(run)["report"]["output"]["message"]
     assert "From runbookd: the bucket answers (" in message
-    assert "2 still succeed (" in message and ", 0 fail." in message
-    assert f"{NS}/{OTHER}" in message and f"{NS}/thanos-store-0" in message
-    assert "Verdict: only this pod fails." in message
+    assert f"1 Thanos pod(s) cannot reach bucket thanos ({NS}/{POD}); 2 still succeed." in message
+    assert "no MinIO healthcheck API (404)" in message  # moto is not MinIO
+    assert f"Verdict: only {NS}/{POD} fails." in message
+    assert "Retention was not changed" in message
+
+
+async def test_two_failing_pods_against_one_dead_minio_make_one_run_that_protects_the_blocks(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+    alertmanager_factory: Callable[..., AlertmanagerServer],
+) -> None:
+    """MinIO lost write quorum: both Prometheus replicas' sidecars alert. One run for the bucket; the
+    second alert attaches to it. Approved, retention goes from 2h to 24h on the Prometheus resource
+    behind them (its volumes have room), and the plan said the pods restart one by one."""
+    add_prometheus(kube_api, "k8s", NS, retention="2h")
+    volume_metrics(pods.exporter, "k8s", NS, available=40 * 2**30, used=2 * 2**30)
+    pods.calls = {POD: [("upload", True)], OTHER: [("upload", True)]}
+    prom = sidecar_prometheus()
+    am = alertmanager_factory()
+    minio = await FakeMinio("no_write_quorum", backend=moto_s3.endpoint_url).start()
+    try:
+        async with pods.moving():
+            await prom.wait_for_async(f'rate({FAILURES}{{pod="{OTHER}"}}[5m]) > 0')
+            await prom.wait_for_async("kubelet_volume_stats_available_bytes")
+            cfg = config(
+                tmp_path,
+                s3=minio.url,
+                prometheus={"url": prom.url},
+                alertmanager={"url": am.url},
+                kubernetes={"host": kube_api.url},
+            )
+            clock = FrozenClock(time.time())
+            async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+                run_id = await start(d, s3_alert(POD))
+                status, second = await d.webhook(s3_alert(OTHER))
+                assert status == 200 and second["started"] == [] and second["attached"] == [run_id]
+                run, _ = await walk(d, run_id, stop_at="protect-blocks")
+                plan = steps_of(run)["protect-blocks"]
+                assert "RESTARTS THE PROMETHEUS PODS ONE BY ONE" in plan["description"]
+                assert sorted(plan["plan"]["pods"]) == [POD, OTHER]
+                run, _ = await walk(d, run_id)
+                status, body = await d.call("GET", "/api/v1/runs")
+    finally:
+        await minio.stop()
+    assert [r["id"] for r in body["runs"] if r["runbook"] == S3_RB] == [run_id]
+    assert run["target"] == "thanos"
+    assert states(run)["protect-blocks"] == "succeeded", steps_of(run)["protect-blocks"]
+    out = steps_of(run)["protect-blocks"]["output"]
+    assert out["restore"][0]["retention"] == "2h" and out["restore"][0]["expect_retention"] == "24h"
+    assert kube_api.get("Prometheus", "k8s", NS)["spec"]["retention"] == "24h"
+    assert steps_of(run)["minio"]["output"]["write_quorum"] is False
+    message = steps_of(run)["report"]["output"]["message"]
+    assert "the MinIO cluster has no write quorum" in message
+    assert "retention raised: k8s 2h -> 24h" in message
+
+
+async def test_retention_not_raised_without_room_and_the_report_says_so(
+    tmp_path: Path,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+) -> None:
+    add_prometheus(kube_api, "k8s", NS, retention="2h")
+    volume_metrics(pods.exporter, "k8s", NS, available=2**30, used=2 * 2**30)
+    pods.calls = {POD: [("upload", True)]}
+    prom = sidecar_prometheus()
+    async with pods.moving():
+        await prom.wait_for_async(f'rate({FAILURES}{{pod="{POD}"}}[5m]) > 0')
+        await prom.wait_for_async("kubelet_volume_stats_available_bytes")
+        cfg = config(tmp_path, s3=s3_down(), prometheus={"url": prom.url}, kubernetes={"host": kube_api.url})
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+            run_id = await start(d, s3_alert())
+            run, _ = await walk(d, run_id)
+    protect = steps_of(run)["protect-blocks"]
+    assert protect["state"] == "failed" and "has 1Gi free but needs 33Gi" in protect["error"]
+    assert kube_api.mutations == []
+    assert "Retention was NOT raised" in steps_of(run)["report"]["output"]["message"]
 
 
 @pytest.mark.parametrize("bucket", ["../../etc", "Thanos", 'thanos"}) or vector(1'])

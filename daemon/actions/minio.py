@@ -51,6 +51,10 @@ def _verdict(checks: dict[str, dict[str, Any]], cert: dict[str, Any] | None) -> 
     live, cluster, read = checks["live"], checks["cluster"], checks["cluster_read"]
     if live["status"] is None:
         findings.append(f"MinIO does not answer its liveness check ({live['error']})")
+    elif live["status"] == 404:
+        findings.append(
+            "the endpoint has no MinIO healthcheck API (404): not a MinIO server, or behind a proxy"
+        )
     elif live["status"] != 200:
         findings.append(f"MinIO's liveness check answers {live['status']}")
     if cluster["status"] == 503:
@@ -79,14 +83,21 @@ async def minio_health_check(ctx: ActionContext, p: MinioHealthParams) -> Output
     """MinIO's healthcheck API on the configured S3 endpoint (live, cluster write quorum, cluster read
     quorum; no credentials) and, over https, the validity of the endpoint's TLS certificate.
 
-    Never raises for what it finds: ``ok`` is false with ``findings`` when something is wrong."""
+    Never raises for what it finds: ``ok`` is false with ``findings`` when something is wrong; ``down``
+    is true when MinIO does not answer at all or has lost quorum."""
     s3: S3Client = ctx.need("s3")
     answers = await minio_health.check_all(s3.cfg)
     checks = {name: a.as_dict() for name, a in answers.items()}
     cert = await _certificate(ctx, s3, p.cert_warn_days)
     findings = _verdict(checks, cert)
+    down = (
+        checks["live"]["status"] is None
+        or checks["live"]["status"] >= 500
+        or 503 in (checks["cluster"]["status"], checks["cluster_read"]["status"])
+    )
     return {
         "ok": not findings,
+        "down": down,
         "endpoint": s3.endpoint_url,
         "checks": checks,
         "write_quorum": checks["cluster"]["status"] == 200,

@@ -3,8 +3,9 @@
 ``GET|HEAD /minio/health/live``: 200 while the process is up. ``/minio/health/cluster``: 200 with write
 quorum, else 503; ``/minio/health/cluster/read``: the same for read quorum. The cluster checks set
 ``X-Minio-Write-Quorum`` and, when the object layer is not up, ``X-Minio-Server-Status: offline`` (minio
-cmd/healthcheck-handler.go; min.io docs "Healthcheck API"). Every S3 API request answers what a MinIO
-without quorum answers: 503 with an S3 XML error. Optionally over TLS with a given (e.g. expired)
+cmd/healthcheck-handler.go; min.io docs "Healthcheck API"). While not healthy, every S3 API request answers
+what a MinIO without quorum answers: 503 with an S3 XML error; healthy, with a ``backend`` (moto's URL),
+S3 requests are passed through to it unchanged, so "MinIO comes back" is one assignment. Optionally over TLS with a given (e.g. expired)
 certificate, which ``self_signed()`` makes with the ``cryptography`` package moto already depends on.
 """
 
@@ -28,6 +29,8 @@ class FakeMinio:
     state: State = "healthy"
     cert: tuple[Path, Path] | None = None
     """(certificate PEM, key PEM): serve https."""
+    backend: str | None = None
+    """moto's endpoint: S3 requests go there while the state is healthy."""
     port: int = field(default_factory=free_port)
     requests: list[str] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -49,11 +52,40 @@ class FakeMinio:
 
     async def _s3(self, request: web.Request) -> web.Response:
         self.requests.append(f"{request.method} {request.path}")
+        if self.state == "healthy" and self.backend is not None:
+            return await self._forward(request)
         body = (
             '<?xml version="1.0" encoding="UTF-8"?><Error><Code>XMinioServerNotInitialized</Code>'
             "<Message>Server not initialized yet, please try again.</Message></Error>"
         )
         return web.Response(status=503, text=body, content_type="application/xml")
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        import aiohttp
+
+        assert self.backend is not None
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("content-length", "transfer-encoding")
+        }
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method,
+                self.backend + request.path_qs,
+                headers=headers,
+                data=await request.read(),
+                allow_redirects=False,
+            ) as resp,
+        ):
+            body = await resp.read()
+            keep = {
+                k: v
+                for k, v in resp.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+            }
+            return web.Response(status=resp.status, body=body, headers=keep)
 
     async def start(self) -> FakeMinio:
         app = web.Application()
