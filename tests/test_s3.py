@@ -430,19 +430,27 @@ def test_s3_permissions_are_declared_and_kept_out_of_the_cluster_role() -> None:
     registry = default_registry()
     assert object_storage_permissions(registry) == {
         "s3:GetLifecycleConfiguration": ("s3.lifecycle_audit", "s3.remove_lifecycle_rules"),
-        "s3:GetObject": ("thanos.bucket_status", "thanos.mark_for_deletion", "thanos.plan_retention"),
+        "s3:GetObject": (
+            "kubernetes.restore_prometheus_retention",
+            "thanos.bucket_status",
+            "thanos.mark_for_deletion",
+            "thanos.plan_retention",
+            "thanos.stream_shipped",
+        ),
         "s3:ListBucket": (
+            "kubernetes.restore_prometheus_retention",
             "s3.probe",
             "thanos.bucket_status",
             "thanos.mark_for_deletion",
             "thanos.plan_retention",
+            "thanos.stream_shipped",
         ),
         "s3:PutLifecycleConfiguration": ("s3.remove_lifecycle_rules",),
         "s3:PutObject": ("thanos.mark_for_deletion",),
     }
     assert not any("s3" in r.resource for r in rules_for(registry))
-    # the README shows the same table and a policy without s3:DeleteObject
-    docs = (Path(__file__).parent.parent / "README.md").read_text()
+    # docs/thanos.md shows the same table and a policy without s3:DeleteObject
+    docs = (Path(__file__).parent.parent / "docs" / "thanos.md").read_text()
     assert "| `thanos.mark_for_deletion` | `s3:ListBucket`, `s3:GetObject`, `s3:PutObject` |" in docs
     assert '"Action": ["s3:GetObject", "s3:PutObject"]' in docs
 

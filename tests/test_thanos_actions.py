@@ -55,22 +55,34 @@ def days_ago(days: float) -> int:
     return NOW_MS - int(days * DAY_MS)
 
 
-def daily(bucket: FakeThanosBucket, labels: dict[str, str], days: range, resolution: int = 0) -> list[Block]:
-    """One block a day, ``days`` days ago each, oldest first."""
-    return [
+def daily(
+    bucket: FakeThanosBucket,
+    labels: dict[str, str],
+    days: range,
+    resolution: int = 0,
+    *,
+    covered: bool = True,
+) -> list[Block]:
+    """One block a day, ``days`` days ago each, oldest first; with ``covered``, raw and 5m blocks get
+    their downsampled copy one resolution coarser (as a working compactor leaves them)."""
+    blocks = [
         bucket.add(max_time=days_ago(d), labels=labels, resolution=resolution)
         for d in sorted(days, reverse=True)
     ]
+    if covered and resolution in (0, FIVE_M):
+        bucket.cover(blocks)
+    return blocks
 
 
 async def plan(client: S3Client, now: float = NOW, **params: Any) -> dict[str, Any]:
-    return await retention.plan_retention.run(
-        action_ctx(client, now=now), retention.PlanParams.model_validate({"bucket": "thanos", **params})
-    )
+    p = retention.PlanParams.model_validate({"bucket": "thanos", "compactor_check": False, **params})
+    return await retention.plan_retention.run(action_ctx(client, now=now), p)
 
 
 async def mark(client: S3Client, ulids: list[str], *, dry_run: bool = False, **params: Any) -> dict[str, Any]:
-    p = retention.MarkParams.model_validate({"bucket": "thanos", "ulids": ulids, **params})
+    p = retention.MarkParams.model_validate(
+        {"bucket": "thanos", "ulids": ulids, "compactor_check": False, **params}
+    )
     return await retention.mark_for_deletion.run(action_ctx(client, dry_run=dry_run, step_id="mark"), p)
 
 
@@ -80,8 +92,8 @@ async def mark(client: S3Client, ulids: list[str], *, dry_run: bool = False, **p
 async def test_status_counts_blocks_partial_uploads_and_marked_blocks(
     client: S3Client, bucket: FakeThanosBucket
 ) -> None:
-    a = daily(bucket, SIDECAR_A, range(1, 4))
-    b = daily(bucket, SIDECAR_B, range(1, 3))
+    a = daily(bucket, SIDECAR_A, range(1, 4), covered=False)
+    b = daily(bucket, SIDECAR_B, range(1, 3), covered=False)
     compacted = bucket.add(max_time=days_ago(10), labels=SIDECAR_A, hours=48, source="compactor", level=3)
     partial = bucket.add(max_time=days_ago(0.1), labels=SIDECAR_A, partial=True)
     marked = bucket.add(max_time=days_ago(20), labels=SIDECAR_B, marked=True)
@@ -118,8 +130,8 @@ async def test_status_counts_blocks_partial_uploads_and_marked_blocks(
 async def test_status_max_age_says_whether_new_blocks_arrive(
     client: S3Client, bucket: FakeThanosBucket
 ) -> None:
-    daily(bucket, SIDECAR_A, range(1, 3))
-    daily(bucket, SIDECAR_B, range(1, 3))
+    daily(bucket, SIDECAR_A, range(1, 3), covered=False)
+    daily(bucket, SIDECAR_B, range(1, 3), covered=False)
 
     async def check(now: float, **params: Any) -> dict[str, Any]:
         p = status.StatusParams.model_validate({"bucket": "thanos", **params})
@@ -148,7 +160,7 @@ async def test_status_max_age_says_whether_new_blocks_arrive(
 async def test_status_reads_each_meta_json_once_then_only_lists(
     client: S3Client, bucket: FakeThanosBucket
 ) -> None:
-    blocks = daily(bucket, SIDECAR_A, range(1, 6))
+    blocks = daily(bucket, SIDECAR_A, range(1, 6), covered=False)
     params = status.StatusParams(bucket="thanos")
     first = await status.bucket_status.run(action_ctx(client), params)
     second = await status.bucket_status.run(action_ctx(client), params)
@@ -165,9 +177,9 @@ async def test_status_reads_each_meta_json_once_then_only_lists(
 
 async def test_status_honours_the_objstore_prefix(client: S3Client, moto_s3: MotoS3Server) -> None:
     root = FakeThanosBucket(moto_s3)
-    daily(root, SIDECAR_A, range(1, 3))
+    daily(root, SIDECAR_A, range(1, 3), covered=False)
     nested = FakeThanosBucket(moto_s3, prefix="cluster-196/", create=False)
-    daily(nested, SIDECAR_B, range(1, 4))
+    daily(nested, SIDECAR_B, range(1, 4), covered=False)
     out = await status.bucket_status.run(
         action_ctx(client), status.StatusParams(bucket="thanos", prefix="cluster-196")
     )
@@ -204,12 +216,14 @@ async def test_plan_skips_marked_and_partial_blocks(client: S3Client, bucket: Fa
     marked = bucket.add(max_time=days_ago(50), labels=SIDECAR_A, marked=True)
     partial = bucket.add(max_time=days_ago(45), labels=SIDECAR_A, partial=True)
     old = bucket.add(max_time=days_ago(40), labels=SIDECAR_A)
+    bucket.cover([old])
     out = await plan(client, retention_raw="30d")
     assert out["ulids"] == [old.ulid]
     assert out["skipped"] == {"marked": 1, "partial": 1, "unreadable": 0}
     assert marked.ulid not in json.dumps(out) and partial.ulid not in json.dumps(out)
     assert kept[-1].ulid not in out["ulids"]
-    assert out["scan"]["meta_reads"] == 3  # the marked and the partial block's meta.json are not read
+    # 2 kept + their 2 copies, old + its copy: the marked and the partial block's meta.json are not read
+    assert out["scan"]["meta_reads"] == 6
 
 
 async def test_plan_applies_each_resolutions_retention_and_zero_keeps(
@@ -361,6 +375,7 @@ async def test_mark_reads_meta_json_fresh_not_from_the_cache(
     """A meta.json that changed after the plan (cached by then) is judged by what it says now."""
     daily(bucket, SIDECAR_A, range(1, 3))
     old = bucket.add(max_time=days_ago(40), labels=SIDECAR_A)
+    bucket.cover([old])
     assert (await plan(client, retention_raw="30d"))["ulids"] == [old.ulid]
     newer = meta_json(old.ulid, min_time=days_ago(2) - 2 * HOUR_MS, max_time=days_ago(2), labels=SIDECAR_A)
     bucket.put(f"{old.ulid}/meta.json", json.dumps(newer).encode())
@@ -427,7 +442,7 @@ def test_mark_params_are_validated(ulids: list[str], message: str) -> None:
 
 
 async def test_the_meta_cache_is_bounded(moto_s3: MotoS3Server, bucket: FakeThanosBucket) -> None:
-    daily(bucket, SIDECAR_A, range(1, 6))
+    daily(bucket, SIDECAR_A, range(1, 6), covered=False)
     for entries, reads in ((2, 3), (0, 5)):
         c = s3_client(moto_s3.endpoint_url, meta_cache_entries=entries)
         try:

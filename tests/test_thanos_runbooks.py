@@ -21,8 +21,10 @@ import pytest
 from support.am import AlertmanagerServer
 from support.inproc import Daemon, alert_payload, base_config, serve
 from support.kube_api import KubeApiEmulator
+from support.minio_health import FakeMinio
 from support.ports import closed_port
 from support.prom import MetricsExporter, PrometheusServer
+from support.prometheus_crs import add_prometheus, volume_metrics
 from support.runs import states, steps_of, walk
 from support.s3 import MotoS3Server
 from support.thanos_blocks import DAY_MS, SIDECAR_A, SIDECAR_B, FakeThanosBucket
@@ -269,6 +271,9 @@ async def test_sidecar_hostile_pod_label_is_escaped_in_promql_and_refused_before
 # -- s3-connectivity-loss ----------------------------------------------------------------------------------
 
 
+S3_STEPS = ["probe", "minio", "failing-operations", "bucket-pods"]
+
+
 async def test_s3_down_everywhere_silences_the_upload_alert_and_reports(
     tmp_path: Path,
     pods: ThanosPods,
@@ -288,30 +293,32 @@ async def test_s3_down_everywhere_silences_the_upload_alert_and_reports(
         async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
             run_id = await start(d, s3_alert())
             run, approved = await walk(d, run_id)
-    assert run["state"] == "succeeded", run
-    assert approved == ["probe", "failing-operations", "other-pods", "silence-upload-failure", "report"]
+    assert approved == [*S3_STEPS, "silence-upload-failure", "protect-blocks", "report"]
+    assert states(run)["protect-blocks"] == "failed"  # no kubernetes section: the report says so
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert out["probe"]["ok"] is False and out["probe"]["error"]["kind"] == "unreachable"
+    assert out["minio"]["down"] is True
     assert {r["labels"]["operation"]: r["value"] for r in out["failing-operations"]["result"]} == {
         "upload": 1.0,
         "iter": 1.0,
     }
-    assert [r["labels"]["pod"] for r in out["other-pods"]["result"]] == ["thanos-store-0"]
+    assert sorted(r["labels"]["pod"] for r in out["bucket-pods"]["result"]) == [POD, "thanos-store-0"]
 
     (silence,) = [s for s in am.silences() if s["status"]["state"] == "active"]
     assert silence["id"] == out["silence-upload-failure"]["silence_id"]
     assert sorted((m["name"], m["value"], m["isRegex"], m["isEqual"]) for m in silence["matchers"]) == [
         ("alertname", "ThanosSidecarUploadFailure", False, True),
-        ("namespace", NS, False, True),
-        ("pod", POD, False, True),
+        ("bucket", "thanos", False, True),
     ]
     message = out["report"]["message"]
-    assert f"{NS}/{POD} cannot reach bucket thanos." in message
-    assert "Failing operations: iter 100%, upload 100%." in message or "upload 100%, iter 100%" in message
+    assert "2 Thanos pod(s) cannot reach bucket thanos (" in message and "; 0 still succeed." in message
+    assert f"{NS}/{POD}" in message and f"{NS}/thanos-store-0" in message
+    assert "iter 100%" in message and "upload 100%" in message
     assert "the bucket does NOT answer (unreachable:" in message
-    assert f"0 still succeed, 1 fail ({NS}/thanos-store-0)" in message
+    assert "MinIO does not answer its liveness check" in message
     assert "Verdict: S3 itself is down or unreachable." in message
-    assert f"ThanosSidecarUploadFailure is silenced for 2h (silence {silence['id']})" in message
+    assert f"silenced for 2h (silence {silence['id']})" in message
+    assert "Retention was NOT raised" in message
 
 
 async def test_s3_reachable_and_other_pods_fine_means_only_this_pod(
@@ -335,14 +342,92 @@ async def test_s3_reachable_and_other_pods_fine_means_only_this_pod(
             run_id = await start(d, s3_alert())
             run, approved = await walk(d, run_id)
     assert run["state"] == "succeeded", run
-    assert approved == ["probe", "failing-operations", "other-pods", "report"]
+    assert approved == [*S3_STEPS, "report"]
     assert states(run)["silence-upload-failure"] == "skipped"
+    assert states(run)["protect-blocks"] == "skipped"  # S3 answers: nothing to protect, no restart
     assert am.silences() == []
     message = steps_of(run)["report"]["output"]["message"]
     assert "From runbookd: the bucket answers (" in message
-    assert "2 still succeed (" in message and ", 0 fail." in message
-    assert f"{NS}/{OTHER}" in message and f"{NS}/thanos-store-0" in message
-    assert "Verdict: only this pod fails." in message
+    assert f"1 Thanos pod(s) cannot reach bucket thanos ({NS}/{POD}); 2 still succeed." in message
+    assert "no MinIO healthcheck API (404)" in message  # moto is not MinIO
+    assert f"Verdict: only {NS}/{POD} fails." in message
+    assert "Retention was not changed" in message
+
+
+async def test_two_failing_pods_against_one_dead_minio_make_one_run_that_protects_the_blocks(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+    alertmanager_factory: Callable[..., AlertmanagerServer],
+) -> None:
+    """MinIO lost write quorum: both Prometheus replicas' sidecars alert. One run for the bucket; the
+    second alert attaches to it. Approved, retention goes from 2h to 24h on the Prometheus resource
+    behind them (its volumes have room), and the plan said the pods restart one by one."""
+    add_prometheus(kube_api, "k8s", NS, retention="2h")
+    volume_metrics(pods.exporter, "k8s", NS, available=40 * 2**30, used=2 * 2**30)
+    pods.calls = {POD: [("upload", True)], OTHER: [("upload", True)]}
+    prom = sidecar_prometheus()
+    am = alertmanager_factory()
+    minio = await FakeMinio("no_write_quorum", backend=moto_s3.endpoint_url).start()
+    try:
+        async with pods.moving():
+            await prom.wait_for_async(f'rate({FAILURES}{{pod="{OTHER}"}}[5m]) > 0')
+            await prom.wait_for_async("kubelet_volume_stats_available_bytes")
+            cfg = config(
+                tmp_path,
+                s3=minio.url,
+                prometheus={"url": prom.url},
+                alertmanager={"url": am.url},
+                kubernetes={"host": kube_api.url},
+            )
+            clock = FrozenClock(time.time())
+            async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+                run_id = await start(d, s3_alert(POD))
+                status, second = await d.webhook(s3_alert(OTHER))
+                assert status == 200 and second["started"] == [] and second["attached"] == [run_id]
+                run, _ = await walk(d, run_id, stop_at="protect-blocks")
+                plan = steps_of(run)["protect-blocks"]
+                assert "RESTARTS THE PROMETHEUS PODS ONE BY ONE" in plan["description"]
+                assert sorted(plan["plan"]["pods"]) == [POD, OTHER]
+                run, _ = await walk(d, run_id)
+                status, body = await d.call("GET", "/api/v1/runs")
+    finally:
+        await minio.stop()
+    assert [r["id"] for r in body["runs"] if r["runbook"] == S3_RB] == [run_id]
+    assert run["target"] == "thanos"
+    assert states(run)["protect-blocks"] == "succeeded", steps_of(run)["protect-blocks"]
+    out = steps_of(run)["protect-blocks"]["output"]
+    assert out["restore"][0]["retention"] == "2h" and out["restore"][0]["expect_retention"] == "24h"
+    assert kube_api.get("Prometheus", "k8s", NS)["spec"]["retention"] == "24h"
+    assert steps_of(run)["minio"]["output"]["write_quorum"] is False
+    message = steps_of(run)["report"]["output"]["message"]
+    assert "the MinIO cluster has no write quorum" in message
+    assert "retention raised: k8s 2h -> 24h" in message
+
+
+async def test_retention_not_raised_without_room_and_the_report_says_so(
+    tmp_path: Path,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+) -> None:
+    add_prometheus(kube_api, "k8s", NS, retention="2h")
+    volume_metrics(pods.exporter, "k8s", NS, available=2**30, used=2 * 2**30)
+    pods.calls = {POD: [("upload", True)]}
+    prom = sidecar_prometheus()
+    async with pods.moving():
+        await prom.wait_for_async(f'rate({FAILURES}{{pod="{POD}"}}[5m]) > 0')
+        await prom.wait_for_async("kubelet_volume_stats_available_bytes")
+        cfg = config(tmp_path, s3=s3_down(), prometheus={"url": prom.url}, kubernetes={"host": kube_api.url})
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS) as d:
+            run_id = await start(d, s3_alert())
+            run, _ = await walk(d, run_id)
+    protect = steps_of(run)["protect-blocks"]
+    assert protect["state"] == "failed" and "has 1Gi free but needs 33Gi" in protect["error"]
+    assert kube_api.mutations == []
+    assert "Retention was NOT raised" in steps_of(run)["report"]["output"]["message"]
 
 
 @pytest.mark.parametrize("bucket", ["../../etc", "Thanos", 'thanos"}) or vector(1'])
@@ -376,7 +461,8 @@ def next_fire(after: float) -> float:
 
 def retention_bucket(moto: MotoS3Server, fire: float) -> dict[str, list[str]]:
     """Blocks relative to the schedule's fire time: raw ones of two replicas over 40 days, 5m ones over
-    200 days, a retired stream 60 days old, one block already marked, one partial upload."""
+    200 days, a retired stream 60 days old, one block already marked, one partial upload. Every block past
+    retention has its downsampled copy (a working compactor), so the old ones may go."""
     b = FakeThanosBucket(moto)
     now_ms = int(fire * 1000) + 6 * 3_600_000  # "d days ago" is d days minus 6h: no block on a cutoff
     made: dict[str, list[str]] = {"old": [], "young": [], "kept": []}
@@ -384,15 +470,39 @@ def retention_bucket(moto: MotoS3Server, fire: float) -> dict[str, list[str]]:
         for d in range(1, 41):
             blk = b.add(max_time=now_ms - d * DAY_MS, labels=labels)
             made["old" if d > 30 else "young"].append(blk.ulid)
+            if d > 30:
+                b.cover([blk])
     for d in (30, 100, 170, 190, 200):
         blk = b.add(max_time=now_ms - d * DAY_MS, labels=SIDECAR_A, resolution=300_000)
         made["old" if d > 180 else "young"].append(blk.ulid)
+        if d > 180:
+            b.cover([blk])
     retired = [b.add(max_time=now_ms - d * DAY_MS, labels={"cluster": "retired"}) for d in (62, 61, 60)]
+    b.cover(retired)
     made["old"] += [r.ulid for r in retired[:2]]
     made["kept"].append(retired[-1].ulid)
     made["kept"].append(b.add(max_time=now_ms - 50 * DAY_MS, labels=SIDECAR_A, marked=True).ulid)
     made["kept"].append(b.add(max_time=now_ms - 45 * DAY_MS, labels=SIDECAR_B, partial=True).ulid)
     return made
+
+
+COMPACTOR = {"namespace": NS, "pod": "thanos-compact-0"}
+
+
+@pytest.fixture
+async def compactor(
+    exporter_factory: Callable[..., MetricsExporter], prometheus_factory: Callable[..., PrometheusServer]
+) -> PrometheusServer:
+    """A real Prometheus scraping a working compactor: not halted, one iteration done since it started."""
+    exporter = exporter_factory()
+    exporter.set("thanos_compact_halted", 0, COMPACTOR)
+    exporter.set("thanos_compact_iterations_total", 1, COMPACTOR, type="counter")
+    prom = prometheus_factory(targets=[exporter.target], job_name="thanos-compact")
+    await prom.wait_for_async("count_over_time(thanos_compact_iterations_total[1m]) >= 2")
+    exporter.set("thanos_compact_iterations_total", 2, COMPACTOR, type="counter")
+    await prom.wait_for_async("increase(thanos_compact_iterations_total[24h]) > 0")
+    prom.exporter = exporter  # type: ignore[attr-defined]
+    return prom
 
 
 async def scheduled_run(d: Daemon, clock: FrozenClock, fire: float) -> str:
@@ -406,13 +516,15 @@ async def scheduled_run(d: Daemon, clock: FrozenClock, fire: float) -> str:
     return str(run["id"])
 
 
-async def test_retention_plans_and_marks_with_approval(tmp_path: Path, moto_s3: MotoS3Server) -> None:
+async def test_retention_plans_and_marks_with_approval(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
+) -> None:
     fire = next_fire(time.time())
     made = retention_bucket(moto_s3, fire)
     bucket = FakeThanosBucket(moto_s3, create=False)
     before = bucket.objects()
     clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url)
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
     async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
         run_id = await scheduled_run(d, clock, fire)
         run, approved = await walk(d, run_id, stop_at="mark")
@@ -446,14 +558,14 @@ async def test_retention_plans_and_marks_with_approval(tmp_path: Path, moto_s3: 
 
 
 async def test_retention_dry_run_writes_nothing_and_a_second_day_marks_nothing_new(
-    tmp_path: Path, moto_s3: MotoS3Server
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
 ) -> None:
     fire = next_fire(time.time())
     made = retention_bucket(moto_s3, fire)
     bucket = FakeThanosBucket(moto_s3, create=False)
     before = bucket.objects()
     clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url, dry_run=True)
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, dry_run=True, prometheus={"url": compactor.url})
     async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
         run_id = await scheduled_run(d, clock, fire)
         run, _ = await walk(d, run_id)
@@ -471,17 +583,74 @@ async def test_retention_dry_run_writes_nothing_and_a_second_day_marks_nothing_n
 
 
 async def test_retention_with_nothing_past_retention_skips_the_mark(
-    tmp_path: Path, moto_s3: MotoS3Server
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
 ) -> None:
     fire = next_fire(time.time())
     bucket = FakeThanosBucket(moto_s3)
     for d in range(1, 10):
         bucket.add(max_time=int(fire * 1000) - d * DAY_MS, labels=SIDECAR_A)
     clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url)
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
     async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
         run_id = await scheduled_run(d, clock, fire)
         run, approved = await walk(d, run_id)
     assert approved == ["status", "plan", "report"]
     assert states(run)["mark"] == "skipped"
     assert "Nothing to mark." in steps_of(run)["report"]["output"]["message"]
+
+
+async def test_retention_on_a_raw_only_bucket_marks_nothing_and_says_why(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
+) -> None:
+    """The issue's case: only raw blocks (nothing downsampled yet), half of them past 30d. Today's
+    retention marked them by age; the history they hold exists nowhere else."""
+    fire = next_fire(time.time())
+    bucket = FakeThanosBucket(moto_s3)
+    now_ms = int(fire * 1000) + 6 * 3_600_000
+    old = [
+        bucket.add(max_time=now_ms - d * DAY_MS, labels=labels).ulid
+        for labels in (SIDECAR_A, SIDECAR_B)
+        for d in range(1, 61)
+        if d > 30
+    ]
+    for labels in (SIDECAR_A, SIDECAR_B):
+        for d in range(1, 31):
+            bucket.add(max_time=now_ms - d * DAY_MS, labels=labels)
+    before = bucket.objects()
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, approved = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    assert approved == ["status", "plan", "report"]
+    assert states(run)["mark"] == "skipped"
+    plan = steps_of(run)["plan"]["output"]
+    assert plan["count"] == 0 and plan["not_downsampled_count"] == len(old) == 60
+    assert plan["compactor"]["healthy"] is True
+    report = steps_of(run)["report"]["output"]["message"]
+    assert "Kept, not downsampled yet: 60 block(s) past retention" in report
+    assert "Nothing to mark." in report
+    assert bucket.objects() == before
+
+
+async def test_retention_with_a_halted_compactor_marks_nothing(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
+) -> None:
+    fire = next_fire(time.time())
+    made = retention_bucket(moto_s3, fire)
+    bucket = FakeThanosBucket(moto_s3, create=False)
+    before = bucket.objects()
+    compactor.exporter.set("thanos_compact_halted", 1, COMPACTOR)  # type: ignore[attr-defined]
+    await compactor.wait_for_async("thanos_compact_halted == 1")
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, approved = await walk(d, run_id)
+    assert approved == ["status", "plan", "report"]
+    assert states(run)["mark"] == "skipped"
+    plan = steps_of(run)["plan"]["output"]
+    assert plan["count"] == 0 and plan["held_by_compactor"] == len(made["old"])
+    assert "the compactor is halted" in steps_of(run)["report"]["output"]["message"]
+    assert bucket.objects() == before

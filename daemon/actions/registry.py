@@ -5,7 +5,17 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from daemon.actions import alertmanager, kubernetes, longhorn, notify, prometheus, s3, s3_lifecycle, thanos
+from daemon.actions import (
+    alertmanager,
+    kubernetes,
+    longhorn,
+    minio,
+    notify,
+    prometheus,
+    s3,
+    s3_lifecycle,
+    thanos,
+)
 from daemon.actions import opensearch as opensearch_actions
 from daemon.actions.base import Action, ActionRegistry
 from daemon.errors import ConfigError
@@ -35,6 +45,7 @@ def default_registry(plugins: Iterable[str] = ()) -> ActionRegistry:
         *opensearch_actions.ACTIONS,
         *longhorn.ACTIONS,
         *s3_lifecycle.ACTIONS,
+        *minio.ACTIONS,
     ]
     for name in plugins:
         actions += _plugin_actions(name)

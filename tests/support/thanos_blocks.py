@@ -104,11 +104,12 @@ class FakeThanosBucket:
         source: str = "sidecar",
         level: int = 1,
         meta: dict[str, Any] | None = None,
+        min_time: int | None = None,
     ) -> Block:
         """A block covering ``hours`` up to ``max_time`` (ms); its ULID is stamped ``created`` (default: just
         after max_time, as a sidecar cuts it)."""
         block_id = ulid(created if created is not None else max_time + 60_000, self.rnd)
-        min_time = max_time - hours * HOUR_MS
+        min_time = max_time - hours * HOUR_MS if min_time is None else min_time
         doc = meta or meta_json(
             block_id,
             min_time=min_time,
@@ -127,6 +128,27 @@ class FakeThanosBucket:
             mark = {"id": block_id, "version": 1, "details": "compactor", "deletion_time": max_time // 1000}
             self.put(base + "deletion-mark.json", json.dumps(mark).encode())
         return Block(block_id, min_time, max_time, labels, resolution, partial, marked, doc)
+
+    def cover(self, blocks: list[Block], *, marked: bool = False) -> list[Block]:
+        """The compactor's downsampled copies of ``blocks``: same external labels and time range, one
+        resolution coarser (raw -> 5m, 5m -> 1h), as thanos pkg/compact/downsample writes them."""
+        coarser = {0: 300_000, 300_000: 3_600_000}
+        out = []
+        for b in blocks:
+            out.append(
+                self.add(
+                    max_time=b.max_time,
+                    labels=b.labels,
+                    hours=0,
+                    resolution=coarser[b.resolution],
+                    source="compactor",
+                    level=2,
+                    created=b.max_time + 3_600_000,
+                    marked=marked,
+                    min_time=b.min_time,
+                )
+            )
+        return out
 
     def put(self, key: str, body: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)

@@ -4,7 +4,13 @@ mark them for deletion (the compactor deletes marked blocks after its --delete-d
 Safety rules, enforced here and not left to runbooks:
 - only complete blocks (meta.json present) are planned or marked, never a partial upload;
 - a block is old enough when its meta.json maxTime is older than now minus the retention of its
-  resolution; mark_for_deletion reads meta.json again (never from a cache) right before writing;
+  resolution (the longer of ours and the compactor's own flags, when given); mark_for_deletion reads
+  meta.json again (never from a cache) right before writing;
+- a raw block is retired only when 5m blocks of the same stream (same external labels) cover its whole
+  time range, a 5m block only when 1h blocks do (coverage.py); mark_for_deletion checks this again and
+  reads the covering blocks once more right before writing each mark;
+- nothing is planned or marked while the compactor is halted or completed no iteration in 24h
+  (compactor.py), asked again by mark_for_deletion;
 - the newest block of a stream (same external labels, same resolution) is never planned nor marked, so
   retention never removes the only copy of a stream's latest data;
 - a block already marked is left as it is (idempotent); nothing is ever deleted or overwritten.
@@ -12,6 +18,7 @@ Safety rules, enforced here and not left to runbooks:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,8 +26,13 @@ from pydantic import Field, field_validator
 
 from daemon.actions.base import ActionContext, Output, action
 from daemon.actions.thanos.common import READ, MaxListed, RetentionParams, block_view, gib, iso_ms, scan_view
+from daemon.actions.thanos.compactor import compactor_health
+from daemon.actions.thanos.coverage import Coverage, uncovered_reason
 from daemon.clients.s3 import S3Client
 from daemon.clients.thanos import (
+    DELETION_MARK,
+    MAX_META_BYTES,
+    META,
     RESOLUTIONS,
     BlockFolder,
     BlockMeta,
@@ -85,15 +97,49 @@ class PlanParams(RetentionParams):
     max_listed: MaxListed = 20
 
 
+def split_covered(
+    eligible: list[BlockFolder], blocks: list[BlockFolder]
+) -> tuple[list[BlockFolder], list[BlockFolder], dict[str, list[str]]]:
+    """(covered, uncovered, coverers by ULID) of the eligible blocks, coarsest resolution first, so a
+    coarser block retired in the same pass never counts as covering a finer one."""
+    going: set[str] = set()
+    covered: list[BlockFolder] = []
+    uncovered: list[BlockFolder] = []
+    coverers: dict[str, list[str]] = {}
+    for res in (3_600_000, 300_000, 0):
+        batch = [f for f in eligible if _meta(f).resolution == res]
+        if not batch:
+            continue
+        cov = Coverage.of(f for f in blocks if f.ulid not in going)
+        for f in batch:
+            found = cov.covering(_meta(f))
+            if found is None:
+                uncovered.append(f)
+            else:
+                covered.append(f)
+                coverers[f.ulid] = found
+                going.add(f.ulid)
+    return covered, uncovered, coverers
+
+
+async def _compactor(ctx: ActionContext, p: RetentionParams) -> dict[str, Any] | None:
+    if not p.compactor_check:
+        return None
+    return await compactor_health(ctx.need("prometheus"), p.compactor_selector)
+
+
 @action("thanos.plan_retention", read_only=True, idempotent=True, permissions=READ)
 async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
-    """Which blocks are older than the retention of their resolution (raw / 5m / 1h; 0 keeps), excluding
-    blocks already marked, partial uploads, and the newest block of every stream.
+    """Which blocks are older than the retention of their resolution (raw / 5m / 1h; 0 keeps) and whose
+    history survives them (5m blocks of the same stream cover a raw block, 1h blocks a 5m one), excluding
+    blocks already marked, partial uploads, and the newest block of every stream. Nothing is planned while
+    the compactor is halted or idle.
 
     ``ulids`` (oldest first, at most ``max_blocks``) is what a thanos.mark_for_deletion step takes;
     ``count`` and ``bytes`` cover every eligible block."""
     s3: S3Client = ctx.need("s3")
     started = time.perf_counter()
+    compactor = await _compactor(ctx, p)
     scan = await p.open(s3).scan(want_meta=lambda f: not f.marked)
     now = ctx.clock.now()
     cutoffs = p.cutoffs_ms(now)
@@ -101,7 +147,11 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
     newest = newest_per_stream(blocks)
     eligible = [f for f in blocks if too_young(_meta(f), cutoffs) is None]
     protected = [f for f in eligible if newest[_meta(f).stream] is f]
-    planned = sorted((f for f in eligible if newest[_meta(f).stream] is not f), key=_rank)
+    old = [f for f in eligible if newest[_meta(f).stream] is not f]
+    covered, uncovered = split_covered(old, blocks)[:2]
+    uncovered.sort(key=_rank)
+    held = compactor is not None and not compactor["healthy"]
+    planned = [] if held else sorted(covered, key=_rank)
     by_res: dict[str, dict[str, int]] = {}
     for f in planned:
         entry = by_res.setdefault(resolution_name(_meta(f).resolution), {"count": 0, "bytes": 0})
@@ -111,10 +161,16 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
     ulids = [f.ulid for f in planned[: p.max_blocks]]
     folders = scan.folders.values()
     message = (
-        f"{p.bucket}: {len(planned)} of {len(blocks)} blocks ({gib(total)}) are past retention "
-        f"({', '.join(f'{res} {keep}' for res, keep in p.describe().items())})"
+        (
+            f"{p.bucket}: NOTHING planned, {len(covered)} block(s) held back: {compactor['reason']}"
+            if held and compactor is not None
+            else f"{p.bucket}: {len(planned)} of {len(blocks)} blocks ({gib(total)}) are past retention "
+            f"({', '.join(f'{res} {keep}' for res, keep in p.describe().items())})"
+        )
         + (f"; the first {len(ulids)} are listed" if len(ulids) < len(planned) else "")
+        + (f"; kept {len(uncovered)} past retention that are not downsampled yet" if uncovered else "")
         + (f"; kept {len(protected)} that are the newest of their stream" if protected else "")
+        + (f"; {p.compactor_note()}" if p.compactor_flags() else "")
     )
     return {
         "ok": True,
@@ -123,6 +179,9 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
         "prefix": p.prefix,
         "now": iso(now),
         "retention": p.describe(),
+        "compactor_flags": p.compactor_flags(),
+        "compactor": compactor,
+        "held_by_compactor": len(covered) if held else 0,
         "cutoffs": {resolution_name(r): iso_ms(c) if c is not None else None for r, c in cutoffs.items()},
         "count": len(planned),
         "bytes": total,
@@ -130,6 +189,10 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
         "ulids": ulids,
         "truncated": len(ulids) < len(planned),
         "blocks": [block_view(f) for f in planned[: p.max_listed]],
+        "not_downsampled": [
+            {**block_view(f), "reason": uncovered_reason(_meta(f))} for f in uncovered[: p.max_listed]
+        ],
+        "not_downsampled_count": len(uncovered),
         "protected": [
             {**block_view(f), "reason": "newest block of its stream"} for f in protected[: p.max_listed]
         ],
@@ -197,10 +260,18 @@ async def _guard_newest(
 
 
 async def _check(
-    tb: ThanosBucket, p: MarkParams, cutoffs: dict[int, int | None], marking: _Marking
-) -> list[BlockFolder]:
-    """Every requested block that may be marked now; the others get their outcome in ``marking``."""
-    scan = await tb.scan(want_meta=None)  # a fresh listing: what exists and what is marked right now
+    ctx: ActionContext, tb: ThanosBucket, p: MarkParams, cutoffs: dict[int, int | None], marking: _Marking
+) -> tuple[list[BlockFolder], dict[str, list[str]]]:
+    """Every requested block that may be marked now, and the coarser blocks that cover each; the others
+    get their outcome in ``marking``."""
+    compactor = await _compactor(ctx, p)
+    if compactor is not None and not compactor["healthy"]:
+        for ulid in p.ulids:
+            marking.refuse(ulid, f"the compactor is not working, nothing is marked: {compactor['reason']}")
+        return [], {}
+    # A fresh listing: what exists and what is marked right now. Other blocks' meta.json may come from
+    # the cache (a block's meta.json never changes); the requested ones are read again below.
+    scan = await tb.scan(want_meta=lambda f: not f.marked)
     requested = set(p.ulids)
     candidates: list[BlockFolder] = []
     for ulid in p.ulids:
@@ -221,10 +292,45 @@ async def _check(
             marking.refuse(f.ulid, why or "meta.json unreadable")
         else:
             targets.append(f)
+    unmarked = [f for f in scan.folders.values() if f.meta is not None and not f.marked]
+    covered, uncovered, coverers = split_covered(targets, unmarked)
+    for f in uncovered:
+        marking.refuse(f.ulid, uncovered_reason(_meta(f)))
     others = [f for f in scan.folders.values() if f.complete and not f.marked and f.ulid not in requested]
-    others += [f for f in candidates if f not in targets]  # a refused block stays, so it counts as newer
-    await _guard_newest(tb, targets, others, marking)
-    return [f for f in targets if f.ulid not in marking.outcome]
+    others += [f for f in candidates if f not in covered]  # a refused block stays, so it counts as newer
+    await _guard_newest(tb, covered, others, marking)
+    return [f for f in covered if f.ulid not in marking.outcome], coverers
+
+
+class _Coverers:
+    """Right before a block's mark is written, the blocks that cover it are read again: still complete
+    (meta.json present) and not marked for deletion themselves. Each is read once per step."""
+
+    def __init__(self, tb: ThanosBucket) -> None:
+        self.tb = tb
+        self.seen: dict[str, str | None] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def _read(self, ulid: str) -> str | None:
+        s3, bucket = self.tb.s3, self.tb.bucket
+        if (
+            await s3.get_object(bucket, self.tb.key(ulid, DELETION_MARK), max_bytes=MAX_META_BYTES)
+            is not None
+        ):
+            return f"its covering block {ulid} is now marked for deletion itself"
+        if await s3.get_object(bucket, self.tb.key(ulid, META), max_bytes=MAX_META_BYTES) is None:
+            return f"its covering block {ulid} is gone"
+        return None
+
+    async def problem(self, ulids: list[str]) -> str | None:
+        for ulid in ulids:
+            async with self.locks.setdefault(ulid, asyncio.Lock()):
+                if ulid not in self.seen:
+                    self.seen[ulid] = await self._read(ulid)
+            why = self.seen[ulid]
+            if why is not None:
+                return why
+        return None
 
 
 def _summary(marking: _Marking, verb: str) -> dict[str, Any]:
@@ -253,12 +359,14 @@ async def mark_for_deletion(ctx: ActionContext, p: MarkParams) -> Output:
     compactor deletes it after its --delete-delay. Never deletes an object.
 
     Each block's meta.json is read again first: a block that is missing, partial, too young for the
-    retention of its resolution, or the newest of its stream is refused. Already marked: left as is."""
+    retention of its resolution, not covered by coarser blocks of its stream, or the newest of its stream
+    is refused, and everything is refused while the compactor is halted or idle. Already marked: left as
+    is."""
     s3: S3Client = ctx.need("s3")
     tb = p.open(s3)
     now = ctx.clock.now()
     marking = _Marking(p.ulids)
-    targets = await _check(tb, p, p.cutoffs_ms(now), marking)
+    targets, coverers = await _check(ctx, tb, p, p.cutoffs_ms(now), marking)
     bodies = {f.ulid: tb.deletion_mark(f.ulid, details=ctx.origin, now=now) for f in targets}
     common = {"bucket": p.bucket, "prefix": p.prefix, "details": ctx.origin, "deletion_time": int(now)}
     if ctx.dry_run:
@@ -267,12 +375,18 @@ async def mark_for_deletion(ctx: ActionContext, p: MarkParams) -> Output:
         requests = [tb.describe_put(u, body) for u, body in bodies.items()]
         return ctx.would(*requests, **common, **_summary(marking, "would_mark"))
 
+    recheck = _Coverers(tb)
+
     async def put(f: BlockFolder) -> None:
+        why = await recheck.problem(coverers.get(f.ulid, []))
+        if why is not None:
+            marking.refuse(f.ulid, f"kept: not downsampled any more ({why})")
+            return
         await tb.put_deletion_mark(f.ulid, bodies[f.ulid])
         marking.outcome[f.ulid] = ("marked", "")
 
     await for_each(targets, put, s3.max_concurrency)
-    ctx.log.info("thanos.marked", bucket=p.bucket, marked=len(targets))
+    ctx.log.info("thanos.marked", bucket=p.bucket, marked=len(marking.of("marked")))
     return {**common, **_summary(marking, "marked")}
 
 

@@ -1,0 +1,289 @@
+"""Retention never destroys history: a block is retired only when coarser blocks of the same stream cover
+it, never while the compactor is halted or idle, and never beyond the compactor's own retention flags.
+
+Against moto's S3 server and, for the compactor's health, a real Prometheus scraping a test exporter that
+plays the compactor's metrics (thanos_compact_halted, thanos_compact_iterations_total).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from support.prom import MetricsExporter, PrometheusServer
+from support.s3 import MotoS3Server
+from support.thanos_blocks import DAY_MS, SIDECAR_A, SIDECAR_B, Block, FakeThanosBucket, action_ctx, s3_client
+
+from daemon.actions.thanos import retention
+from daemon.clients.http import JsonHttpClient
+from daemon.clients.prometheus import PrometheusClient
+from daemon.clients.s3 import S3Client
+
+NOW = time.time()
+NOW_MS = int(NOW * 1000)
+FIVE_M = 300_000
+COMPACTOR = {"namespace": "monitoring", "pod": "thanos-compact-0"}
+
+
+@pytest.fixture
+async def client(moto_s3: MotoS3Server) -> AsyncIterator[S3Client]:
+    c = s3_client(moto_s3.endpoint_url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def bucket(moto_s3: MotoS3Server) -> FakeThanosBucket:
+    return FakeThanosBucket(moto_s3)
+
+
+def daily(bucket: FakeThanosBucket, labels: dict[str, str], days: range, resolution: int = 0) -> list[Block]:
+    return [
+        bucket.add(max_time=NOW_MS - d * DAY_MS, labels=labels, resolution=resolution)
+        for d in sorted(days, reverse=True)
+    ]
+
+
+def ctx(client: S3Client, prom: PrometheusClient | None = None) -> Any:
+    c = action_ctx(client, now=NOW, step_id="mark")
+    c.clients.prometheus = prom
+    return c
+
+
+async def plan(client: S3Client, prom: PrometheusClient | None = None, **params: Any) -> dict[str, Any]:
+    p = retention.PlanParams.model_validate(
+        {"bucket": "thanos", "retention_raw": "30d", "compactor_check": prom is not None, **params}
+    )
+    return await retention.plan_retention.run(ctx(client, prom), p)
+
+
+async def mark(
+    client: S3Client, ulids: list[str], prom: PrometheusClient | None = None, **params: Any
+) -> dict[str, Any]:
+    p = retention.MarkParams.model_validate(
+        {
+            "bucket": "thanos",
+            "ulids": ulids,
+            "retention_raw": "30d",
+            "compactor_check": prom is not None,
+            **params,
+        }
+    )
+    return await retention.mark_for_deletion.run(ctx(client, prom), p)
+
+
+def marks(bucket: FakeThanosBucket) -> set[str]:
+    return {k.split("/")[0] for k in bucket.objects() if k.endswith("deletion-mark.json")}
+
+
+# -- coverage ----------------------------------------------------------------------------------------------
+
+
+async def test_a_raw_only_bucket_marks_nothing_and_lists_every_old_block_as_not_downsampled(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    """The seed keeps history through downsampling: raw blocks no 5m block covers are that history."""
+    a = daily(bucket, SIDECAR_A, range(1, 41))
+    b = daily(bucket, SIDECAR_B, range(1, 41))
+    old = {x.ulid for x in a + b if x.max_time < NOW_MS - 30 * DAY_MS}
+    out = await plan(client, max_listed=100)
+    assert out["count"] == 0 and out["ulids"] == []
+    assert out["not_downsampled_count"] == len(old) == 20
+    assert {x["ulid"] for x in out["not_downsampled"]} == old
+    assert all(
+        x["reason"]
+        == "kept: not downsampled yet (no 5m blocks of the same stream cover its whole time range)"
+        for x in out["not_downsampled"]
+    )
+    assert "kept 20 past retention that are not downsampled yet" in out["message"]
+    # Asked directly (a hand-written list), the action refuses them too and writes nothing.
+    result = await mark(client, sorted(old))
+    assert result["marked"] == 0 and result["refused"] == len(old)
+    assert all(r["reason"].startswith("kept: not downsampled yet") for r in result["refusals"])
+    assert marks(bucket) == set()
+
+
+async def test_coverage_by_another_stream_does_not_count(client: S3Client, bucket: FakeThanosBucket) -> None:
+    """Replica B's 5m blocks cover the same hours, but not replica A's series: A's raw blocks stay."""
+    a = daily(bucket, SIDECAR_A, range(31, 41))
+    daily(bucket, SIDECAR_A, range(1, 3))
+    b = daily(bucket, SIDECAR_B, range(31, 41))
+    daily(bucket, SIDECAR_B, range(1, 3))
+    bucket.cover(b)  # B's downsampled copies only
+    out = await plan(client, max_listed=100)
+    assert set(out["ulids"]) == {x.ulid for x in b}
+    assert {x["ulid"] for x in out["not_downsampled"]} == {x.ulid for x in a}
+    result = await mark(client, [x.ulid for x in a])
+    assert result["marked"] == 0 and result["refused"] == len(a)
+    assert marks(bucket) == set()
+
+
+async def test_a_raw_block_needs_its_whole_range_covered(client: S3Client, bucket: FakeThanosBucket) -> None:
+    daily(bucket, SIDECAR_A, range(1, 3))
+    half = bucket.add(max_time=NOW_MS - 40 * DAY_MS, labels=SIDECAR_A)  # 2h block
+    full = bucket.add(max_time=NOW_MS - 41 * DAY_MS, labels=SIDECAR_A)
+    bucket.add(  # a 5m block over the last hour of `half` only
+        max_time=half.max_time, min_time=half.max_time - 3_600_000, labels=SIDECAR_A, resolution=FIVE_M
+    )
+    # Two contiguous 5m blocks together cover `full`.
+    bucket.add(
+        max_time=full.min_time + 3_600_000, min_time=full.min_time, labels=SIDECAR_A, resolution=FIVE_M
+    )
+    bucket.add(
+        max_time=full.max_time, min_time=full.min_time + 3_600_000, labels=SIDECAR_A, resolution=FIVE_M
+    )
+    out = await plan(client)
+    assert out["ulids"] == [full.ulid]
+    assert [x["ulid"] for x in out["not_downsampled"]] == [half.ulid]
+    assert (await mark(client, [full.ulid]))["marked"] == 1
+
+
+async def test_5m_blocks_need_1h_blocks_and_a_marked_cover_does_not_count(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    daily(bucket, SIDECAR_A, range(1, 3), resolution=FIVE_M)
+    five = daily(bucket, SIDECAR_A, range(190, 200), resolution=FIVE_M)
+    bucket.cover(five[:5])
+    bucket.cover(five[5:], marked=True)  # being deleted by the compactor: no cover
+    out = await plan(client, retention_raw="30d", retention_5m="180d", max_listed=100)
+    assert set(out["ulids"]) == {x.ulid for x in five[:5]}
+    assert {x["ulid"] for x in out["not_downsampled"]} == {x.ulid for x in five[5:]}
+    assert out["not_downsampled"][0]["reason"].startswith("kept: not downsampled yet (no 1h blocks")
+
+
+async def test_mark_rechecks_coverage_a_cover_marked_after_the_plan_refuses(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    daily(bucket, SIDECAR_A, range(1, 3))
+    old = daily(bucket, SIDECAR_A, range(35, 38))
+    copies = bucket.cover(old)
+    planned = (await plan(client))["ulids"]
+    assert set(planned) == {x.ulid for x in old}
+    # Between the approval and the mark, the compactor marks one 5m copy (e.g. its own retention).
+    bucket.put(f"{copies[0].ulid}/deletion-mark.json", b'{"id": "x", "version": 1, "deletion_time": 1}')
+    result = await mark(client, planned)
+    assert result["marked"] == 2 and result["refused"] == 1
+    assert result["refusals"][0]["ulid"] == old[0].ulid
+    assert marks(bucket) == {old[1].ulid, old[2].ulid, copies[0].ulid}
+
+
+# -- the compactor's own retention flags -------------------------------------------------------------------
+
+
+async def test_never_more_than_the_compactors_own_retention(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    daily(bucket, SIDECAR_A, range(1, 3))
+    bucket.cover(old := daily(bucket, SIDECAR_A, range(31, 71, 5)))
+    ages = {x.ulid: (NOW_MS - x.max_time) / DAY_MS for x in old}
+    out = await plan(
+        client, compactor_retention_raw="50d", compactor_retention_5m="", compactor_retention_1h=""
+    )
+    assert out["compactor_flags"] == {"--retention.resolution-raw": "50d"}
+    assert out["retention"]["raw"] == "50d"
+    assert "the compactor runs with --retention.resolution-raw=50d" in out["message"]
+    assert {u for u in out["ulids"]} == {u for u, age in ages.items() if age > 50}
+    # The compactor keeps raw for ever: nothing raw is marked, in the plan or in the action.
+    keep = await plan(client, compactor_retention_raw="0d")
+    assert keep["count"] == 0 and keep["retention"]["raw"] == "keep"
+    refused = await mark(client, list(ages), compactor_retention_raw="0d")
+    assert refused["marked"] == 0 and marks(bucket) == set()
+
+
+def test_compactor_selector_is_matchers_only() -> None:
+    with pytest.raises(ValidationError, match="compactor_selector must be PromQL label matchers"):
+        retention.PlanParams.model_validate(
+            {"bucket": "thanos", "retention_raw": "30d", "compactor_selector": 'job="x"} or vector(1'}
+        )
+    ok = retention.PlanParams.model_validate(
+        {
+            "bucket": "thanos",
+            "retention_raw": "30d",
+            "compactor_selector": 'job="thanos-compact", ns=~"mon.*"',
+        }
+    )
+    assert ok.compactor_selector.startswith("job=")
+
+
+# -- the compactor's health --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def prom_client(
+    exporter_factory: Callable[..., MetricsExporter], prometheus_factory: Callable[..., PrometheusServer]
+) -> AsyncIterator[tuple[MetricsExporter, PrometheusServer, PrometheusClient]]:
+    exporter = exporter_factory()
+    prom = prometheus_factory(targets=[exporter.target], job_name="thanos-compact")
+    client = PrometheusClient(JsonHttpClient(prom.url, timeout=10.0, name="prometheus"))
+    try:
+        yield exporter, prom, client
+    finally:
+        await client.close()
+
+
+def covered_bucket(bucket: FakeThanosBucket) -> list[str]:
+    daily(bucket, SIDECAR_A, range(1, 3))
+    old = daily(bucket, SIDECAR_A, range(35, 38))
+    bucket.cover(old)
+    return [x.ulid for x in old]
+
+
+async def test_a_halted_compactor_holds_everything_back(
+    client: S3Client,
+    bucket: FakeThanosBucket,
+    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+) -> None:
+    exporter, prom, pc = prom_client
+    old = covered_bucket(bucket)
+    exporter.set("thanos_compact_halted", 1, COMPACTOR)
+    exporter.set("thanos_compact_iterations_total", 5, COMPACTOR, type="counter")
+    await prom.wait_for_async("thanos_compact_halted == 1")
+    out = await plan(client, pc)
+    assert out["count"] == 0 and out["held_by_compactor"] == 3
+    assert out["compactor"]["healthy"] is False and out["compactor"]["halted"] is True
+    assert "NOTHING planned" in out["message"] and "halted" in out["message"]
+    result = await mark(client, old, pc)
+    assert result["marked"] == 0 and result["refused"] == 3
+    assert "the compactor is not working" in result["refusals"][0]["reason"]
+    assert marks(bucket) == set()
+
+
+async def test_no_compactor_series_holds_everything_back(
+    client: S3Client,
+    bucket: FakeThanosBucket,
+    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+) -> None:
+    exporter, prom, pc = prom_client
+    old = covered_bucket(bucket)
+    exporter.set("some_other_metric", 1)
+    await prom.wait_for_async("some_other_metric")
+    out = await plan(client, pc)
+    assert out["count"] == 0 and out["compactor"]["healthy"] is False
+    assert "no compactor series" in out["compactor"]["reason"]
+    assert (await mark(client, old, pc))["marked"] == 0
+    assert marks(bucket) == set()
+
+
+async def test_an_idle_compactor_holds_back_and_a_working_one_lets_through(
+    client: S3Client,
+    bucket: FakeThanosBucket,
+    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+) -> None:
+    exporter, prom, pc = prom_client
+    old = covered_bucket(bucket)
+    exporter.set("thanos_compact_halted", 0, COMPACTOR)
+    exporter.set("thanos_compact_iterations_total", 7, COMPACTOR, type="counter")
+    await prom.wait_for_async("count_over_time(thanos_compact_iterations_total[1m]) >= 2")
+    idle = await plan(client, pc)
+    assert idle["count"] == 0 and "completed no iteration" in idle["compactor"]["reason"]
+    exporter.set("thanos_compact_iterations_total", 8, COMPACTOR, type="counter")
+    await prom.wait_for_async("increase(thanos_compact_iterations_total[24h]) > 0")
+    out = await plan(client, pc, compactor_selector='job="thanos-compact"')
+    assert out["compactor"]["healthy"] is True and set(out["ulids"]) == set(old)
+    result = await mark(client, out["ulids"], pc, compactor_selector='job="thanos-compact"')
+    assert result["marked"] == 3 and marks(bucket) == set(old)
