@@ -30,6 +30,8 @@ from daemon.errors import PermanentError, TemporaryError
 from daemon.kits.quantities import parse_quantity
 
 JSON_CT = "application/json"
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+"""Accept header asking the API server for an object's metadata only (never a Secret's data)."""
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
@@ -158,8 +160,12 @@ class KubernetesClient:
         query: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         content_type: str = JSON_CT,
+        accept: str = JSON_CT,
+        text_limit: int | None = None,
     ) -> Any:
-        """One API call with timeout and bounded retries; the decoded JSON answer, or a daemon error."""
+        """One API call with timeout and bounded retries; the decoded JSON answer, or a daemon error.
+
+        With ``text_limit`` the answer is plain text (a log), of which at most that many bytes are read."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
         what = f"{method} {path}"
@@ -167,7 +173,9 @@ class KubernetesClient:
         while True:
             attempt += 1
             try:
-                return await self._call(method, path, query, body, content_type)
+                if text_limit is not None:
+                    return await self._call_text(path, query, text_limit)
+                return await self._call(method, path, query, body, content_type, accept)
             except ApiException as exc:
                 error = _wrap_api_exception(exc, what, eviction=path.endswith("/eviction"))
             except TimeoutError as exc:
@@ -189,12 +197,13 @@ class KubernetesClient:
         query: Mapping[str, str] | None,
         body: Mapping[str, Any] | None,
         content_type: str,
+        accept: str = JSON_CT,
     ) -> Any:
         return await self.api.call_api(
             path,
             method,
             query_params=list((query or {}).items()),
-            header_params={"Accept": JSON_CT, "Content-Type": content_type},
+            header_params={"Accept": accept, "Content-Type": content_type},
             body=dict(body) if body is not None else None,
             auth_settings=["BearerToken"],
             response_types_map=_RESPONSE_TYPES,
@@ -202,6 +211,32 @@ class KubernetesClient:
             _preload_content=True,
             _request_timeout=self.timeout,
         )
+
+    async def _call_text(self, path: str, query: Mapping[str, str] | None, limit: int) -> str:
+        """GET a plain-text answer, reading at most ``limit`` bytes of it (the rest is never buffered)."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        async with asyncio.timeout(self.timeout):
+            resp = await self.api.call_api(
+                path,
+                "GET",
+                query_params=list((query or {}).items()),
+                header_params={"Accept": "text/plain, */*"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+            try:
+                if resp.status >= 400:
+                    exc = ApiException(status=resp.status, reason=resp.reason)
+                    exc.body = (await resp.content.read(64 * 1024)).decode("utf-8", "replace")
+                    exc.headers = resp.headers
+                    raise exc
+                raw: bytes = await resp.content.read(limit)
+            finally:
+                resp.release()
+        return raw.decode("utf-8", "replace")
 
     async def send(self, req: WriteRequest) -> Any:
         return await self.request(req.method, req.path, body=req.body, content_type=req.content_type)
@@ -246,6 +281,35 @@ class KubernetesClient:
 
     async def get_storage_class(self, name: str) -> dict[str, Any]:
         return await self.get(storage_class_path(name))
+
+    async def pod_log(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        container: str | None,
+        tail_lines: int,
+        since_seconds: int | None,
+        limit_bytes: int,
+    ) -> str:
+        """A container's log (``GET .../pods/{name}/log``), at most ``limit_bytes`` of it."""
+        query = {"tailLines": str(tail_lines), "limitBytes": str(limit_bytes)}
+        if container:
+            query["container"] = container
+        if since_seconds is not None:
+            query["sinceSeconds"] = str(since_seconds)
+        text: str = await self.request(
+            "GET", pod_path(namespace, name) + "/log", query=query, text_limit=limit_bytes
+        )
+        return text
+
+    async def get_metadata(self, path: str) -> dict[str, Any]:
+        """Only an object's metadata (PartialObjectMetadata): how runbookd looks at a Secret."""
+        obj = await self.request("GET", path, accept=METADATA_ONLY)
+        if not isinstance(obj, dict):
+            raise PermanentError(f"kubernetes API answered GET {path} with a non-object")
+        meta = obj.get("metadata")
+        return {"metadata": meta if isinstance(meta, dict) else {}}
 
     async def get_workload(self, kind: WorkloadKind, namespace: str, name: str) -> dict[str, Any]:
         return await self.get(workload_path(kind, namespace, name))
