@@ -25,7 +25,6 @@ from daemon.actions.thanos import replicas
 from daemon.actions.thanos.sidecar_causes import classify, decide
 from daemon.clients.kubernetes import KubernetesClient
 from daemon.clients.prometheus import PrometheusClient
-from daemon.errors import GuardRefused
 from daemon.kits.clock import iso, parse_iso
 from daemon.kits.durations import Duration
 from daemon.kits.names import DnsLabel, DnsSubdomain, LabelValue, S3BucketName
@@ -211,7 +210,13 @@ async def restart_prometheus_replica(ctx: ActionContext, p: RestartParams) -> Ou
         ship_window=p.ship_window,
     )
     if not peers.ok:
-        raise GuardRefused(f"refusing to restart {p.namespace}/{p.pod}: {peers.reason}. Nothing was deleted.")
+        # A refusal the run can report (ok: false with the reason in the output), not an exception.
+        return {
+            "ok": False,
+            "refused": True,
+            "replicas": peers.as_dict(),
+            "message": f"refusing to restart {p.namespace}/{p.pod}: {peers.reason}. Nothing was deleted.",
+        }
     out = await delete_controlled_pod(ctx, p.namespace, p.pod, p.grace_period_seconds)
     return {**out, "replicas": peers.as_dict()}
 
