@@ -129,11 +129,24 @@ async def test_node_notready_cordon_drain_wait_uncordon(tmp_path: Path, kube_api
             d, run_id, before={"wait-ready": lambda: kube_api.set_node_ready(NODE, True)}
         )
         assert run["state"] == "succeeded", run
-        assert approved == ["node-status", "cluster-health", "cordon", "drain", "wait-ready", "uncordon"]
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+            "out-of-service",
+            "drain",
+            "wait-ready",
+            "uncordon",
+        ]
         assert states(run) == {
             "node-status": "succeeded",
             "cluster-health": "succeeded",
+            "longhorn-volumes": "succeeded",
+            "capacity": "succeeded",
             "cordon": "succeeded",
+            "out-of-service": "failed",  # no Lease: runbookd cannot tell the kubelet is gone
             "drain": "succeeded",
             "drain-incomplete": "skipped",
             "wait-ready": "succeeded",
@@ -179,7 +192,14 @@ async def test_node_alert_resolved_after_the_cordon_skips_the_drain_but_uncordon
     async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id, stop_at="drain")
-        assert approved == ["node-status", "cluster-health", "cordon"]
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+            "out-of-service",
+        ]
         assert mutations(kube_api) == [CORDON]
 
         # The node recovers and the alert resolves while the drain waits for approval: the run has
@@ -226,7 +246,10 @@ async def test_node_drain_refused_is_reported_and_the_node_still_comes_back(
         assert approved == [
             "node-status",
             "cluster-health",
+            "longhorn-volumes",
+            "capacity",
             "cordon",
+            "out-of-service",
             "drain",
             "drain-incomplete",
             "wait-ready",
@@ -250,11 +273,12 @@ async def test_node_a_person_cordoned_is_left_to_them(tmp_path: Path, kube_api: 
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id)
         assert run["state"] == "succeeded", run
-        assert approved == ["node-status", "cluster-health", "cordon"]
+        assert approved == ["node-status", "cluster-health", "longhorn-volumes", "capacity", "cordon"]
         cordon = steps_of(run)["cordon"]["output"]
         assert cordon["changed"] is False and cordon["cordoned_by_runbookd"] is False
         assert "already cordoned (by someone else)" in cordon["message"]
         assert [k for k, v in states(run).items() if v == "skipped"] == [
+            "out-of-service",
             "drain",
             "drain-incomplete",
             "wait-ready",
@@ -310,7 +334,13 @@ async def test_node_guard_refuses_the_cordon_and_the_run_fails_unchanged(
     async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
         run_id = await start(d, node_alert(condition="MemoryPressure"))
         run, approved = await walk(d, run_id)
-        assert approved == ["node-status", "cluster-health", "cordon"]  # health was within limits
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+        ]  # health was within limits
         assert run["state"] == "failed"
         error = steps_of(run)["cordon"]["error"]
         assert error.startswith(f"refusing to cordon control-plane node {NODE}") or error.startswith(
@@ -334,7 +364,16 @@ async def test_node_dry_run_records_exact_requests_and_changes_nothing(
         assert run["state"] == "succeeded" and run["dry_run"] is True, run
         # Reads run for real; the waits are skipped (nothing changed, nothing to wait for); the
         # uncordon finds the node schedulable and would send nothing.
-        assert approved == ["node-status", "cluster-health", "cordon", "drain", "uncordon"]
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+            "out-of-service",
+            "drain",
+            "uncordon",
+        ]
         assert states(run)["wait-ready"] == "skipped" and states(run)["drain-incomplete"] == "skipped"
         out = {k: s["output"] for k, s in steps_of(run).items()}
 
@@ -427,6 +466,8 @@ async def test_node_pressure_waits_for_the_condition_to_clear_in_prometheus(
         assert approved == [
             "node-status",
             "cluster-health",
+            "longhorn-volumes",
+            "capacity",
             "cordon",
             "drain",
             "wait-ready",
@@ -700,14 +741,22 @@ async def test_plan_renders_the_node_notready_example(tmp_path: Path, kube_api: 
     assert list(steps) == [
         "node-status",
         "cluster-health",
+        "longhorn-volumes",
+        "capacity",
         "cordon",
+        "out-of-service",
         "drain",
         "drain-incomplete",
         "wait-ready",
         "wait-pressure-cleared",
         "uncordon",
     ]
-    assert [s["id"] for s in run["steps"] if s["mutating"]] == ["cordon", "drain", "uncordon"]
+    assert [s["id"] for s in run["steps"] if s["mutating"]] == [
+        "cordon",
+        "out-of-service",
+        "drain",
+        "uncordon",
+    ]
     assert steps["node-status"]["plan"] == {"node": NODE}
     assert steps["cluster-health"]["plan"] == {}
     assert steps["cordon"]["plan"] == {"node": NODE, "reason": "NodeDegraded NotReady"}
@@ -718,7 +767,10 @@ async def test_plan_renders_the_node_notready_example(tmp_path: Path, kube_api: 
         "timeout": "10m",
         "poll_interval": "5s",
         "grace_period_seconds": None,
+        "check_capacity": True,
     }
+    assert steps["capacity"]["plan"] == {"node": NODE}
+    assert steps["out-of-service"]["plan"] == {"node": NODE, "lease_stale_after": "5m"}
     assert "not run.alert_resolved" in steps["drain"]["when"]
     assert steps["wait-ready"]["plan"] == {
         "until": "node_ready",

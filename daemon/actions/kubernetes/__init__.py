@@ -8,9 +8,9 @@ subresource), reads for real in dry-run and returns the exact writes it would ha
 
 from __future__ import annotations
 
-from daemon.actions.kubernetes import drain, logs, nodes, storage, waits, workloads
+from daemon.actions.kubernetes import drain, logs, nodes, outage, storage, waits, workloads
 
 ACTIONS = [*nodes.ACTIONS, *drain.ACTIONS, *workloads.ACTIONS, *storage.ACTIONS, *waits.ACTIONS]
-ACTIONS += logs.ACTIONS
+ACTIONS += [*logs.ACTIONS, *outage.ACTIONS]
 
 __all__ = ["ACTIONS"]
