@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.actions.thanos.sidecar import last_changed, secret_names
+from daemon.actions.thanos.sidecar import secret_names
 from daemon.actions.thanos.sidecar_causes import Diagnosis, classify, decide
 from daemon.kits.redaction import MASK, redact
 
@@ -112,20 +112,6 @@ def test_decide_restarts_only_what_a_restart_cures(cause: str, changed: bool | N
     assert decision.verdict == verdict
     if cause == "credentials" and changed is False:
         assert "keys themselves" in decision.reason
-
-
-def test_secret_change_time_is_the_newest_managed_fields_entry_not_status() -> None:
-    meta = {
-        "creationTimestamp": "2026-01-01T00:00:00Z",
-        "managedFields": [
-            {"manager": "kubectl", "operation": "Update", "time": "2026-03-01T00:00:00Z"},
-            {"manager": "helm", "operation": "Update", "time": "2026-05-01T10:00:00Z"},
-            {"manager": "x", "operation": "Update", "time": "2026-09-01T00:00:00Z", "subresource": "status"},
-        ],
-    }
-    assert last_changed(meta) == pytest.approx(1777629600.0)
-    assert last_changed({"creationTimestamp": "2026-01-01T00:00:00Z"}) == pytest.approx(1767225600.0)
-    assert last_changed({}) is None
 
 
 def test_secret_names_from_env_envfrom_and_mounted_volumes() -> None:

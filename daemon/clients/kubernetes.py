@@ -30,8 +30,6 @@ from daemon.errors import PermanentError, TemporaryError
 from daemon.kits.quantities import parse_quantity
 
 JSON_CT = "application/json"
-METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
-"""Accept header asking the API server for an object's metadata only (never a Secret's data)."""
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
@@ -160,7 +158,6 @@ class KubernetesClient:
         query: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         content_type: str = JSON_CT,
-        accept: str = JSON_CT,
         text_limit: int | None = None,
     ) -> Any:
         """One API call with timeout and bounded retries; the decoded JSON answer, or a daemon error.
@@ -175,7 +172,7 @@ class KubernetesClient:
             try:
                 if text_limit is not None:
                     return await self._call_text(path, query, text_limit)
-                return await self._call(method, path, query, body, content_type, accept)
+                return await self._call(method, path, query, body, content_type)
             except ApiException as exc:
                 error = _wrap_api_exception(exc, what, eviction=path.endswith("/eviction"))
             except TimeoutError as exc:
@@ -197,13 +194,12 @@ class KubernetesClient:
         query: Mapping[str, str] | None,
         body: Mapping[str, Any] | None,
         content_type: str,
-        accept: str = JSON_CT,
     ) -> Any:
         return await self.api.call_api(
             path,
             method,
             query_params=list((query or {}).items()),
-            header_params={"Accept": accept, "Content-Type": content_type},
+            header_params={"Accept": JSON_CT, "Content-Type": content_type},
             body=dict(body) if body is not None else None,
             auth_settings=["BearerToken"],
             response_types_map=_RESPONSE_TYPES,
@@ -302,14 +298,6 @@ class KubernetesClient:
             "GET", pod_path(namespace, name) + "/log", query=query, text_limit=limit_bytes
         )
         return text
-
-    async def get_metadata(self, path: str) -> dict[str, Any]:
-        """Only an object's metadata (PartialObjectMetadata): how runbookd looks at a Secret."""
-        obj = await self.request("GET", path, accept=METADATA_ONLY)
-        if not isinstance(obj, dict):
-            raise PermanentError(f"kubernetes API answered GET {path} with a non-object")
-        meta = obj.get("metadata")
-        return {"metadata": meta if isinstance(meta, dict) else {}}
 
     async def get_workload(self, kind: WorkloadKind, namespace: str, name: str) -> dict[str, Any]:
         return await self.get(workload_path(kind, namespace, name))

@@ -137,7 +137,6 @@ class RecordedRequest:
     content_type: str
     body: Any
     authorization: str | None = None
-    accept: str = ""
 
     @property
     def verb(self) -> str:
@@ -687,7 +686,6 @@ class KubeApiEmulator:
                 ctype,
                 body,
                 request.headers.get("Authorization"),
-                request.headers.get("Accept", ""),
             )
         )
         try:
@@ -700,12 +698,6 @@ class KubeApiEmulator:
             if route.subresource == "log" and route.resource.plural == "pods" and request.method == "GET":
                 return web.Response(text=self._log(route, dict(request.query)), content_type="text/plain")
             status, answer = self._dispatch(request.method, route, dict(request.query), ctype, body)
-            if "as=PartialObjectMetadata" in request.headers.get("Accept", "") and route.name is not None:
-                answer = {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": answer["metadata"],
-                }
             return web.json_response(answer, status=status)
         except ApiError as exc:
             return exc.response()

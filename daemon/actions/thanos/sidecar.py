@@ -90,36 +90,40 @@ def started_at(pod: o.Obj, container: str) -> float | None:
     return None
 
 
-def last_changed(meta: o.Obj) -> float | None:
-    """When an object's content last changed, as the API server records it: the newest
-    ``managedFields[].time`` (updated whenever a manager sets, changes or removes a field it owns),
-    else ``creationTimestamp``. Status-subresource entries do not count."""
-    times = [
-        parse_iso(str(e["time"]))
-        for e in meta.get("managedFields") or []
-        if isinstance(e, dict) and e.get("time") and not e.get("subresource")
-    ]
-    if times:
-        return max(times)
-    created = meta.get("creationTimestamp")
-    return parse_iso(str(created)) if created else None
-
-
 async def _secrets_changed(
-    client: KubernetesClient, namespace: str, pod: o.Obj, container: str
+    prom: PrometheusClient | None, p: SidecarParams, pod: o.Obj, container: str, now: float
 ) -> tuple[bool | None, list[dict[str, Any]]]:
-    """Whether any Secret the container reads changed after it started (None: cannot tell)."""
+    """Whether a Secret the container reads changed after it started; None when it cannot be told.
+
+    runbookd holds no permission on Secrets (the chart grants none, by design), so it does not read
+    their ``managedFields[].time``. It asks kube-state-metrics' history instead: the Secret's
+    ``kube_secret_metadata_resource_version`` (the object's resourceVersion, which every write bumps)
+    changed within the container's lifetime, or ``kube_secret_created`` is after its start (the Secret
+    was recreated). A series that is missing means "cannot tell"; history shorter than the container's
+    lifetime can only hide a change, which errs towards reporting instead of restarting."""
     start = started_at(pod, container)
+    names = secret_names(pod, container)
+    if prom is None or start is None or not names:
+        return None, [{"secret": n, "known": False} for n in names]
+    window = max(60, int(now - start) + 60)
     seen: list[dict[str, Any]] = []
-    for name in secret_names(pod, container):
-        meta = (await client.get_metadata(f"/api/v1/namespaces/{namespace}/secrets/{name}"))["metadata"]
-        changed = last_changed(meta)
-        seen.append({"secret": name, "last_changed": iso(changed) if changed else None})
-        if start is not None and changed is not None and changed > start:
-            seen[-1]["changed_after_start"] = True
-    if start is None or not seen or any(s["last_changed"] is None for s in seen):
-        return None, seen
-    return any(s.get("changed_after_start") for s in seen), seen
+    for name in names:
+        sel = (
+            f'namespace="{replicas.q(p.namespace)}", secret="{replicas.q(name)}", '
+            f'cluster=~"{replicas.re_any([p.cluster]) if p.cluster else ""}|"'
+        )
+        now_rv = await prom.query(f"max(kube_secret_metadata_resource_version{{{sel}}})")
+        if not now_rv:
+            seen.append({"secret": name, "known": False})
+            continue
+        changes = await prom.query(f"max(changes(kube_secret_metadata_resource_version{{{sel}}}[{window}s]))")
+        created = await prom.query(f"max(kube_secret_created{{{sel}}})")
+        recreated = bool(created) and created[0].value > start
+        changed = recreated or (bool(changes) and changes[0].value > 0)
+        seen.append({"secret": name, "known": True, "changed_after_start": changed, "recreated": recreated})
+    if any(not s["known"] for s in seen):
+        return (True if any(s.get("changed_after_start") for s in seen) else None), seen
+    return any(s["changed_after_start"] for s in seen), seen
 
 
 async def _failing_operations(prom: PrometheusClient | None, p: SidecarParams) -> list[str]:
@@ -137,7 +141,7 @@ async def _failing_operations(prom: PrometheusClient | None, p: SidecarParams) -
     "thanos.diagnose_sidecar",
     read_only=True,
     idempotent=True,
-    permissions=("get pods", "list pods", "get pods/log", "get secrets"),
+    permissions=("get pods", "list pods", "get pods/log"),
 )
 async def diagnose_sidecar(ctx: ActionContext, p: DiagnoseParams) -> Output:
     """Why a Thanos sidecar fails to upload (log lines, failing operations, cause), whether a restart
@@ -155,7 +159,7 @@ async def diagnose_sidecar(ctx: ActionContext, p: DiagnoseParams) -> Output:
     changed: bool | None = None
     secrets: list[dict[str, Any]] = []
     if diagnosis.cause == "credentials":
-        changed, secrets = await _secrets_changed(client, p.namespace, pod, p.container)
+        changed, secrets = await _secrets_changed(prom, p, pod, p.container, ctx.clock.now())
     decision = decide(diagnosis, changed)
     peers = await replicas.check_peers(
         client,
