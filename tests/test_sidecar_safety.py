@@ -482,3 +482,52 @@ async def test_pod_logs_needs_the_container_of_a_multi_container_pod(
     prometheus_replica(kube_api, POD, started_at=time.time() - HOUR)
     with pytest.raises(KubeInvalid, match="a container name must be specified"):
         await run_action("kubernetes.pod_logs", ctx_with(kube_client, None), namespace=NS, pod=POD)
+
+
+# -- runbookd plan on the example payload ------------------------------------------------------------------
+
+
+async def test_plan_shows_the_guard_steps_for_the_example_payload(
+    tmp_path: Path, kube_api: KubeApiEmulator
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+    from support.procs import base_env
+
+    cfg = {
+        "state": {"path": str(tmp_path / "never-created.db")},
+        "runbooks": {"paths": [str(REPO / "runbooks")]},
+        "prometheus": {"url": f"http://127.0.0.1:{closed_port()}"},
+        "kubernetes": {"host": kube_api.url},
+        "auth": {
+            "webhook_token": {"env": "RUNBOOKD_WEBHOOK_TOKEN"},
+            "tokens": [{"name": "admin", "role": "admin", "secret": {"env": "RUNBOOKD_ADMIN_TOKEN"}}],
+        },
+        "approvers": {"sre": ["admin"]},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**base_env(), "RUNBOOKD_WEBHOOK_TOKEN": "w", "RUNBOOKD_ADMIN_TOKEN": "a"}
+    argv = [str(Path(sys.executable).parent / "runbookd"), "plan", "--config", str(tmp_path / "config.yaml")]
+    argv += ["--alert", str(REPO / "docs" / "examples" / "sidecar-upload-failure.json"), "--output", "json"]
+    res = await asyncio.to_thread(subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (run,) = json.loads(res.stdout)["runs"]
+    steps = {s["id"]: s for s in run["steps"]}
+    assert list(steps) == [
+        "s3-reachable",
+        "other-sidecars",
+        "sidecar-logs",
+        "diagnose",
+        "restart",
+        "verify",
+        "not-restarted",
+    ]
+    assert [s["id"] for s in run["steps"] if s["mutating"]] == ["restart"]
+    assert steps["sidecar-logs"]["plan"]["container"] == "thanos-sidecar"
+    assert steps["diagnose"]["plan"]["ship_window"] == "4h" and steps["diagnose"]["plan"]["pod"] == POD
+    assert steps["restart"]["action"] == "thanos.restart_prometheus_replica"
+    assert "steps.diagnose.output.verdict == 'restart'" in steps["restart"]["when"]
+    assert kube_api.requests == []
