@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from support.action_memory import DictActionMemory
 from support.inproc import Daemon, alert_payload, base_config, serve
 from support.kube_api import KubeApiEmulator
 from support.ports import closed_port
+from support.procs import base_env
 from support.prom import MetricsExporter, PrometheusServer
 from support.runs import states, steps_of, walk
 from support.s3 import MotoS3Server
@@ -29,7 +35,7 @@ from support.thanos_blocks import FakeThanosBucket
 
 from daemon.actions import kubernetes, thanos
 from daemon.actions.base import ActionContext, Clients, Output
-from daemon.clients.kubernetes import KubernetesClient
+from daemon.clients.kubernetes import KubeInvalid, KubernetesClient
 from daemon.kits.clock import FrozenClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -254,6 +260,41 @@ async def test_other_replica_not_ready_means_no_restart(
     assert deletes(kube_api) == []
 
 
+async def test_other_replica_not_shipping_for_4h_means_no_restart(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    kube_api: KubeApiEmulator,
+    replicas: Replicas,
+    prom: PrometheusServer,
+) -> None:
+    """Ready and scraping, but its last upload was 5h ago and its shipper counter is flat: with 2h local
+    retention it is losing blocks itself, and must not be left alone."""
+    FakeThanosBucket(moto_s3)
+    seed(kube_api)
+    replicas.exporters[OTHER].set(
+        "thanos_objstore_bucket_last_successful_upload_time", time.time() - 5 * HOUR, {"bucket": "thanos"}
+    )
+    async with replicas.moving():
+        await metrics_ready(prom)
+        await keys_rotated(replicas, prom)
+        async with serve(
+            tmp_path,
+            RUNBOOKS,
+            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
+            secrets=S3_SECRETS,
+            clock=clock(),
+        ) as d:
+            run, _ = await walk(d, await start(d, sidecar_alert()))
+    assert states(run)["restart"] == "skipped"
+    (peer,) = steps_of(run)["diagnose"]["output"]["replicas"]["peers"]
+    assert peer["ready"] is True and peer["up"] is True and peer["uploads_in_window"] == 0
+    assert (
+        f"{OTHER}: its sidecar shipped no block in the last 4h"
+        in steps_of(run)["not-restarted"]["output"]["message"]
+    )
+    assert deletes(kube_api) == []
+
+
 async def test_access_denied_with_an_unchanged_secret_is_reported_not_restarted(
     tmp_path: Path,
     moto_s3: MotoS3Server,
@@ -397,8 +438,6 @@ async def test_hostile_pod_label_is_refused_before_any_request(
 
 
 def ctx_with(kube_client: KubernetesClient, prom_client: Any, *, dry_run: bool = False) -> ActionContext:
-    from support.action_memory import DictActionMemory
-
     return ActionContext(
         run_id="run-1",
         step_id="restart",
@@ -477,8 +516,6 @@ async def test_pod_logs_are_bounded_and_redacted(
 async def test_pod_logs_needs_the_container_of_a_multi_container_pod(
     kube_api: KubeApiEmulator, kube_client: KubernetesClient
 ) -> None:
-    from daemon.clients.kubernetes import KubeInvalid
-
     prometheus_replica(kube_api, POD, started_at=time.time() - HOUR)
     with pytest.raises(KubeInvalid, match="a container name must be specified"):
         await run_action("kubernetes.pod_logs", ctx_with(kube_client, None), namespace=NS, pod=POD)
@@ -490,13 +527,6 @@ async def test_pod_logs_needs_the_container_of_a_multi_container_pod(
 async def test_plan_shows_the_guard_steps_for_the_example_payload(
     tmp_path: Path, kube_api: KubeApiEmulator
 ) -> None:
-    import json
-    import subprocess
-    import sys
-
-    import yaml
-    from support.procs import base_env
-
     cfg = {
         "state": {"path": str(tmp_path / "never-created.db")},
         "runbooks": {"paths": [str(REPO / "runbooks")]},
