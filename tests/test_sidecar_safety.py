@@ -561,3 +561,23 @@ async def test_plan_shows_the_guard_steps_for_the_example_payload(
     assert steps["restart"]["action"] == "thanos.restart_prometheus_replica"
     assert "steps.diagnose.output.verdict == 'restart'" in steps["restart"]["when"]
     assert kube_api.requests == []
+
+
+async def test_pod_logs_reads_a_large_log_up_to_its_byte_limit(
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient
+) -> None:
+    """A log larger than one network chunk is read whole up to max_bytes, not just its first chunk."""
+    prometheus_replica(kube_api, POD, started_at=time.time() - HOUR)
+    lines = [f"{i:05d} " + "x" * 94 for i in range(3000)]  # 101 bytes a line with its newline
+    kube_api.set_logs(NS, POD, "thanos-sidecar", lines)
+    out = await run_action(
+        "kubernetes.pod_logs",
+        ctx_with(kube_client, None),
+        namespace=NS,
+        pod=POD,
+        container="thanos-sidecar",
+        tail_lines=2000,
+        max_bytes=256 * 1024,
+    )
+    assert out["bytes_read"] == 2000 * 101
+    assert out["lines"][-1] == lines[-1] and out["count"] == 100 and out["truncated"] is True

@@ -226,10 +226,10 @@ class KubernetesClient:
             try:
                 if resp.status >= 400:
                     exc = ApiException(status=resp.status, reason=resp.reason)
-                    exc.body = (await resp.content.read(64 * 1024)).decode("utf-8", "replace")
+                    exc.body = await _read_at_most(resp.content, 64 * 1024)
                     exc.headers = resp.headers
                     raise exc
-                raw: bytes = await resp.content.read(limit)
+                raw = await _read_at_most(resp.content, limit)
             finally:
                 resp.release()
         return raw.decode("utf-8", "replace")
@@ -342,6 +342,19 @@ class KubernetesClient:
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
         return WriteRequest("DELETE", pod_path(namespace, name), body)
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body (``read(n)`` alone returns whatever chunk has arrived)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = await stream.read(limit - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _status_message(exc: ApiException) -> tuple[str, dict[str, Any]]:
