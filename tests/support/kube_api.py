@@ -24,6 +24,9 @@ What this emulator answers as the real API server does (for the resources it kno
   404 when the pod is gone; 400 when the Eviction names another pod.
 - PVC expansion as the admission plugin and validation do it: 403 unless the StorageClass allows
   expansion, 422 for a shrink; then ``Resizing`` until a configurable number of reads has passed.
+- The pod log subresource (``GET .../pods/{name}/log``, plain text): ``container`` (400 when a pod
+  with several containers is asked without one), ``tailLines``, ``sinceSeconds``, ``limitBytes``;
+  lines are seeded with ``set_logs``. Nodes report ``status.allocatable`` (4 cpu, 16Gi, 110 pods).
 
 Every request is recorded (``.requests``) so tests assert exactly what was, and was not, sent.
 """
