@@ -295,6 +295,48 @@ async def test_other_replica_not_shipping_for_4h_means_no_restart(
     assert deletes(kube_api) == []
 
 
+@pytest.mark.parametrize(
+    ("err", "cause", "said"),
+    [
+        ("NoSuchBucket: The specified bucket does not exist", "bucket_missing", "a restart cannot create it"),
+        (
+            "found overlap or error during sync, cannot upload compacted block",
+            "overlap",
+            "overlapping blocks",
+        ),
+        ("read meta.json: unexpected end of JSON input", "corrupt_block", "a block cannot be read"),
+    ],
+)
+async def test_causes_a_restart_does_not_cure_are_reported_not_restarted(
+    tmp_path: Path,
+    moto_s3: MotoS3Server,
+    kube_api: KubeApiEmulator,
+    replicas: Replicas,
+    prom: PrometheusServer,
+    err: str,
+    cause: str,
+    said: str,
+) -> None:
+    FakeThanosBucket(moto_s3)
+    seed(kube_api)
+    kube_api.set_logs(NS, POD, "thanos-sidecar", [f'level=error msg="shipping failed" err="{err}"'])
+    async with replicas.moving():
+        await metrics_ready(prom)
+        async with serve(
+            tmp_path,
+            RUNBOOKS,
+            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
+            secrets=S3_SECRETS,
+            clock=clock(),
+        ) as d:
+            run, _ = await walk(d, await start(d, sidecar_alert()))
+    diag = steps_of(run)["diagnose"]["output"]
+    assert (diag["cause"], diag["verdict"], diag["replicas"]["ok"]) == (cause, "report", True)
+    message = steps_of(run)["not-restarted"]["output"]["message"]
+    assert f"Cause: {cause} (failing operations: upload)." in message and said in message
+    assert deletes(kube_api) == []
+
+
 async def test_access_denied_with_an_unchanged_secret_is_reported_not_restarted(
     tmp_path: Path,
     moto_s3: MotoS3Server,
