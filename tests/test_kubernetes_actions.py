@@ -71,17 +71,27 @@ def test_every_action_is_declared_with_flags_and_permissions() -> None:
         "kubernetes.cordon",
         "kubernetes.delete_pod",
         "kubernetes.drain",
+        "kubernetes.drain_capacity",
         "kubernetes.expand_pvc",
+        "kubernetes.longhorn_expansion_room",
+        "kubernetes.longhorn_volumes",
         "kubernetes.node_status",
+        "kubernetes.pod_logs",
         "kubernetes.pvc_status",
+        "kubernetes.remove_taint",
         "kubernetes.rollout_restart",
+        "kubernetes.taint_out_of_service",
         "kubernetes.uncordon",
         "kubernetes.wait",
     ]
     read_only = {n for n, a in ACTIONS.items() if a.read_only}
     assert read_only == {
         "kubernetes.cluster_health",
+        "kubernetes.drain_capacity",
+        "kubernetes.longhorn_expansion_room",
+        "kubernetes.longhorn_volumes",
         "kubernetes.node_status",
+        "kubernetes.pod_logs",
         "kubernetes.pvc_status",
         "kubernetes.wait",
     }

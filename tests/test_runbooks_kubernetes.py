@@ -27,6 +27,7 @@ from support.ports import closed_port
 from support.procs import base_env
 from support.prom import MetricsExporter, PrometheusServer
 from support.runs import states, steps_of, walk
+from support.safety_seed import lh_node, lh_settings, lh_volume
 
 from daemon.actions.registry import default_registry
 
@@ -128,11 +129,24 @@ async def test_node_notready_cordon_drain_wait_uncordon(tmp_path: Path, kube_api
             d, run_id, before={"wait-ready": lambda: kube_api.set_node_ready(NODE, True)}
         )
         assert run["state"] == "succeeded", run
-        assert approved == ["node-status", "cluster-health", "cordon", "drain", "wait-ready", "uncordon"]
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+            "out-of-service",
+            "drain",
+            "wait-ready",
+            "uncordon",
+        ]
         assert states(run) == {
             "node-status": "succeeded",
             "cluster-health": "succeeded",
+            "longhorn-volumes": "succeeded",
+            "capacity": "succeeded",
             "cordon": "succeeded",
+            "out-of-service": "failed",  # no Lease: runbookd cannot tell the kubelet is gone
             "drain": "succeeded",
             "drain-incomplete": "skipped",
             "wait-ready": "succeeded",
@@ -178,7 +192,14 @@ async def test_node_alert_resolved_after_the_cordon_skips_the_drain_but_uncordon
     async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id, stop_at="drain")
-        assert approved == ["node-status", "cluster-health", "cordon"]
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+            "out-of-service",
+        ]
         assert mutations(kube_api) == [CORDON]
 
         # The node recovers and the alert resolves while the drain waits for approval: the run has
@@ -225,7 +246,10 @@ async def test_node_drain_refused_is_reported_and_the_node_still_comes_back(
         assert approved == [
             "node-status",
             "cluster-health",
+            "longhorn-volumes",
+            "capacity",
             "cordon",
+            "out-of-service",
             "drain",
             "drain-incomplete",
             "wait-ready",
@@ -249,11 +273,12 @@ async def test_node_a_person_cordoned_is_left_to_them(tmp_path: Path, kube_api: 
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id)
         assert run["state"] == "succeeded", run
-        assert approved == ["node-status", "cluster-health", "cordon"]
+        assert approved == ["node-status", "cluster-health", "longhorn-volumes", "capacity", "cordon"]
         cordon = steps_of(run)["cordon"]["output"]
         assert cordon["changed"] is False and cordon["cordoned_by_runbookd"] is False
         assert "already cordoned (by someone else)" in cordon["message"]
         assert [k for k, v in states(run).items() if v == "skipped"] == [
+            "out-of-service",
             "drain",
             "drain-incomplete",
             "wait-ready",
@@ -309,7 +334,13 @@ async def test_node_guard_refuses_the_cordon_and_the_run_fails_unchanged(
     async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
         run_id = await start(d, node_alert(condition="MemoryPressure"))
         run, approved = await walk(d, run_id)
-        assert approved == ["node-status", "cluster-health", "cordon"]  # health was within limits
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+        ]  # health was within limits
         assert run["state"] == "failed"
         error = steps_of(run)["cordon"]["error"]
         assert error.startswith(f"refusing to cordon control-plane node {NODE}") or error.startswith(
@@ -333,7 +364,16 @@ async def test_node_dry_run_records_exact_requests_and_changes_nothing(
         assert run["state"] == "succeeded" and run["dry_run"] is True, run
         # Reads run for real; the waits are skipped (nothing changed, nothing to wait for); the
         # uncordon finds the node schedulable and would send nothing.
-        assert approved == ["node-status", "cluster-health", "cordon", "drain", "uncordon"]
+        assert approved == [
+            "node-status",
+            "cluster-health",
+            "longhorn-volumes",
+            "capacity",
+            "cordon",
+            "out-of-service",
+            "drain",
+            "uncordon",
+        ]
         assert states(run)["wait-ready"] == "skipped" and states(run)["drain-incomplete"] == "skipped"
         out = {k: s["output"] for k, s in steps_of(run).items()}
 
@@ -426,6 +466,8 @@ async def test_node_pressure_waits_for_the_condition_to_clear_in_prometheus(
         assert approved == [
             "node-status",
             "cluster-health",
+            "longhorn-volumes",
+            "capacity",
             "cordon",
             "drain",
             "wait-ready",
@@ -475,11 +517,29 @@ async def volume_prometheus(
     return prom, stats
 
 
-def pvc_cluster(kube: KubeApiEmulator, *, expandable: bool, resize_after_reads: int = 1) -> None:
+def pvc_cluster(
+    kube: KubeApiEmulator, *, expandable: bool, resize_after_reads: int = 1, disk_available: int = 80 * GI
+) -> str:
+    """The PVC, its users, and its Longhorn volume with 2 replicas on two 100 GB disks (each 40 GB
+    scheduled, ``disk_available`` free; defaults 100% over-provisioning, 25% minimal available)."""
     kube.add_storage_class("longhorn", allow_expansion=expandable)
     kube.add_pvc(PVC, NS, request="10Gi", resize_after_reads=resize_after_reads)
     kube.add_pod("prometheus-0", NS, node="node-197", owner=("StatefulSet", "prometheus"), pvc=PVC)
     kube.add_pod("grafana-7d9f-m4q8z", NS, node="node-197")
+    volume = str(kube.get("PersistentVolumeClaim", PVC, NS)["spec"]["volumeName"])
+    lh_settings(kube)
+    for node in ("node-196", "node-197"):
+        disk = {
+            "uuid": f"uuid-{node}",
+            "maximum": 100 * 10**9,
+            "available": disk_available,
+            "scheduled": 40 * GI,
+        }
+        lh_node(kube, node, {"default-disk": disk})
+    lh_volume(
+        kube, volume, size=10 * GI, replicas=[("node-196", "uuid-node-196"), ("node-197", "uuid-node-197")]
+    )
+    return volume
 
 
 async def test_pvc_expanded_waited_for_and_verified(
@@ -500,8 +560,9 @@ async def test_pvc_expanded_waited_for_and_verified(
         assert (await d.run(run_id))["target"] == f"{NS}/{PVC}"
         run, approved = await walk(d, run_id, before={"verify": filesystem_grows})
         assert run["state"] == "succeeded", run
-        assert approved == ["pvc", "free-space", "growth", "expand", "wait-resize", "verify"]
+        assert approved == ["pvc", "free-space", "growth", "longhorn-room", "expand", "wait-resize", "verify"]
         assert states(run)["person-must-act"] == "skipped"
+        assert states(run)["opensearch-cause"] == "skipped"
         out = {k: s["output"] for k, s in steps_of(run).items()}
         assert out["pvc"]["allow_expansion"] is True and out["pvc"]["storage_class"] == "longhorn"
         assert [p["name"] for p in out["pvc"]["pods"]] == ["prometheus-0"]
@@ -537,6 +598,8 @@ async def test_pvc_without_expansion_reports_that_a_person_must_act(
         assert run["state"] == "succeeded", run
         assert approved == ["pvc", "free-space", "growth", "person-must-act"]
         assert {k: v for k, v in states(run).items() if v == "skipped"} == {
+            "opensearch-cause": "skipped",
+            "longhorn-room": "skipped",
             "expand": "skipped",
             "wait-resize": "skipped",
             "verify": "skipped",
@@ -566,13 +629,59 @@ async def test_pvc_at_the_configured_cap_is_refused_and_the_run_fails(
     async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
         run_id = await start(d, pvc_alert())
         run, approved = await walk(d, run_id)
-        assert approved == ["pvc", "free-space", "growth", "expand"]
-        assert run["state"] == "failed"
-        error = steps_of(run)["expand"]["error"]
-        assert error == (
+        assert approved == ["pvc", "free-space", "growth", "longhorn-room", "person-must-act"]
+        assert states(run)["longhorn-room"] == "failed" and states(run)["expand"] == "skipped"
+        refusal = (
             f"refusing to expand {NS}/{PVC}: it is already at kubernetes.max_pvc_size 10Gi (from the config); "
             "a person must decide"
         )
+        assert steps_of(run)["longhorn-room"]["error"] == refusal
+        assert refusal in steps_of(run)["person-must-act"]["output"]["message"]
+    assert mutations(kube_api) == []
+
+
+async def test_pvc_growth_the_longhorn_disks_cannot_hold_is_refused_with_the_numbers(
+    tmp_path: Path, kube_api: KubeApiEmulator, volume_prometheus: tuple[PrometheusServer, VolumeStats]
+) -> None:
+    """100 GB disks with 26 GB free: +3Gi would leave 22.8Gi, under the 25% floor (23.3Gi). Longhorn would
+    leave the PVC resizing; runbookd refuses before asking, and the run reports the numbers."""
+    prom, _ = volume_prometheus
+    volume = pvc_cluster(kube_api, expandable=True, disk_available=26 * 10**9)
+    cfg = kube_config(tmp_path, kube_api, prometheus={"url": prom.url, "timeout": "5s"})
+    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+        run, approved = await walk(d, await start(d, pvc_alert()))
+    assert approved == ["pvc", "free-space", "growth", "longhorn-room", "person-must-act"]
+    assert states(run)["expand"] == "skipped"
+    room = steps_of(run)["longhorn-room"]["output"]
+    assert room["ok"] is False and room["growth_bytes"] == 3 * GI
+    assert [d["node"] for d in room["disks"]] == ["node-196", "node-197"]
+    assert room["disks"][0]["problems"] == [
+        "available 24.2Gi - 3.0Gi = 21.2Gi <= 93.1Gi x 25% minimal available = 23.3Gi"
+    ]
+    assert room["cap_bytes"] < 12 * GI  # computed from the disks, never a fixed 200Gi
+    message = steps_of(run)["person-must-act"]["output"]["message"]
+    assert (
+        f"Longhorn cannot hold 10Gi -> 13Gi (+3.0Gi per replica) of volume {volume}: node-196/default-disk:"
+        in message
+    )
+    assert "The disks could take at most" in message
+    assert mutations(kube_api) == []
+
+
+async def test_pvc_in_logging_points_at_opensearch_retention(
+    tmp_path: Path, kube_api: KubeApiEmulator, volume_prometheus: tuple[PrometheusServer, VolumeStats]
+) -> None:
+    prom, _ = volume_prometheus
+    kube_api.add_storage_class("longhorn", allow_expansion=False)
+    kube_api.add_pvc("data-opensearch-0", "logging")
+    cfg = kube_config(tmp_path, kube_api, prometheus={"url": prom.url, "timeout": "5s"})
+    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+        run, _ = await walk(d, await start(d, pvc_alert(namespace="logging", pvc="data-opensearch-0")))
+    note = steps_of(run)["opensearch-cause"]["output"]["message"]
+    assert (
+        "index retention" in note and "snapshot is stuck" in note and "opensearch-retention runbook" in note
+    )
+    assert "opensearch-retention runbook" in steps_of(run)["person-must-act"]["output"]["message"]
     assert mutations(kube_api) == []
 
 
@@ -632,14 +741,22 @@ async def test_plan_renders_the_node_notready_example(tmp_path: Path, kube_api: 
     assert list(steps) == [
         "node-status",
         "cluster-health",
+        "longhorn-volumes",
+        "capacity",
         "cordon",
+        "out-of-service",
         "drain",
         "drain-incomplete",
         "wait-ready",
         "wait-pressure-cleared",
         "uncordon",
     ]
-    assert [s["id"] for s in run["steps"] if s["mutating"]] == ["cordon", "drain", "uncordon"]
+    assert [s["id"] for s in run["steps"] if s["mutating"]] == [
+        "cordon",
+        "out-of-service",
+        "drain",
+        "uncordon",
+    ]
     assert steps["node-status"]["plan"] == {"node": NODE}
     assert steps["cluster-health"]["plan"] == {}
     assert steps["cordon"]["plan"] == {"node": NODE, "reason": "NodeDegraded NotReady"}
@@ -650,7 +767,10 @@ async def test_plan_renders_the_node_notready_example(tmp_path: Path, kube_api: 
         "timeout": "10m",
         "poll_interval": "5s",
         "grace_period_seconds": None,
+        "check_capacity": True,
     }
+    assert steps["capacity"]["plan"] == {"node": NODE}
+    assert steps["out-of-service"]["plan"] == {"node": NODE, "lease_stale_after": "5m"}
     assert "not run.alert_resolved" in steps["drain"]["when"]
     assert steps["wait-ready"]["plan"] == {
         "until": "node_ready",
@@ -683,13 +803,14 @@ async def test_plan_renders_the_pvc_full_example(tmp_path: Path, kube_api: KubeA
         "pvc": PVC,
         "cluster": "thanos-ha",
         "growth_percent": 30,
-        "max_size": "200Gi",
     }
     steps = {s["id"]: s for s in run["steps"]}
     assert list(steps) == [
         "pvc",
         "free-space",
         "growth",
+        "opensearch-cause",
+        "longhorn-room",
         "expand",
         "wait-resize",
         "verify",
@@ -706,17 +827,27 @@ async def test_plan_renders_the_pvc_full_example(tmp_path: Path, kube_api: KubeA
         "min by (namespace, persistentvolumeclaim) (predict_linear("
         f" kubelet_volume_stats_available_bytes{{{selector}}}[6h], 24 * 3600))"
     )
+    # The guard step and the cap: what the Longhorn disks can hold, never a fixed size.
+    assert steps["longhorn-room"]["plan"] == {
+        "namespace": NS,
+        "name": PVC,
+        "growth_percent": 30.0,
+        "max_size": None,
+    }
     assert steps["expand"]["plan"] == {
         "namespace": NS,
         "name": PVC,
         "growth_percent": 30.0,
-        "max_size": "200Gi",
+        "max_size": None,
+        "longhorn_check": True,
     }
-    assert steps["expand"]["when"] == "{{ steps.pvc.output.allow_expansion }}"
+    assert steps["expand"]["when"] == "{{ steps.pvc.output.allow_expansion and steps['longhorn-room'].ok }}"
     assert steps["wait-resize"]["plan"]["until"] == "pvc_resized"
     assert steps["verify"]["plan"]["expect"] == "> 0.15"
     assert steps["verify"]["plan"]["query"] == steps["free-space"]["plan"]["query"]
-    assert steps["person-must-act"]["when"] == "{{ not steps.pvc.output.allow_expansion }}"
+    assert steps["person-must-act"]["when"] == (
+        "{{ not steps.pvc.output.allow_expansion or steps['longhorn-room'].state == 'failed' }}"
+    )
     assert kube_api.requests == []
 
 

@@ -160,8 +160,11 @@ class KubernetesClient:
         query: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         content_type: str = JSON_CT,
+        text_limit: int | None = None,
     ) -> Any:
-        """One API call with timeout and bounded retries; the decoded JSON answer, or a daemon error."""
+        """One API call with timeout and bounded retries; the decoded JSON answer, or a daemon error.
+
+        With ``text_limit`` the answer is plain text (a log), of which at most that many bytes are read."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
         what = f"{method} {path}"
@@ -169,6 +172,8 @@ class KubernetesClient:
         while True:
             attempt += 1
             try:
+                if text_limit is not None:
+                    return await self._call_text(path, query, text_limit)
                 return await self._call(method, path, query, body, content_type)
             except ApiException as exc:
                 error = _wrap_api_exception(exc, what, eviction=path.endswith("/eviction"))
@@ -204,6 +209,32 @@ class KubernetesClient:
             _preload_content=True,
             _request_timeout=self.timeout,
         )
+
+    async def _call_text(self, path: str, query: Mapping[str, str] | None, limit: int) -> str:
+        """GET a plain-text answer, reading at most ``limit`` bytes of it (the rest is never buffered)."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        async with asyncio.timeout(self.timeout):
+            resp = await self.api.call_api(
+                path,
+                "GET",
+                query_params=list((query or {}).items()),
+                header_params={"Accept": "text/plain, */*"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+            try:
+                if resp.status >= 400:
+                    exc = ApiException(status=resp.status, reason=resp.reason)
+                    exc.body = await _read_at_most(resp.content, 64 * 1024)
+                    exc.headers = resp.headers
+                    raise exc
+                raw = await _read_at_most(resp.content, limit)
+            finally:
+                resp.release()
+        return raw.decode("utf-8", "replace")
 
     async def send(self, req: WriteRequest) -> Any:
         return await self.request(req.method, req.path, body=req.body, content_type=req.content_type)
@@ -249,6 +280,27 @@ class KubernetesClient:
     async def get_storage_class(self, name: str) -> dict[str, Any]:
         return await self.get(storage_class_path(name))
 
+    async def pod_log(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        container: str | None,
+        tail_lines: int,
+        since_seconds: int | None,
+        limit_bytes: int,
+    ) -> str:
+        """A container's log (``GET .../pods/{name}/log``), at most ``limit_bytes`` of it."""
+        query = {"tailLines": str(tail_lines), "limitBytes": str(limit_bytes)}
+        if container:
+            query["container"] = container
+        if since_seconds is not None:
+            query["sinceSeconds"] = str(since_seconds)
+        text: str = await self.request(
+            "GET", pod_path(namespace, name) + "/log", query=query, text_limit=limit_bytes
+        )
+        return text
+
     async def get_workload(self, kind: WorkloadKind, namespace: str, name: str) -> dict[str, Any]:
         return await self.get(workload_path(kind, namespace, name))
 
@@ -292,6 +344,19 @@ class KubernetesClient:
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
         return WriteRequest("DELETE", pod_path(namespace, name), body)
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body (``read(n)`` alone returns whatever chunk has arrived)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = await stream.read(limit - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _status_message(exc: ApiException) -> tuple[str, dict[str, Any]]:

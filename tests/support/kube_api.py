@@ -24,6 +24,9 @@ What this emulator answers as the real API server does (for the resources it kno
   404 when the pod is gone; 400 when the Eviction names another pod.
 - PVC expansion as the admission plugin and validation do it: 403 unless the StorageClass allows
   expansion, 422 for a shrink; then ``Resizing`` until a configurable number of reads has passed.
+- The pod log subresource (``GET .../pods/{name}/log``, plain text): ``container`` (400 when a pod
+  with several containers is asked without one), ``tailLines``, ``sinceSeconds``, ``limitBytes``;
+  lines are seeded with ``set_logs``. Nodes report ``status.allocatable`` (4 cpu, 16Gi, 110 pods).
 
 Every request is recorded (``.requests``) so tests assert exactly what was, and was not, sent.
 """
@@ -452,6 +455,7 @@ class KubeApiEmulator:
     _terminating: dict[Key, int] = field(default_factory=dict)
     _resizing: dict[Key, int | None] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
+    _logs: dict[tuple[str, str, str], list[tuple[float, str]]] = field(default_factory=dict)
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     _runner: web.AppRunner | None = None
     url: str = ""
@@ -526,12 +530,13 @@ class KubeApiEmulator:
         spec: Obj = {"taints": list(taints or [])}
         if unschedulable:
             spec["unschedulable"] = True
+        allocatable = {"cpu": "4", "memory": "16Gi", "pods": "110"}
         return self.put(
             {
                 "kind": "Node",
                 "metadata": {"name": name, "labels": all_labels},
                 "spec": spec,
-                "status": {"conditions": conditions},
+                "status": {"conditions": conditions, "allocatable": allocatable},
             }
         )
 
@@ -649,6 +654,14 @@ class KubeApiEmulator:
             }
         )
 
+    def set_logs(
+        self, namespace: str, pod: str, container: str, lines: Iterable[str | tuple[float, str]]
+    ) -> None:
+        """A container's log for ``GET .../pods/{pod}/log``: lines, or (age in seconds, line) pairs."""
+        self._logs[(namespace, pod, container)] = [
+            (0.0, line) if isinstance(line, str) else (float(line[0]), line[1]) for line in lines
+        ]
+
     def fail(
         self, method: str, path: str, *, status: int = 503, times: int = 1, retry_after: int | None = None
     ) -> None:
@@ -685,10 +698,36 @@ class KubeApiEmulator:
             route = _parse_path(request.path)
             if route is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if route.subresource == "log" and route.resource.plural == "pods" and request.method == "GET":
+                return web.Response(text=self._log(route, dict(request.query)), content_type="text/plain")
             status, answer = self._dispatch(request.method, route, dict(request.query), ctype, body)
             return web.json_response(answer, status=status)
         except ApiError as exc:
             return exc.response()
+
+    def _log(self, route: Route, query: dict[str, str]) -> str:
+        """The log subresource as the API server answers it: container (required when the pod has several),
+        tailLines, sinceSeconds, limitBytes; plain text."""
+        pod = self._existing(route)
+        names = [c["name"] for c in pod["spec"].get("containers", [])]
+        container = query.get("container") or (names[0] if len(names) == 1 else "")
+        if not container:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"a container name must be specified for pod {route.name}, choose one of: [{' '.join(names)}]",
+            )
+        if container not in names:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {route.name}")
+        lines = self._logs.get((route.namespace or "", route.name or "", container), [])
+        if "sinceSeconds" in query:
+            lines = [(age, text) for age, text in lines if age <= int(query["sinceSeconds"])]
+        if "tailLines" in query:
+            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else []
+        text = "".join(f"{line}\n" for _, line in lines)
+        if "limitBytes" in query:
+            text = text.encode()[: int(query["limitBytes"])].decode("utf-8", "ignore")
+        return text
 
     async def _inject_fault(self, method: str, path: str) -> None:
         for fault in self._faults:

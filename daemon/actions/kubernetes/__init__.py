@@ -8,9 +8,18 @@ subresource), reads for real in dry-run and returns the exact writes it would ha
 
 from __future__ import annotations
 
-from daemon.actions.kubernetes import drain, nodes, prometheus_retention, storage, waits, workloads
+from daemon.actions.kubernetes import (
+    drain,
+    logs,
+    nodes,
+    outage,
+    prometheus_retention,
+    storage,
+    waits,
+    workloads,
+)
 
 ACTIONS = [*nodes.ACTIONS, *drain.ACTIONS, *workloads.ACTIONS, *storage.ACTIONS, *waits.ACTIONS]
-ACTIONS += prometheus_retention.ACTIONS
+ACTIONS += [*logs.ACTIONS, *outage.ACTIONS, *prometheus_retention.ACTIONS]
 
 __all__ = ["ACTIONS"]

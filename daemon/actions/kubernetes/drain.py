@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from daemon.actions.base import ActionContext, Output, Params, action
-from daemon.actions.kubernetes import guards
+from daemon.actions.kubernetes import capacity, guards
 from daemon.actions.kubernetes import objects as o
 from daemon.clients.kubernetes import EvictionBlocked, KubeNotFound, KubernetesClient
 from daemon.errors import ActionError, GuardRefused
@@ -41,6 +41,9 @@ class DrainParams(Params):
     """Between eviction retries (kubectl's 5s) and between checks that evicted pods are gone."""
     grace_period_seconds: int | None = Field(None, ge=0, le=3600)
     """Overrides each pod's terminationGracePeriodSeconds when set."""
+    check_capacity: bool = True
+    """Refuse when the other Ready, schedulable nodes cannot absorb the evicted pods' requests
+    (cpu, memory, pod slots): they would stay Pending. See daemon.actions.kubernetes.capacity."""
 
     @field_validator("timeout")
     @classmethod
@@ -142,6 +145,15 @@ def _refuse_opt_ins(node: str, plans: list[PodPlan]) -> None:
         f"refusing to drain {node}: {len(blocked)} pod(s) need an explicit opt-in: {listed}{more}. "
         "Nothing was changed."
     )
+
+
+async def _refuse_without_room(
+    client: KubernetesClient, nodes: list[o.Obj], node: str, pods: list[o.Obj]
+) -> None:
+    everywhere = await client.list_objects("/api/v1/pods")
+    room = capacity.absorb(nodes, everywhere, node, [pod for pod in pods if capacity.moves(pod)])
+    if not room.ok:
+        raise GuardRefused(f"refusing to drain {node}: {room.message()}. Nothing was changed.")
 
 
 @dataclass
@@ -259,6 +271,8 @@ async def drain(ctx: ActionContext, p: DrainParams) -> Output:
             plans = [plan_pod(pod, p, daemonsets) for pod in pods]
             _refuse_opt_ins(p.node, plans)
             to_evict = [pl.pod for pl in plans if pl.evict]
+            if p.check_capacity:
+                await _refuse_without_room(client, nodes, p.node, to_evict)
             cordon = (
                 None
                 if o.is_unschedulable(node)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from daemon.actions.base import ActionContext, Output, Params, action
+from daemon.actions.kubernetes import longhorn_disks
 from daemon.actions.kubernetes import objects as o
 from daemon.clients.kubernetes import KubeNotFound, KubernetesClient
 from daemon.errors import GuardRefused
@@ -24,11 +25,25 @@ class PvcParams(Params):
     name: DnsSubdomain
 
 
-class ExpandParams(PvcParams):
+class RoomParams(PvcParams):
     growth_percent: float = Field(20.0, gt=0, le=100)
     """Grow by this much of the current size (rounded up to a whole Gi)."""
-    max_size: StorageQuantity
-    """Never ask for more than this (an absolute cap such as 200Gi); refused if below the current size."""
+    max_size: StorageQuantity | None = None
+    """Never ask for more than this (an absolute cap); refused if below the current size."""
+
+
+class ExpandParams(RoomParams):
+    longhorn_check: bool = False
+    """Refuse unless every Longhorn disk holding a replica of the volume can take the growth
+    (``kubernetes.longhorn_expansion_room``), re-read right before the patch."""
+
+    @model_validator(mode="after")
+    def _capped(self) -> ExpandParams:
+        if self.max_size is None and not self.longhorn_check:
+            raise ValueError(
+                "give max_size, or longhorn_check: true (the cap is then what the disks can hold)"
+            )
+        return self
 
 
 def _sizes(pvc: o.Obj) -> tuple[int, int]:
@@ -106,16 +121,20 @@ def expansion_target(current: int, growth_percent: float, cap: int) -> int:
     return min(grown, cap)
 
 
-def _cap(p: ExpandParams, site_cap: int | None) -> tuple[int, str]:
+UNCAPPED = 2**62
+"""No step or site cap: with longhorn_check the disks are the cap."""
+
+
+def _cap(p: RoomParams, site_cap: int | None) -> tuple[int, str]:
     """The ceiling and how to name it: the step's max_size, or the config's if lower."""
-    cap = parse_quantity(p.max_size)
+    cap = parse_quantity(p.max_size) if p.max_size is not None else UNCAPPED
     if site_cap is not None and site_cap < cap:
         return site_cap, f"kubernetes.max_pvc_size {format_bytes(site_cap)} (from the config)"
     return cap, f"max_size {p.max_size}"
 
 
 def _check_expandable(
-    p: ExpandParams, pvc: o.Obj, sc_name: str | None, expandable: bool, site_cap: int | None
+    p: RoomParams, pvc: o.Obj, sc_name: str | None, expandable: bool, site_cap: int | None
 ) -> tuple[int, int]:
     """The (current, target) sizes, or a refusal an operator can act on."""
     where = f"{p.namespace}/{p.name}"
@@ -154,6 +173,7 @@ def _check_expandable(
         "get persistentvolumeclaims",
         "patch persistentvolumeclaims",
         "get storage.k8s.io/storageclasses",
+        *longhorn_disks.PERMISSIONS,
     ),
 )
 async def expand_pvc(ctx: ActionContext, p: ExpandParams) -> Output:
@@ -169,6 +189,10 @@ async def expand_pvc(ctx: ActionContext, p: ExpandParams) -> Output:
         return {"ok": True, "changed": False, **done, "message": f"{key} was already expanded by this step"}
     sc_name, expandable = await _storage_class(client, pvc)
     current, target = _check_expandable(p, pvc, sc_name, expandable, client.max_pvc_bytes)
+    if p.longhorn_check:
+        room = await _longhorn_room(client, pvc, key, current, target)
+        if not room.ok:
+            raise GuardRefused(f"refusing to expand {key}: {room.message()}. Nothing was changed.")
     # The resourceVersion makes this a compare-and-set: a PVC changed since it was read answers 409.
     patch = {
         "metadata": {"resourceVersion": o.meta(pvc).get("resourceVersion")},
@@ -203,4 +227,45 @@ async def expand_pvc(ctx: ActionContext, p: ExpandParams) -> Output:
     }
 
 
-ACTIONS = [pvc_status, expand_pvc]
+async def _longhorn_room(
+    client: KubernetesClient, pvc: o.Obj, key: str, current: int, target: int
+) -> longhorn_disks.Room:
+    volume = o.spec(pvc).get("volumeName")
+    if not volume:
+        raise GuardRefused(f"refusing to expand {key}: it is not bound to a volume")
+    try:
+        return await longhorn_disks.room_for(client, str(volume), current, target)
+    except KubeNotFound:
+        raise GuardRefused(
+            f"refusing to expand {key}: its volume {volume} is not a Longhorn volume, so runbookd cannot "
+            "check that the disks can hold the growth; a person must decide"
+        ) from None
+
+
+@action(
+    "kubernetes.longhorn_expansion_room",
+    read_only=True,
+    idempotent=True,
+    permissions=(
+        "get persistentvolumeclaims",
+        "get storage.k8s.io/storageclasses",
+        *longhorn_disks.PERMISSIONS,
+    ),
+)
+async def longhorn_expansion_room(ctx: ActionContext, p: RoomParams) -> Output:
+    """Whether every Longhorn disk holding a replica of the PVC's volume can take the growth
+    kubernetes.expand_pvc would ask for (Longhorn's own expansion check), with each disk's numbers and
+    the largest size the disks could hold. ``ok: false`` when they cannot."""
+    client: KubernetesClient = ctx.need("kubernetes")
+    key = f"{p.namespace}/{p.name}"
+    pvc = await client.get_pvc(p.namespace, p.name)
+    sc_name, expandable = await _storage_class(client, pvc)
+    try:
+        current, target = _check_expandable(p, pvc, sc_name, expandable, client.max_pvc_bytes)
+        room = await _longhorn_room(client, pvc, key, current, target)
+    except GuardRefused as exc:
+        return {"ok": False, "pvc": key, "disks": [], "message": str(exc)}
+    return {"pvc": key, "from": format_bytes(current), "to": format_bytes(target), **room.as_dict()}
+
+
+ACTIONS = [pvc_status, expand_pvc, longhorn_expansion_room]

@@ -37,35 +37,42 @@ async def delete_pod(ctx: ActionContext, p: DeletePodParams) -> Output:
 
     Not idempotent: run again after a crash it would restart the replacement (a StatefulSet pod keeps
     its name), so a step interrupted mid-way asks a person."""
+    return await delete_controlled_pod(ctx, p.namespace, p.name, p.grace_period_seconds)
+
+
+async def delete_controlled_pod(
+    ctx: ActionContext, namespace: str, name: str, grace_period_seconds: int | None
+) -> Output:
+    """Delete exactly the pod read (UID precondition), refusing mirror pods and pods without a controller."""
     client: KubernetesClient = ctx.need("kubernetes")
-    pod = await client.get_pod(p.namespace, p.name)
+    pod = await client.get_pod(namespace, name)
     owner = o.controller_of(pod)
     if o.is_mirror(pod):
         raise GuardRefused(
-            f"refusing to delete {p.namespace}/{p.name}: it is the mirror of a static pod; deleting it "
+            f"refusing to delete {namespace}/{name}: it is the mirror of a static pod; deleting it "
             "does not restart it (the kubelet owns it)"
         )
     if owner is None:
         raise GuardRefused(
-            f"refusing to delete {p.namespace}/{p.name}: it has no controller, so nothing would recreate it"
+            f"refusing to delete {namespace}/{name}: it has no controller, so nothing would recreate it"
         )
     uid = str(o.meta(pod).get("uid"))
-    request = client.delete_pod(p.namespace, p.name, uid=uid, grace_period_seconds=p.grace_period_seconds)
+    request = client.delete_pod(namespace, name, uid=uid, grace_period_seconds=grace_period_seconds)
     owner_out = {"kind": owner.get("kind"), "name": owner.get("name")}
     if ctx.dry_run:
-        return ctx.would(request.describe(client.host), pod=f"{p.namespace}/{p.name}", owner=owner_out)
+        return ctx.would(request.describe(client.host), pod=f"{namespace}/{name}", owner=owner_out)
     try:
         await client.send(request)
     except KubeNotFound:
         # Gone already (or a retried DELETE whose first attempt succeeded): the restart is under way.
-        ctx.log.info("kubernetes.delete_pod.already_gone", pod=f"{p.namespace}/{p.name}")
+        ctx.log.info("kubernetes.delete_pod.already_gone", pod=f"{namespace}/{name}")
     return {
         "ok": True,
-        "namespace": p.namespace,
-        "name": p.name,
+        "namespace": namespace,
+        "name": name,
         "uid": uid,
         "owner": owner_out,
-        "message": f"deleted {p.namespace}/{p.name}; its {owner.get('kind')} {owner.get('name')} recreates it",
+        "message": f"deleted {namespace}/{name}; its {owner.get('kind')} {owner.get('name')} recreates it",
     }
 
 

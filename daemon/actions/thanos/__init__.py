@@ -9,8 +9,8 @@ when it is the newest block of its stream, never when it is a partial upload.
 
 from __future__ import annotations
 
-from daemon.actions.thanos import retention, shipped, status
+from daemon.actions.thanos import retention, shipped, sidecar, status
 
-ACTIONS = [*status.ACTIONS, *retention.ACTIONS, *shipped.ACTIONS]
+ACTIONS = [*status.ACTIONS, *retention.ACTIONS, *shipped.ACTIONS, *sidecar.ACTIONS]
 
 __all__ = ["ACTIONS"]

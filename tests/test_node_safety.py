@@ -1,0 +1,313 @@
+"""The node-degradation and pvc-disk-pressure guards: room for a drained node's pods, the out-of-service
+taint behind a stale Lease (and its inverse), Longhorn volumes on the node, Longhorn's expansion check.
+
+Actions run against the Kubernetes API emulator with the real kubernetes-asyncio client; the runbook
+runs in an in-process daemon up to the taint (the engine runs undos once the undo engine is merged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.inproc import alert_payload, base_config, serve
+from support.kube_api import STRATEGIC_MERGE_PATCH, KubeApiEmulator
+from support.kube_fixtures import seed_cluster
+from support.runs import states, steps_of, walk
+from support.safety_seed import GI, lh_node, lh_settings, lh_volume, node_lease, requests_pod
+
+from daemon.actions import kubernetes
+from daemon.actions.base import ActionContext, Output
+from daemon.actions.kubernetes.capacity import cpu_millis, pod_requests
+from daemon.actions.kubernetes.longhorn_disks import Disk
+from daemon.errors import GuardRefused
+from daemon.kits.clock import FrozenClock
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_RB = "node-degradation"
+RUNBOOKS = {NODE_RB: (REPO / "runbooks" / f"{NODE_RB}.yaml").read_text()}
+NODE, NS = "node-196", "monitoring"
+NOW = 1_800_000_000.0
+ACTIONS = {a.name: a for a in kubernetes.ACTIONS}
+MakeCtx = Callable[..., ActionContext]
+TAINT = {"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}
+
+
+async def run(name: str, ctx: ActionContext, /, **params: Any) -> Output:
+    return await ACTIONS[name].run(ctx, ACTIONS[name].params.model_validate(params))
+
+
+def full_cluster(kube: KubeApiEmulator, *, pressure: tuple[str, ...] = ("MemoryPressure",)) -> None:
+    """Four 4-cpu/16Gi nodes; the three others each have 3.5 cpu requested; node-196's app needs 2 cpu."""
+    seed_cluster(kube)
+    kube.add_node(NODE, pressure=pressure)
+    for other in ("node-194", "node-197", "node-198"):
+        requests_pod(kube, f"busy-{other}", NS, other, cpu="3500m", memory="2Gi")
+    requests_pod(kube, "app-7d9f-x2k4q", NS, NODE, cpu="2", memory="4Gi", owner=("ReplicaSet", "app-7d9f"))
+
+
+# -- capacity ------------------------------------------------------------------------------------------
+
+
+def test_pod_requests_as_the_scheduler_counts_them() -> None:
+    pod = {
+        "spec": {
+            "containers": [
+                {"resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}},
+                {"resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}}},
+            ],
+            "initContainers": [{"resources": {"requests": {"cpu": "2", "memory": "128Mi"}}}],
+            "overhead": {"cpu": "10m"},
+        }
+    }
+    assert pod_requests(pod) == (2010, 1280 * 2**20)
+    assert [cpu_millis(v) for v in ("1", "1500m", "0.1", "bogus")] == [1000, 1500, 100, 0]
+
+
+async def test_drain_refuses_when_the_other_nodes_cannot_absorb_the_pods(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    full_cluster(kube_api)
+    with pytest.raises(GuardRefused) as refused:
+        await run("kubernetes.drain", kube_ctx(), node=NODE)
+    message = str(refused.value)
+    assert (
+        f"refusing to drain {NODE}: the pods to move from {NODE} request cpu 2000m, memory 4Gi, 1 pod(s)"
+        in message
+    )
+    assert "have cpu 1500m, memory 42Gi, 327 pod(s) free" in message
+    assert f"these would stay Pending: {NS}/app-7d9f-x2k4q (cpu 2000m, memory 4Gi)" in message
+    assert kube_api.mutations == []
+    # With room (one node freed), the same drain goes ahead.
+    kube_api.objects.pop(("pods", NS, "busy-node-198"))
+    out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
+    assert out["ok"] is True and [r.method for r in kube_api.mutations] == ["PATCH", "POST"]
+
+
+async def test_pressure_node_whose_pods_fit_nowhere_is_not_drained(
+    tmp_path: Path, kube_api: KubeApiEmulator
+) -> None:
+    full_cluster(kube_api)
+    cfg = base_config(
+        tmp_path, dry_run=False, kubernetes={"host": kube_api.url, "timeout": "5s", "retries": 1}
+    )
+    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+        status, body = await d.webhook(
+            alert_payload(
+                "NodeDegraded", fingerprint="fp-n", node=NODE, condition="MemoryPressure", cluster="c"
+            )
+        )
+        assert status == 200, body
+        run, approved = await walk(d, body["started"][0])
+    assert approved == ["node-status", "cluster-health", "longhorn-volumes", "capacity"]
+    assert run["state"] == "failed"
+    capacity = steps_of(run)["capacity"]
+    assert capacity["output"]["ok"] is False
+    assert capacity["output"]["needed"] == {"cpu": 2000, "memory": 4 * GI, "pods": 1}
+    assert capacity["output"]["free"]["cpu"] == 1500
+    assert "would stay Pending" in capacity["error"]
+    assert states(run)["cordon"] == "pending" and kube_api.mutations == []
+
+
+# -- out of service ----------------------------------------------------------------------------------------
+
+
+def down_node(kube: KubeApiEmulator, *, lease_age: float) -> None:
+    seed_cluster(kube)
+    kube.add_node(NODE, ready=None)
+    node_lease(kube, NODE, NOW - lease_age)
+
+
+async def test_out_of_service_refused_while_the_lease_is_fresh(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    down_node(kube_api, lease_age=90)
+    with pytest.raises(GuardRefused, match=r"renewed its Lease 1m30s ago .* less than 5m"):
+        await run("kubernetes.taint_out_of_service", kube_ctx(clock=FrozenClock(NOW)), node=NODE)
+    assert kube_api.mutations == []
+
+
+async def test_out_of_service_refused_for_a_ready_node_or_one_without_lease(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    seed_cluster(kube_api)
+    with pytest.raises(GuardRefused, match="it is Ready"):
+        await run("kubernetes.taint_out_of_service", kube_ctx(), node=NODE)
+    kube_api.set_node_ready(NODE, False)
+    with pytest.raises(GuardRefused, match="no Lease in kube-node-lease"):
+        await run("kubernetes.taint_out_of_service", kube_ctx(), node=NODE)
+    assert kube_api.mutations == []
+
+
+async def test_out_of_service_taint_and_its_inverse(kube_api: KubeApiEmulator, kube_ctx: MakeCtx) -> None:
+    down_node(kube_api, lease_age=600)
+    ctx = kube_ctx(clock=FrozenClock(NOW))
+    rv = kube_api.get("Node", NODE)["metadata"]["resourceVersion"]
+    out = await run("kubernetes.taint_out_of_service", ctx, node=NODE)
+    assert out["changed"] is True and out["lease_age_seconds"] == 600
+    (patch,) = kube_api.mutations
+    assert (patch.method, patch.path, patch.content_type) == (
+        "PATCH",
+        f"/api/v1/nodes/{NODE}",
+        STRATEGIC_MERGE_PATCH,
+    )
+    assert patch.body == {
+        "metadata": {"resourceVersion": rv},
+        "spec": {"taints": [{**TAINT, "timeAdded": "2027-01-15T08:00:00Z"}]},
+    }
+    again = await run("kubernetes.taint_out_of_service", ctx, node=NODE)
+    assert again["changed"] is False and again["added_by_runbookd"] is True and len(kube_api.mutations) == 1
+
+    # The inverse waits for the node to be Ready, then removes exactly that taint.
+    waiting = await run("kubernetes.remove_taint", ctx, node=NODE)
+    assert waiting["ok"] is False and waiting["not_yet"] is True and "it is not Ready" in waiting["message"]
+    assert len(kube_api.mutations) == 1
+    kube_api.set_node_ready(NODE, True)
+    removed = await run("kubernetes.remove_taint", ctx, node=NODE)
+    assert removed["changed"] is True and kube_api.get("Node", NODE)["spec"]["taints"] == []
+    assert (await run("kubernetes.remove_taint", ctx, node=NODE))["changed"] is False
+
+
+async def test_remove_taint_leaves_a_taint_a_person_added(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    seed_cluster(kube_api)
+    kube_api.add_node(NODE, taints=[dict(TAINT)])
+    with pytest.raises(GuardRefused, match="runbookd did not add it"):
+        await run("kubernetes.remove_taint", kube_ctx(), node=NODE)
+    assert kube_api.mutations == []
+
+
+@pytest.mark.parametrize(("lease_age", "tainted"), [(60.0, False), (900.0, True)])
+async def test_runbook_up_to_the_taint(
+    tmp_path: Path, kube_api: KubeApiEmulator, lease_age: float, tainted: bool
+) -> None:
+    down_node(kube_api, lease_age=lease_age)
+    kube_api.add_pod("grafana-7d9f-x2k4q", NS, node=NODE, owner=("ReplicaSet", "grafana-7d9f"))
+    lh_volume(
+        kube_api,
+        "pvc-1234",
+        size=10 * GI,
+        replicas=[],
+        attached_to=NODE,
+        robustness="degraded",
+        pvc=(NS, "prometheus-db-prometheus-0"),
+    )
+    cfg = base_config(
+        tmp_path, dry_run=False, kubernetes={"host": kube_api.url, "timeout": "5s", "retries": 1}
+    )
+    async with serve(tmp_path, RUNBOOKS, config=cfg, clock=FrozenClock(NOW)) as d:
+        status, body = await d.webhook(
+            alert_payload("NodeDegraded", fingerprint="fp-n", node=NODE, condition="NotReady", cluster="c")
+        )
+        assert status == 200, body
+        run_, approved = await walk(d, body["started"][0], stop_at="drain")
+    assert approved[-2:] == ["cordon", "out-of-service"]
+    volumes = steps_of(run_)["longhorn-volumes"]["output"]
+    assert volumes["volumes"] == [
+        {
+            "volume": "pvc-1234",
+            "robustness": "degraded",
+            "state": "attached",
+            "replicas": 0,
+            "pvc": f"{NS}/prometheus-db-prometheus-0",
+        }
+    ]
+    assert volumes["not_healthy"] == ["pvc-1234"]
+    step = steps_of(run_)["out-of-service"]
+    taints = kube_api.get("Node", NODE)["spec"]["taints"]
+    if tainted:
+        assert step["state"] == "succeeded" and taints == [{**TAINT, "timeAdded": "2027-01-15T08:00:00Z"}]
+    else:
+        assert step["state"] == "failed" and "renewed its Lease 1m ago" in step["error"]
+        assert taints == []
+        assert [r.method for r in kube_api.mutations] == ["PATCH"]  # the cordon only
+
+
+# -- Longhorn's expansion check ----------------------------------------------------------------------------
+
+
+def disk(**kw: int) -> Disk:
+    base = {"maximum": 100 * GI, "available": 60 * GI, "scheduled": 50 * GI, "reserved": 10 * GI}
+    base.update(kw)
+    return Disk(
+        "n",
+        "d",
+        "u",
+        kw.pop("replicas", 1),
+        base["maximum"],
+        base["available"],
+        base["scheduled"],
+        base["reserved"],
+        100,
+        25,
+    )
+
+
+def test_longhorn_disk_rules_at_their_boundaries() -> None:
+    d = disk()  # schedule limit (100-10) x 100% = 90Gi; floor 25Gi
+    assert d.problems(40 * GI) == [
+        "available 60.0Gi - 40.0Gi = 20.0Gi <= 100.0Gi x 25% minimal available = 25.0Gi"
+    ]
+    assert d.problems(35 * GI - 1) == []
+    assert d.problems(35 * GI)[0].startswith(
+        "available 60.0Gi - 35.0Gi = 25.0Gi <= "
+    )  # strictly greater needed
+    tight = disk(available=90 * GI)
+    assert tight.problems(40 * GI) == []  # 50 + 40 = 90 <= 90: exactly at the limit is allowed
+    assert tight.problems(40 * GI + 1)[0].startswith("scheduled 50.0Gi + 40.0Gi = 90.0Gi > ")
+    assert tight.max_growth == 40 * GI
+    two = Disk("n", "d", "u", 2, 100 * GI, 90 * GI, 50 * GI, 10 * GI, 100, 25)
+    assert two.max_growth == 20 * GI and two.problems(20 * GI + 1)
+
+
+async def test_expand_pvc_rechecks_the_longhorn_disks_right_before_the_patch(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    kube_api.add_storage_class("longhorn", allow_expansion=True)
+    kube_api.add_pvc("data", NS, request="10Gi")
+    volume = kube_api.get("PersistentVolumeClaim", "data", NS)["spec"]["volumeName"]
+    lh_settings(kube_api, over_provisioning=100, minimal_available=25)
+    lh_node(
+        kube_api,
+        "node-196",
+        {"d1": {"uuid": "u1", "maximum": 100 * GI, "available": 80 * GI, "scheduled": 98 * GI}},
+    )
+    lh_volume(kube_api, volume, size=10 * GI, replicas=[("node-196", "u1")])
+    with pytest.raises(GuardRefused) as refused:
+        await run(
+            "kubernetes.expand_pvc",
+            kube_ctx(),
+            namespace=NS,
+            name="data",
+            growth_percent=30,
+            longhorn_check=True,
+        )
+    assert f"refusing to expand {NS}/data: Longhorn cannot hold 10Gi -> 13Gi (+3.0Gi per replica)" in str(
+        refused.value
+    )
+    assert (
+        "node-196/d1: scheduled 98.0Gi + 3.0Gi = 101.0Gi > (100.0Gi max - 0.0Gi reserved) x 100% = 100.0Gi"
+        in str(refused.value)
+    )
+    assert "at most 12.0Gi in total (+2.0Gi)" in str(refused.value)
+    assert kube_api.mutations == []
+    # Room made on the disk: the same expansion goes through.
+    node = kube_api.objects[("longhorn.io/nodes", "longhorn-system", "node-196")]
+    node["status"]["diskStatus"]["d1"]["storageScheduled"] = 20 * GI
+    out = await run(
+        "kubernetes.expand_pvc", kube_ctx(), namespace=NS, name="data", growth_percent=30, longhorn_check=True
+    )
+    assert out["changed"] is True and out["to"] == "13Gi"
+
+
+async def test_expand_pvc_refuses_a_volume_longhorn_does_not_know(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    kube_api.add_storage_class("longhorn", allow_expansion=True)
+    kube_api.add_pvc("data", NS, request="10Gi")
+    with pytest.raises(GuardRefused, match="is not a Longhorn volume"):
+        await run("kubernetes.expand_pvc", kube_ctx(), namespace=NS, name="data", longhorn_check=True)
+    assert kube_api.mutations == []
