@@ -49,8 +49,18 @@ class PermanentError(ActionError):
     """Retrying the same request will not help (404, 422, invalid input)."""
 
 
-class GuardRefused(PermanentError):
+class Refused(PermanentError):
+    """The action declined before it changed anything. The engine records the step as having changed
+    nothing (``refused: true``), so its undo is not run. An action that stops after a partial change
+    raises another ActionError instead."""
+
+
+class GuardRefused(Refused):
     """A safety guard refused the action (quorum, blast radius, shrink). Needs a person's judgement."""
+
+
+class NotConfigured(Refused):
+    """The system the action talks to has no section in the config."""
 
 
 class StoreUnavailable(RunbookdError):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from daemon.clients.bundle import Clients as Clients  # re-exported for action modules
 from daemon.config import LimitsConfig
-from daemon.errors import PermanentError
+from daemon.errors import NotConfigured
 from daemon.kits.clock import Clock, SystemClock
 
 Output = dict[str, Any]
@@ -55,7 +55,7 @@ class ActionContext:
     def need(self, system: str) -> Any:
         client = getattr(self.clients, system, None)
         if client is None:
-            raise PermanentError(f"{system} is not configured: add a `{system}:` section to the config")
+            raise NotConfigured(f"{system} is not configured: add a `{system}:` section to the config")
         return client
 
     def would(self, *requests: Mapping[str, Any], **extra: Any) -> Output:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from daemon.actions.base import Action, ActionContext
-from daemon.errors import ActionError, TemporaryError
+from daemon.errors import ActionError, Refused, TemporaryError
 from daemon.kits.durations import parse_duration
 
 MAX_ATTEMPTS = 3
@@ -25,6 +25,10 @@ def action_timeout(default: float, planned: object) -> float:
         except ValueError:
             pass
     return default
+
+
+REFUSED = {"changed": False, "refused": True}
+"""The output of a step refused before it acted (undoing.changed_something reads ``refused``)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,10 @@ async def execute(action: Action, ctx: ActionContext, plan: dict[str, Any], time
             False, {}, f"{action.name} did not finish within {timeout:g}s", time.monotonic() - started
         )
     except ValidationError as exc:
-        return Outcome(False, {}, f"invalid parameters: {exc.errors()[0]['msg']}", time.monotonic() - started)
+        msg = f"invalid parameters: {exc.errors()[0]['msg']}"
+        return Outcome(False, dict(REFUSED), msg, time.monotonic() - started)
+    except Refused as exc:  # declined before changing anything: nothing for an undo to restore
+        return Outcome(False, dict(REFUSED), str(exc), time.monotonic() - started)
     except ActionError as exc:
         return Outcome(False, {}, str(exc), time.monotonic() - started)
     except Exception:  # a bug in an action must fail its step, not the daemon

@@ -43,8 +43,11 @@ Wake = Callable[[Tx, Effects], Awaitable[None]]
 
 
 def changed_something(st: StepRecord) -> bool:
-    """A mutating step that started (and may have changed state), whatever came of it."""
-    return st.mutating and st.started_at is not None
+    """A mutating step that started (and may have changed state), whatever came of it, unless a guard
+    refused it before it acted (``refused: true``, recorded by the executor for GuardRefused). A step that
+    succeeded without a change (an idempotent re-run) still gets its undo: undos are no-ops then."""
+    refused = isinstance(st.output, dict) and st.output.get("refused") is True
+    return st.mutating and st.started_at is not None and not refused
 
 
 class Undoing:
@@ -315,18 +318,24 @@ class Undoing:
             if run2 is None or u2 is None or u2.state != UndoState.RUNNING:
                 return
             not_yet = not outcome.ok and outcome.output.get("not_yet") is True
+            # A dry run changed nothing, so its undo has nothing to wait for: record what it would wait
+            # for and let the run end, instead of holding the target for the undo's whole timeout.
+            dry_wait = not_yet and run2.dry_run
+            ok, not_yet = outcome.ok or dry_wait, not_yet and not dry_wait
             said_before = u2.error
             if not_yet:  # the action re-checked its own guard: try again until the undo's timeout
                 u2.state = UndoState.WAITING
             else:
-                u2.state = UndoState.SUCCEEDED if outcome.ok else UndoState.FAILED
+                u2.state = UndoState.SUCCEEDED if ok else UndoState.FAILED
             u2.output, u2.error, u2.finished_at = outcome.output, outcome.error, self._ctx.clock.now()
             await tx.save_undo(u2)
             detail: dict[str, Any] = {"step": u2.step_id, "seconds": round(outcome.seconds, 3)}
             if outcome.error:
                 detail["error"] = outcome.error
+            if dry_wait:
+                detail["dry_run"] = "the undo would wait: " + str(outcome.error)
             if not not_yet:
-                await self._ctx.event(tx, run2, f"undo_{result}", **detail)
+                await self._ctx.event(tx, run2, "undo_succeeded" if ok else "undo_failed", **detail)
             elif outcome.error != said_before:  # once per reason, not every attempt
                 await self._ctx.event(tx, run2, "undo_not_yet", **detail)
             fx.notice("step_finished", run2.id)

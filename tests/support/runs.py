@@ -30,6 +30,12 @@ async def walk(
         run = await d.run(run_id)
         if run["state"] in ENDED:
             return run, approved
+        if run["state"] == "undoing":
+            undos = [s["undo"] for s in run["steps"] if isinstance(s.get("undo"), dict)]
+            if all(u.get("state") == "waiting" for u in undos if u.get("state") not in ("succeeded", "skipped")):
+                return run, approved  # the steps are over; what is left waits for its guard
+            await asyncio.sleep(0.05)
+            continue
         cur = run["current_step"]
         step = next(s for s in run["steps"] if s["id"] == cur)
         if run["state"] == "awaiting_approval" and step["state"] == "awaiting_approval":

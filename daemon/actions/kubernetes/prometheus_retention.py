@@ -31,7 +31,7 @@ from daemon.clients.kubernetes import MERGE_PATCH, KubernetesClient, WriteReques
 from daemon.clients.prometheus import PrometheusClient
 from daemon.clients.s3 import S3Client
 from daemon.clients.thanos import ThanosBucket
-from daemon.errors import GuardRefused
+from daemon.errors import GuardRefused, TemporaryError
 from daemon.kits.clock import iso
 from daemon.kits.durations import Duration
 from daemon.kits.names import DnsLabel, DnsSubdomain, LabelName, LabelValue, S3BucketName, S3Prefix
@@ -265,9 +265,13 @@ async def _shipped(ctx: ActionContext, p: RestoreParams) -> tuple[list[dict[str,
     s3: S3Client = ctx.need("s3")
     tb = ThanosBucket(s3, p.bucket, p.prefix)
     now, since = ctx.clock.now(), parse_time(p.since)
-    found = [
-        await streams_shipped(tb, dict(i.stream_labels), p.shipped_within, since, now) for i in p.prometheuses
-    ]
+    try:
+        found = [
+            await streams_shipped(tb, dict(i.stream_labels), p.shipped_within, since, now)
+            for i in p.prometheuses
+        ]
+    except TemporaryError as exc:  # the bucket cannot be read yet (the outage goes on): nothing has shipped
+        return [], [f"the bucket {p.bucket} cannot be read yet ({exc})"]
     behind = [
         f"{i.name}: {f['message']}" for i, f in zip(p.prometheuses, found, strict=True) if not f["shipped"]
     ]
