@@ -11,6 +11,7 @@ lifecycle. ``routing`` routes notifications, ``starting`` starts runs, ``runs`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -96,7 +97,8 @@ class Engine:
         self.inbox = self._routing.inbox
         self.metrics.runbooks_loaded.set(len(runbooks))
         self.metrics.preset(sorted(runbooks))
-        self.leadership.on_change(lambda leading: self.metrics.leader.set(1 if leading else 0))
+        self._lead_changed = asyncio.Event()
+        self.leadership.on_change(self._on_leadership)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,6 +106,7 @@ class Engine:
         """Recover runs interrupted by a stop or crash, then start the tick loop. A follower only starts
         the loops: they take up the leader's work once this replica leads."""
         self._runs.stopping = False
+        self._lead_changed.clear()
         if self.leadership.leading:
             await self._take_lead()
         if background:
@@ -120,6 +123,10 @@ class Engine:
                 await asyncio.gather(loop_task, return_exceptions=True)
         await self._tasks.drain(grace)
 
+    def _on_leadership(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        self._lead_changed.set()  # a new leader recovers at once, not at its next tick
+
     async def _take_lead(self) -> None:
         """Start leading: treat steps left running as a restart does, route what waits, tick."""
         epoch = self.leadership.epoch
@@ -130,7 +137,9 @@ class Engine:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._tick_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lead_changed.wait(), self._tick_interval)
+            self._lead_changed.clear()
             if not self.leadership.leading:
                 continue
             try:
