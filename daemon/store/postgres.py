@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from daemon.store.sqlite import SCHEMA, Tx
 
 TX_LOCK = 0x72756E62  # "runb": pg_advisory_xact_lock key serialising every store transaction
 MIGRATE_LOCK = 0x72756E6D  # "runm": pg_advisory_lock key held while migrations run
+INBOX_LOCK = 0x72756E69  # "runi": pg_advisory_xact_lock key serialising inbox writers (receipt numbers)
 
 
 @dataclass(frozen=True)
@@ -154,50 +155,36 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     return applied
 
 
-class PgStore:
-    """The PostgreSQL backend of ``daemon.store.base.StateStore``."""
+class _Session:
+    """One connection and the asyncio lock that serialises its transactions in this process."""
 
-    shared = True
-    backend = "postgresql"
-
-    def __init__(self, settings: PgSettings, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, settings: PgSettings, conn: psycopg.AsyncConnection[Any] | None) -> None:
         self.settings = settings
-        self._conn: psycopg.AsyncConnection[Any] | None = conn
-        self._lock = asyncio.Lock()
+        self.conn = conn
+        self.lock = asyncio.Lock()
 
-    @classmethod
-    async def open(cls, settings: PgSettings, *, migrate_schema: bool = True) -> PgStore:
-        conn = await connect(settings)
-        if migrate_schema:
-            try:
-                await migrate(conn)
-            except psycopg.Error as exc:
-                await conn.close()
-                raise StoreUnavailable(f"cannot migrate the PostgreSQL state store: {_safe(exc)}") from exc
-        return cls(settings, conn)
+    async def connection(self) -> psycopg.AsyncConnection[Any]:
+        """The open connection, or a new one in place of a closed or broken one."""
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            if self.conn is not None:
+                with suppress(psycopg.Error):
+                    await self.conn.close()
+            self.conn = None
+            self.conn = await connect(self.settings)
+        return self.conn
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                with suppress(psycopg.Error):
-                    await self._conn.close()
-            self._conn = None
-            self._conn = await connect(self.settings)
-        return self._conn
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
 
     @asynccontextmanager
-    async def transaction(self, fence: Fence | None = None) -> AsyncIterator[Tx]:
-        """Serialised across replicas (advisory xact lock); ``fence`` is verified right before COMMIT."""
-        async with self._lock:
-            conn = await self._connection()
+    async def transaction(self, lock_key: int, fence: Fence | None) -> AsyncIterator[Tx]:
+        async with self.lock:
+            conn = await self.connection()
             try:
                 await conn.execute("BEGIN")
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (TX_LOCK,))
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
             except psycopg.Error as exc:
                 await _rollback(conn)
                 raise StoreUnavailable(f"state store unavailable: {_safe(exc)}") from exc
@@ -218,12 +205,47 @@ class PgStore:
                 await _rollback(conn)
                 raise StoreUnavailable(f"state store could not commit: {_safe(exc)}") from exc
 
+
+class PgStore:
+    """The PostgreSQL backend of ``daemon.store.base.StateStore``."""
+
+    shared = True
+    backend = "postgresql"
+
+    def __init__(self, settings: PgSettings, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.settings = settings
+        self._main = _Session(settings, conn)
+        self._intake = _Session(settings, None)  # connected at the first webhook
+
+    @classmethod
+    async def open(cls, settings: PgSettings, *, migrate_schema: bool = True) -> PgStore:
+        conn = await connect(settings)
+        if migrate_schema:
+            try:
+                await migrate(conn)
+            except psycopg.Error as exc:
+                await conn.close()
+                raise StoreUnavailable(f"cannot migrate the PostgreSQL state store: {_safe(exc)}") from exc
+        return cls(settings, conn)
+
+    async def close(self) -> None:
+        await self._intake.close()
+        await self._main.close()
+
+    def transaction(self, fence: Fence | None = None) -> AbstractAsyncContextManager[Tx]:
+        """Serialised across replicas (advisory xact lock); ``fence`` is verified right before COMMIT."""
+        return self._main.transaction(TX_LOCK, fence)
+
+    def intake(self) -> AbstractAsyncContextManager[Tx]:
+        """The inbox's own connection and lock: storing a webhook never waits behind routing or a step's
+        transaction. Inbox writers (of every replica) are serialised among themselves only."""
+        return self._intake.transaction(INBOX_LOCK, None)
+
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(self.settings.busy_timeout):
-                async with self._lock:
-                    conn = await self._connection()
-                    await conn.execute("SELECT 1")
+            async with asyncio.timeout(self.settings.busy_timeout), self._main.lock:
+                conn = await self._main.connection()
+                await conn.execute("SELECT 1")
         except (psycopg.Error, StoreUnavailable, TimeoutError):
             return False
         return True

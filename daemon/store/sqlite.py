@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -427,6 +427,10 @@ class Store:
                 with suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
                 raise StoreUnavailable(f"state store could not commit: {exc}") from exc
+
+    def intake(self) -> AbstractAsyncContextManager[Tx]:
+        """One writer, one connection: the inbox shares the engine's transactions (group commit)."""
+        return self.transaction()
 
     async def ping(self) -> bool:
         try:
