@@ -4,6 +4,7 @@ SQLite file they are still the same. A target that holds data is refused unless 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +154,23 @@ def test_state_migrate(tmp_path: Path, postgres_server: PostgresServer, backend:
         res = _state("migrate", "--config", str(cfg))
         assert res.returncode == 0, res.stderr
         assert "schema version" in res.stdout
+
+
+def test_serve_on_an_unreachable_postgresql_exits_1_without_the_password(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    state = {"url": "postgresql://runbookd@127.0.0.1:1/runbookd", "password": {"env": "RB_TEST_DB_PASSWORD"}}
+    cfg.write_text(yaml.safe_dump(_config(tmp_path, **state)))
+    env = {**os.environ, "RUNBOOKD_WEBHOOK_TOKEN": "w", "RUNBOOKD_ADMIN_TOKEN": "a"}
+    env["RB_TEST_DB_PASSWORD"] = "sekrit-db-password"
+    res = subprocess.run(
+        [runbookd_bin(), "serve", "--config", str(cfg), "--listen", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "cannot connect to the PostgreSQL state store" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert "sekrit-db-password" not in res.stderr + res.stdout

@@ -32,7 +32,7 @@ from daemon.engine.routing import Router
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.engine.tasks import Tasks
-from daemon.errors import InvalidRequest, StoreUnavailable
+from daemon.errors import InvalidRequest, LostLeadership, StoreUnavailable
 from daemon.kits.clock import Clock, SystemClock
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.runbooks.schema import Runbook
@@ -108,7 +108,10 @@ class Engine:
         self._runs.stopping = False
         self._lead_changed.clear()
         if self.leadership.leading:
-            await self._take_lead()
+            try:
+                await self._take_lead()
+            except LostLeadership as exc:  # lost between winning the lease and recovering: keep serving
+                self.log.warning("engine.not_leading", error=str(exc))
         if background:
             self._ticker = asyncio.create_task(self._tick_loop(), name="engine.tick")
             self._router = asyncio.create_task(self._routing.loop(), name="engine.route")
