@@ -74,6 +74,7 @@ class Engine:
         self._tasks = Tasks(self.log)
         self._ticker: asyncio.Task[None] | None = None
         self._router: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._ctx = Context(
             config=config,
             store=store,
@@ -115,12 +116,16 @@ class Engine:
         if background:
             self._ticker = asyncio.create_task(self._tick_loop(), name="engine.tick")
             self._router = asyncio.create_task(self._routing.loop(), name="engine.route")
+            if self.store.shared:  # notifications other replicas store wake the router at once
+                self._watcher = asyncio.create_task(
+                    self.store.watch_inbox(self._routing.wake), name="engine.inbox_watch"
+                )
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop starting work, let running actions finish for ``grace`` seconds, then cancel them.
         A cancelled step stays ``running`` in the store and is recovered on the next start."""
         self._runs.stopping = True
-        for loop_task in (self._ticker, self._router):
+        for loop_task in (self._ticker, self._router, self._watcher):
             if loop_task is not None:
                 loop_task.cancel()  # a routing batch cut off here rolls back and is routed on the next start
                 await asyncio.gather(loop_task, return_exceptions=True)

@@ -7,7 +7,7 @@ placeholders. A new store method written once in ``Tx`` therefore works on both 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -51,6 +51,11 @@ class StateStore(Protocol):
     def intake(self) -> AbstractAsyncContextManager[Tx]:
         """A transaction that only appends to the inbox (and reads its numbers). PostgreSQL runs it on a
         connection of its own, beside the engine's transactions; SQLite is ``transaction()``."""
+        ...
+
+    async def watch_inbox(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another process stores a notification; runs until cancelled. SQLite has
+        one process: it returns at once."""
         ...
 
     async def ping(self) -> bool: ...

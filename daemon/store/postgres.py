@@ -9,12 +9,13 @@ is replaced at the next transaction. Migrations run at start under a session adv
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.rows import RowMaker
 
 from daemon.errors import StoreUnavailable
@@ -22,8 +23,12 @@ from daemon.store import migrations
 from daemon.store.base import Fence, Row
 from daemon.store.sqlite import SCHEMA, Tx
 
+log = structlog.get_logger("runbookd.store")
+
 TX_LOCK = 0x72756E62  # "runb": pg_advisory_xact_lock key serialising every store transaction
 MIGRATE_LOCK = 0x72756E6D  # "runm": pg_advisory_lock key held while migrations run
+INBOX_CHANNEL = "runbookd_inbox"
+"""NOTIFY channel: a notification was committed to the inbox."""
 INBOX_LOCK = 0x72756E69  # "runi": pg_advisory_xact_lock key serialising inbox writers (receipt numbers)
 
 
@@ -179,7 +184,9 @@ class _Session:
             self.conn = None
 
     @asynccontextmanager
-    async def transaction(self, lock_key: int, fence: Fence | None) -> AsyncIterator[Tx]:
+    async def transaction(
+        self, lock_key: int, fence: Fence | None, notify: str | None = None
+    ) -> AsyncIterator[Tx]:
         async with self.lock:
             conn = await self.connection()
             try:
@@ -193,6 +200,8 @@ class _Session:
                 yield tx
                 if fence is not None:
                     await fence.verify(tx)
+                if notify is not None:  # delivered to listeners when (and only if) this commits
+                    await conn.execute("SELECT pg_notify(%s, '')", (notify,))
             except psycopg.Error as exc:
                 await _rollback(conn)
                 raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
@@ -239,7 +248,26 @@ class PgStore:
     def intake(self) -> AbstractAsyncContextManager[Tx]:
         """The inbox's own connection and lock: storing a webhook never waits behind routing or a step's
         transaction. Inbox writers (of every replica) are serialised among themselves only."""
-        return self._intake.transaction(INBOX_LOCK, None)
+        return self._intake.transaction(INBOX_LOCK, None, notify=INBOX_CHANNEL)
+
+    async def watch_inbox(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever any replica commits a notification to the inbox (LISTEN/NOTIFY on a
+        connection of its own), so the leader routes what a follower stored at once. Runs until
+        cancelled; reconnects after a failure."""
+        while True:
+            try:
+                conn = await connect(self.settings)
+                try:
+                    await conn.execute(f"LISTEN {INBOX_CHANNEL}")
+                    wake()  # anything stored while not listening
+                    async for _ in conn.notifies():
+                        wake()
+                finally:
+                    with suppress(psycopg.Error):
+                        await conn.close()
+            except (psycopg.Error, StoreUnavailable) as exc:
+                log.warning("store.inbox_watch_failed", error=_safe(exc), retry_in=1.0)
+            await asyncio.sleep(1.0)
 
     async def ping(self) -> bool:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -427,6 +427,9 @@ class Store:
                 with suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
                 raise StoreUnavailable(f"state store could not commit: {exc}") from exc
+
+    async def watch_inbox(self, wake: Callable[[], None]) -> None:
+        return None  # one process writes the file: its own inbox wakes its router
 
     def intake(self) -> AbstractAsyncContextManager[Tx]:
         """One writer, one connection: the inbox shares the engine's transactions (group commit)."""
