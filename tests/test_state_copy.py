@@ -122,6 +122,12 @@ def test_copy_sqlite_to_postgresql_and_back(
     assert r.json()["receipt"] == 3
     new.stop()
 
+    # never into a store a replica is serving, not even with --force
+    serving = runbookd_factory(_config(tmp_path, url=url))
+    busy = _state("copy", "--from", f"sqlite:{sqlite_state}", "--to", url, "--force")
+    assert busy.returncode == 1 and "is serving the target store" in busy.stderr, busy.stderr
+    serving.stop()
+
     # into a store that holds data: refused, unless forced
     again = _state("copy", "--from", f"sqlite:{sqlite_state}", "--to", url)
     assert again.returncode == 1 and "already holds data" in again.stderr, again.stderr
@@ -133,6 +139,13 @@ def test_copy_sqlite_to_postgresql_and_back(
     back = runbookd_factory(_config(tmp_path), state_path=back_state)
     assert _kept(back.get(f"/api/v1/runs/{run_a}").json()) == _kept(done_a)
     assert _kept(back.get(f"/api/v1/runs/{run_b}").json()) == _kept(before_b)
+
+    # --force replaces what the target holds with the source's installation
+    forced = _state("copy", "--from", f"sqlite:{sqlite_state}", "--to", url, "--force")
+    assert forced.returncode == 0, forced.stderr
+    replaced = runbookd_factory(_config(tmp_path, url=url))
+    assert _kept(replaced.get(f"/api/v1/runs/{run_a}").json()) == _kept(before_a)
+    assert replaced.get("/api/v1/receipts/3").status == 404
 
 
 def test_copy_rejects_bad_locations(tmp_path: Path) -> None:
