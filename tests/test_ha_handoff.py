@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from support.inproc import base_config, serve
+from support.gates import wait_until
+from support.inproc import alert_payload, base_config, serve
 
 from daemon.engine.notifier import RunNotice
 
@@ -94,3 +95,41 @@ async def test_follower_records_the_leader_acts_and_notifies(tmp_path: Path, pos
         await leader.engine.tick()
         await leader.engine.wait_idle()
         assert len(on_leader.notices) == count
+
+
+async def test_an_approval_on_the_follower_wakes_the_leader_at_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The engine tick here is an hour: only the follower's NOTIFY can make the leader act in time."""
+    config = base_config(tmp_path, state={"url": postgres_url})
+    async with (
+        serve(tmp_path, RUNBOOK, config=config) as leader,
+        serve(tmp_path, RUNBOOK, config=config) as follower,
+    ):
+        status, body = await follower.call(
+            "POST", "/api/v1/alertmanager", token="webhook", json=alert_payload(job="b")
+        )
+        assert status == 200, body
+        receipt = body["receipt"]
+
+        async def routed() -> dict[str, Any] | None:  # by the leader, woken by the follower's NOTIFY
+            status, got = await follower.call("GET", f"/api/v1/receipts/{receipt}")
+            return got if status == 200 and got["routed_at"] is not None else None
+
+        await wait_until(routed, timeout=20)
+        (run_id,) = (await routed() or {})["result"]["started"]
+
+        async def awaiting() -> dict[str, Any] | None:
+            run = await follower.run(run_id)
+            return run if _step(run, "first")["state"] == "awaiting_approval" else None
+
+        await wait_until(awaiting, timeout=20)
+        run = await follower.run(run_id)
+        status, body = await follower.approve(run_id, "first", plan_hash=_step(run, "first")["plan_hash"])
+        assert status == 200, body
+
+        async def carried_out() -> bool:
+            return _step(await follower.run(run_id), "second")["state"] == "awaiting_approval"
+
+        await wait_until(carried_out, timeout=20)
+        assert _step(await leader.run(run_id), "first")["state"] == "succeeded"

@@ -98,7 +98,7 @@ class Engine:
         self.inbox = self._routing.inbox
         self.metrics.runbooks_loaded.set(len(runbooks))
         self.metrics.preset(sorted(runbooks))
-        self._lead_changed = asyncio.Event()
+        self._tick_now = asyncio.Event()
         self.leadership.on_change(self._on_leadership)
 
     # ------------------------------------------------------------------ lifecycle
@@ -107,7 +107,7 @@ class Engine:
         """Recover runs interrupted by a stop or crash, then start the tick loop. A follower only starts
         the loops: they take up the leader's work once this replica leads."""
         self._runs.stopping = False
-        self._lead_changed.clear()
+        self._tick_now.clear()
         if self.leadership.leading:
             try:
                 await self._take_lead()
@@ -118,7 +118,7 @@ class Engine:
             self._router = asyncio.create_task(self._routing.loop(), name="engine.route")
             if self.store.shared:  # notifications other replicas store wake the router at once
                 self._watcher = asyncio.create_task(
-                    self.store.watch_inbox(self._routing.wake), name="engine.inbox_watch"
+                    self.store.watch_inbox(self._on_store_news), name="engine.inbox_watch"
                 )
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -131,9 +131,15 @@ class Engine:
                 await asyncio.gather(loop_task, return_exceptions=True)
         await self._tasks.drain(grace)
 
+    def _on_store_news(self, what: str) -> None:
+        """Another replica stored a notification (route it) or handed work over (tick now)."""
+        if what:
+            self._tick_now.set()
+        self._routing.wake()
+
     def _on_leadership(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
-        self._lead_changed.set()  # a new leader recovers at once, not at its next tick
+        self._tick_now.set()  # a new leader recovers at once, not at its next tick
 
     async def _take_lead(self) -> None:
         """Start leading: treat steps left running as a restart does, route what waits, tick."""
@@ -146,8 +152,8 @@ class Engine:
     async def _tick_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lead_changed.wait(), self._tick_interval)
-            self._lead_changed.clear()
+                await asyncio.wait_for(self._tick_now.wait(), self._tick_interval)
+            self._tick_now.clear()
             if not self.leadership.leading:
                 continue
             try:

@@ -53,9 +53,9 @@ class StateStore(Protocol):
         connection of its own, beside the engine's transactions; SQLite is ``transaction()``."""
         ...
 
-    async def watch_inbox(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever another process stores a notification; runs until cancelled. SQLite has
-        one process: it returns at once."""
+    async def watch_inbox(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake("")`` whenever any process stores a notification and ``wake("handoff")`` when a
+        follower hands work to the leader; runs until cancelled. SQLite has one process: returns at once."""
         ...
 
     async def ping(self) -> bool: ...

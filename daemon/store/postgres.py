@@ -28,7 +28,9 @@ log = structlog.get_logger("runbookd.store")
 TX_LOCK = 0x72756E62  # "runb": pg_advisory_xact_lock key serialising every store transaction
 MIGRATE_LOCK = 0x72756E6D  # "runm": pg_advisory_lock key held while migrations run
 INBOX_CHANNEL = "runbookd_inbox"
-"""NOTIFY channel: a notification was committed to the inbox."""
+"""NOTIFY channel: a notification was committed to the inbox (empty payload), or a follower handed work
+to the leader (payload ``HANDOFF``)."""
+HANDOFF = "handoff"
 INBOX_LOCK = 0x72756E69  # "runi": pg_advisory_xact_lock key serialising inbox writers (receipt numbers)
 
 
@@ -120,6 +122,13 @@ class PgDb:
             raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
 
 
+class PgTx(Tx):
+    """``Tx`` on PostgreSQL: the same SQL, plus what only a shared store needs."""
+
+    async def wake_leader(self) -> None:
+        await self.db.execute("SELECT pg_notify(?, ?)", (INBOX_CHANNEL, HANDOFF))
+
+
 async def connect(settings: PgSettings) -> psycopg.AsyncConnection[Any]:
     try:
         return await asyncio.wait_for(
@@ -196,7 +205,7 @@ class _Session:
                 await _rollback(conn)
                 raise StoreUnavailable(f"state store unavailable: {_safe(exc)}") from exc
             try:
-                tx = Tx(PgDb(conn))
+                tx = PgTx(PgDb(conn))
                 yield tx
                 if fence is not None:
                     await fence.verify(tx)
@@ -250,7 +259,7 @@ class PgStore:
         transaction. Inbox writers (of every replica) are serialised among themselves only."""
         return self._intake.transaction(INBOX_LOCK, None, notify=INBOX_CHANNEL)
 
-    async def watch_inbox(self, wake: Callable[[], None]) -> None:
+    async def watch_inbox(self, wake: Callable[[str], None]) -> None:
         """Call ``wake`` whenever any replica commits a notification to the inbox (LISTEN/NOTIFY on a
         connection of its own), so the leader routes what a follower stored at once. Runs until
         cancelled; reconnects after a failure."""
@@ -259,9 +268,9 @@ class PgStore:
                 conn = await connect(self.settings)
                 try:
                     await conn.execute(f"LISTEN {INBOX_CHANNEL}")
-                    wake()  # anything stored while not listening
-                    async for _ in conn.notifies():
-                        wake()
+                    wake(HANDOFF)  # anything stored or handed over while not listening
+                    async for note in conn.notifies():
+                        wake(note.payload)
                 finally:
                     with suppress(psycopg.Error):
                         await conn.close()

@@ -363,6 +363,11 @@ class Tx:
     async def kv_delete(self, namespace: str, key: str) -> None:
         await self.db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
 
+    async def wake_leader(self) -> None:
+        """Have the leader look at what this transaction handed over as soon as it commits. SQLite has one
+        process, always the leader: nothing to do (PostgreSQL sends a NOTIFY)."""
+        return None
+
     async def kv_items(self, namespace: str) -> dict[str, dict[str, Any]]:
         rows = await self._all("SELECT key, value FROM kv WHERE namespace = ?", (namespace,))
         return {r["key"]: dict(json.loads(r["value"])) for r in rows}
@@ -428,7 +433,7 @@ class Store:
                     await self._db.execute("ROLLBACK")
                 raise StoreUnavailable(f"state store could not commit: {exc}") from exc
 
-    async def watch_inbox(self, wake: Callable[[], None]) -> None:
+    async def watch_inbox(self, wake: Callable[[str], None]) -> None:
         return None  # one process writes the file: its own inbox wakes its router
 
     def intake(self) -> AbstractAsyncContextManager[Tx]:
