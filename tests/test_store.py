@@ -196,7 +196,7 @@ async def test_postgresql_inbox_commits_wake_other_replicas(postgres_server: Pos
     url = postgres_server.fresh_database()
     leader, follower = await PgStore.open(PgSettings(url)), await PgStore.open(PgSettings(url))
     woken = asyncio.Event()
-    watcher = asyncio.create_task(leader.watch_inbox(woken.set))
+    watcher = asyncio.create_task(leader.watch_inbox(lambda _what: woken.set()))
     try:
         await asyncio.wait_for(woken.wait(), 30)  # the first wake: "look for what was stored meanwhile"
         woken.clear()
