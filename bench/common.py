@@ -410,19 +410,33 @@ def mb(kb: int) -> str:
     return f"{kb / 1024:.0f} MB"
 
 
-def inbox_counts(state_path: Path) -> tuple[int, int]:
-    """(notifications stored, of which not routed yet) in a runbookd state file, read-only. Cheap enough to
-    poll: MAX of the primary key and a count over the partial index of unrouted rows."""
-    db = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=5)
+def state_scalars(state: Path | str, *queries: str) -> list[Any]:
+    """One value per query from a runbookd store, read-only: a SQLite state file, or a ``postgresql://``
+    URL (the PostgreSQL store)."""
+    if isinstance(state, str) and state.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(state, autocommit=True, connect_timeout=5) as conn:
+            return [conn.execute(q).fetchone()[0] for q in queries]  # type: ignore[arg-type,index]
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
     try:
-        stored = db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]
-        left = db.execute("SELECT COUNT(*) FROM inbox WHERE routed_at IS NULL").fetchone()[0]
+        return [db.execute(q).fetchone()[0] for q in queries]
     finally:
         db.close()
-    return stored, left
 
 
-def wait_routed(state_path: Path, timeout: float = 120.0) -> tuple[float, int]:
+def inbox_counts(state_path: Path | str) -> tuple[int, int]:
+    """(notifications stored, of which not routed yet) in a runbookd store, read-only. Cheap enough to
+    poll: MAX of the primary key and a count over the partial index of unrouted rows."""
+    stored, left = state_scalars(
+        state_path,
+        "SELECT COALESCE(MAX(seq), 0) FROM inbox",
+        "SELECT COUNT(*) FROM inbox WHERE routed_at IS NULL",
+    )
+    return int(stored), int(left)
+
+
+def wait_routed(state_path: Path | str, timeout: float = 120.0) -> tuple[float, int]:
     """Wait until runbookd has routed every stored notification (the webhook answers once a notification
     is stored; routing follows). Returns (seconds waited, notifications still not routed: 0 unless the
     timeout passed)."""

@@ -21,6 +21,8 @@ if anything, flattering).
 Targets: runbookd >= 0.5 x bare and runbookd >= Alertmanager.
 
     .venv/bin/python bench/ingest.py [--requests 8000] [--passes 3] [--concurrency 32] [--strict]
+    .venv/bin/python bench/ingest.py --store postgresql   # (b) on a local PostgreSQL (fsync on), a fresh
+                                                          # database per pass, instead of the SQLite file
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ import common
 from common import Check, LoadResult
 from support.am import AlertmanagerServer
 from support.ports import free_port
+from support.postgres import PostgresServer, pg_bindir
 from support.procs import ManagedProcess, base_env
 
 
@@ -117,11 +119,19 @@ class RunbookdPass:
     expected_fingerprints: int
 
 
-async def measure_runbookd(workdir: Path, warm: list[bytes], wl: list[bytes], args: Any) -> RunbookdPass:
+async def measure_runbookd(
+    workdir: Path, warm: list[bytes], wl: list[bytes], args: Any, pg: PostgresServer | None = None
+) -> RunbookdPass:
     """A fresh `runbookd serve`: warm up, wait until the warm-up is routed, POST ``wl`` once (the
     webhook answers when a notification is committed), then time the routing of the backlog and check
-    the state file: one run per target, every fingerprint stored."""
-    rb = common.runbookd_process(workdir).start()
+    the state: one run per target, every fingerprint stored. With ``pg``, the store is a fresh database
+    on that PostgreSQL server (state.url) instead of a SQLite file."""
+    config = common.daemon_config(workdir)
+    state: Path | str = workdir / "state.db"
+    if pg is not None:
+        state = pg.fresh_database("ingest")
+        config["state"] = {"url": state}
+    rb = common.runbookd_process(workdir, config).start()
     try:
         assert rb.pid is not None
         url = rb.url + "/api/v1/alertmanager"
@@ -129,12 +139,12 @@ async def measure_runbookd(workdir: Path, warm: list[bytes], wl: list[bytes], ar
         res = await common.closed_loop(url, warm, headers=hdrs, concurrency=args.concurrency)
         if res.ok != res.requests:
             print(f"  runbookd: warm-up got {res.statuses} {res.errors[:3]}")
-        common.wait_routed(rb.state_path)  # the measured requests start with nothing left to route
-        before, _ = common.inbox_counts(rb.state_path)
+        common.wait_routed(state)  # the measured requests start with nothing left to route
+        before, _ = common.inbox_counts(state)
         res, cpu = await measure("runbookd", url, rb.pid, [], wl, hdrs, args)
-        stored, backlog = common.inbox_counts(rb.state_path)
+        stored, backlog = common.inbox_counts(state)
         cpu0 = common.proc_cpu_seconds(rb.pid)
-        routing_seconds, left = common.wait_routed(rb.state_path, timeout=args.route_timeout)
+        routing_seconds, left = common.wait_routed(state, timeout=args.route_timeout)
         routing_cpu = common.proc_cpu_seconds(rb.pid) - cpu0
     finally:
         rb.stop()
@@ -146,12 +156,9 @@ async def measure_runbookd(workdir: Path, warm: list[bytes], wl: list[bytes], ar
         f"server CPU {routing_cpu / max(routed, 1) * 1e3:.2f} ms per notification)"
         + (f"; {left} NOT ROUTED after {args.route_timeout:.0f} s" if left else "")
     )
-    db = sqlite3.connect(f"file:{rb.state_path}?mode=ro", uri=True)
-    try:
-        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        got = db.execute("SELECT COUNT(DISTINCT fingerprint) FROM alerts_received").fetchone()[0]
-    finally:
-        db.close()
+    runs, got = common.state_scalars(
+        state, "SELECT COUNT(*) FROM runs", "SELECT COUNT(DISTINCT fingerprint) FROM alerts_received"
+    )
     sent = warm + wl[: res.requests]
     targets = {json.loads(b)["alerts"][0]["labels"]["job"] for b in sent}
     fps = {a["fingerprint"] for b in sent for a in json.loads(b)["alerts"]}
@@ -197,10 +204,20 @@ async def run(args: argparse.Namespace) -> bool:
         finally:
             bare.stop()
 
-        rb_passes = [
-            await measure_runbookd(base / f"runbookd-{i}", warm_hook, wl.webhook, args)
-            for i in range(args.passes)
-        ]
+        pg = None
+        if args.store == "postgresql":
+            bindir = pg_bindir()
+            if bindir is None:
+                raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
+            pg = PostgresServer(bindir, durable=True).start()  # fsync and synchronous_commit on
+        try:
+            rb_passes = [
+                await measure_runbookd(base / f"runbookd-{i}", warm_hook, wl.webhook, args, pg)
+                for i in range(args.passes)
+            ]
+        finally:
+            if pg is not None:
+                pg.stop()
         median = sorted(rb_passes, key=lambda p: p.result.rate)[len(rb_passes) // 2]
         results["runbookd"], cpus["runbookd"] = median.result, median.cpu
         sanity.append(
@@ -252,7 +269,14 @@ async def run(args: argparse.Namespace) -> bool:
 
     checks = [
         Check("(a) bare aiohttp (parse JSON, 200)", rate("bare"), "baseline", None),
-        Check("(b) runbookd webhook (SQLite WAL commit)", rate("runbookd"), "", None),
+        Check(
+            "(b) runbookd webhook ("
+            + ("PostgreSQL commit" if args.store == "postgresql" else "SQLite WAL commit, synchronous=FULL")
+            + ")",
+            rate("runbookd"),
+            "",
+            None,
+        ),
         Check(
             "    then routed: backlog after the last answer",
             f"{median.backlog} notifications in {median.routing_seconds:.1f} s "
@@ -292,6 +316,12 @@ def main() -> int:
         help="passes over the bodies per server, runbookd on a fresh state file each (median; default 3)",
     )
     p.add_argument("--time-cap", type=float, default=30.0, help="stop a phase after this many seconds")
+    p.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="runbookd's store: a SQLite file (default) or a local PostgreSQL (fsync on) started here",
+    )
     p.add_argument(
         "--route-timeout",
         type=float,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.inproc import alert_payload
 from support.slack_api import (
     ALICE,
@@ -26,6 +27,8 @@ from support.slack_api import (
 )
 
 from daemon.notify import slack_messages as msgs
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on SQLite and on PostgreSQL
 
 
 def approve_value(sd: SlackDaemon) -> str:

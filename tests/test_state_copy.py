@@ -4,6 +4,7 @@ SQLite file they are still the same. A target that holds data is refused unless 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,12 @@ def test_copy_sqlite_to_postgresql_and_back(
     assert r.json()["receipt"] == 3
     new.stop()
 
+    # never into a store a replica is serving, not even with --force
+    serving = runbookd_factory(_config(tmp_path, url=url))
+    busy = _state("copy", "--from", f"sqlite:{sqlite_state}", "--to", url, "--force")
+    assert busy.returncode == 1 and "is serving the target store" in busy.stderr, busy.stderr
+    serving.stop()
+
     # into a store that holds data: refused, unless forced
     again = _state("copy", "--from", f"sqlite:{sqlite_state}", "--to", url)
     assert again.returncode == 1 and "already holds data" in again.stderr, again.stderr
@@ -132,6 +139,13 @@ def test_copy_sqlite_to_postgresql_and_back(
     back = runbookd_factory(_config(tmp_path), state_path=back_state)
     assert _kept(back.get(f"/api/v1/runs/{run_a}").json()) == _kept(done_a)
     assert _kept(back.get(f"/api/v1/runs/{run_b}").json()) == _kept(before_b)
+
+    # --force replaces what the target holds with the source's installation
+    forced = _state("copy", "--from", f"sqlite:{sqlite_state}", "--to", url, "--force")
+    assert forced.returncode == 0, forced.stderr
+    replaced = runbookd_factory(_config(tmp_path, url=url))
+    assert _kept(replaced.get(f"/api/v1/runs/{run_a}").json()) == _kept(before_a)
+    assert replaced.get("/api/v1/receipts/3").status == 404
 
 
 def test_copy_rejects_bad_locations(tmp_path: Path) -> None:
@@ -153,3 +167,23 @@ def test_state_migrate(tmp_path: Path, postgres_server: PostgresServer, backend:
         res = _state("migrate", "--config", str(cfg))
         assert res.returncode == 0, res.stderr
         assert "schema version" in res.stdout
+
+
+def test_serve_on_an_unreachable_postgresql_exits_1_without_the_password(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    state = {"url": "postgresql://runbookd@127.0.0.1:1/runbookd", "password": {"env": "RB_TEST_DB_PASSWORD"}}
+    cfg.write_text(yaml.safe_dump(_config(tmp_path, **state)))
+    env = {**os.environ, "RUNBOOKD_WEBHOOK_TOKEN": "w", "RUNBOOKD_ADMIN_TOKEN": "a"}
+    env["RB_TEST_DB_PASSWORD"] = "sekrit-db-password"
+    res = subprocess.run(
+        [runbookd_bin(), "serve", "--config", str(cfg), "--listen", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "cannot connect to the PostgreSQL state store" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert "sekrit-db-password" not in res.stderr + res.stdout

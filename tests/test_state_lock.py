@@ -60,6 +60,7 @@ def test_second_serve_on_the_same_state_is_refused_naming_the_holder(
     # the first daemon is untouched and still serves
     assert first.running
     assert first.get("/readyz").status == 200
+    assert first.metric("runbookd_leader") == 1.0  # SQLite: the one process always leads
 
 
 def test_after_kill_9_of_the_holder_a_new_serve_starts(

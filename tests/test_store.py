@@ -186,3 +186,31 @@ async def test_postgresql_unreachable_is_store_unavailable() -> None:
         await PgStore.open(
             PgSettings("postgresql://nobody@127.0.0.1:1/none", password="s3cret", connect_timeout=2)
         )
+
+
+async def test_postgresql_inbox_commits_wake_other_replicas(postgres_server: PostgresServer) -> None:
+    """A notification stored by one replica wakes the router of another at once (LISTEN/NOTIFY), not at
+    its next tick."""
+    import asyncio
+
+    url = postgres_server.fresh_database()
+    leader, follower = await PgStore.open(PgSettings(url)), await PgStore.open(PgSettings(url))
+    woken = asyncio.Event()
+    watcher = asyncio.create_task(leader.watch_inbox(lambda _what: woken.set()))
+    try:
+        await asyncio.wait_for(woken.wait(), 30)  # the first wake: "look for what was stored meanwhile"
+        woken.clear()
+        with pytest.raises(RuntimeError):
+            async with follower.intake() as tx:
+                await tx.add_to_inbox([(1, 1.0, 1, "{}")])
+                raise RuntimeError("not stored")
+        async with follower.intake() as tx:
+            await tx.add_to_inbox([(1, 1.0, 1, "{}")])
+        await asyncio.wait_for(woken.wait(), 30)
+        async with leader.transaction() as tx:
+            assert await tx.unrouted(10) == [(1, "{}")]
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await leader.close()
+        await follower.close()

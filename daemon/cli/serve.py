@@ -15,7 +15,7 @@ from aiohttp import web
 from daemon import logs
 from daemon.actions.registry import default_registry
 from daemon.config import Config, load_config, resolve_secrets
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, StoreUnavailable
 from daemon.runbooks.loader import load_all
 from daemon.server.app import create_app
 from daemon.store.lock import StateLock, StateLocked
@@ -48,6 +48,9 @@ def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run:
             runner.run(_run(app, config))
     except ConfigError:
         raise
+    except StoreUnavailable as exc:  # the store cannot be opened or migrated: nothing can be served
+        print(f"runbookd: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"runbookd: cannot listen on {config.server.listen}: {exc.strerror}", file=sys.stderr)
         return 1

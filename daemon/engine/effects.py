@@ -47,12 +47,13 @@ class Effects:
 
     async def hand_off(self, tx: Tx, now: float) -> None:
         """A follower's transaction: what the leader must do next goes to the store with it (kv
-        ``handoff``), for the leader's next tick to advance and to notify."""
+        ``handoff``); the leader ticks as soon as this commits, to advance and to notify."""
         if not self.wakes and not self._notices:
             return
         key = f"{now:017.6f}-{secrets.token_hex(4)}"
         notices = [[kind, run_id, step_id, detail] for kind, run_id, step_id, detail in self._notices]
         await tx.kv_put("handoff", key, {"wake": sorted(set(self.wakes)), "notices": notices})
+        await tx.wake_leader()
         self._notices.clear()
         self.wakes.clear()
     def execute_undo(self, run_id: str, idx: int) -> None:

@@ -11,6 +11,7 @@ lifecycle. ``routing`` routes notifications, ``starting`` starts runs, ``runs`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +33,7 @@ from daemon.engine.routing import Router
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.engine.tasks import Tasks
-from daemon.errors import InvalidRequest, StoreUnavailable
+from daemon.errors import InvalidRequest, LostLeadership, StoreUnavailable
 from daemon.kits.clock import Clock, SystemClock
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.runbooks.schema import Runbook
@@ -74,6 +75,7 @@ class Engine:
         self._tasks = Tasks(self.log)
         self._ticker: asyncio.Task[None] | None = None
         self._router: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._ctx = Context(
             config=config,
             store=store,
@@ -100,7 +102,8 @@ class Engine:
         self.inbox = self._routing.inbox
         self.metrics.runbooks_loaded.set(len(runbooks))
         self.metrics.preset(sorted(runbooks))
-        self.leadership.on_change(lambda leading: self.metrics.leader.set(1 if leading else 0))
+        self._tick_now = asyncio.Event()
+        self.leadership.on_change(self._on_leadership)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,21 +111,39 @@ class Engine:
         """Recover runs interrupted by a stop or crash, then start the tick loop. A follower only starts
         the loops: they take up the leader's work once this replica leads."""
         self._runs.stopping = False
+        self._tick_now.clear()
         if self.leadership.leading:
-            await self._take_lead()
+            try:
+                await self._take_lead()
+            except LostLeadership as exc:  # lost between winning the lease and recovering: keep serving
+                self.log.warning("engine.not_leading", error=str(exc))
         if background:
             self._ticker = asyncio.create_task(self._tick_loop(), name="engine.tick")
             self._router = asyncio.create_task(self._routing.loop(), name="engine.route")
+            if self.store.shared:  # notifications other replicas store wake the router at once
+                self._watcher = asyncio.create_task(
+                    self.store.watch_inbox(self._on_store_news), name="engine.inbox_watch"
+                )
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop starting work, let running actions finish for ``grace`` seconds, then cancel them.
         A cancelled step stays ``running`` in the store and is recovered on the next start."""
         self._runs.stopping = True
-        for loop_task in (self._ticker, self._router):
+        for loop_task in (self._ticker, self._router, self._watcher):
             if loop_task is not None:
                 loop_task.cancel()  # a routing batch cut off here rolls back and is routed on the next start
                 await asyncio.gather(loop_task, return_exceptions=True)
         await self._tasks.drain(grace)
+
+    def _on_store_news(self, what: str) -> None:
+        """Another replica stored a notification (route it) or handed work over (tick now)."""
+        if what:
+            self._tick_now.set()
+        self._routing.wake()
+
+    def _on_leadership(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        self._tick_now.set()  # a new leader recovers at once, not at its next tick
 
     async def _take_lead(self) -> None:
         """Start leading: treat steps left running as a restart does, route what waits, tick."""
@@ -134,7 +155,9 @@ class Engine:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._tick_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick_now.wait(), self._tick_interval)
+            self._tick_now.clear()
             if not self.leadership.leading:
                 continue
             try:

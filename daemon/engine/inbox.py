@@ -49,7 +49,7 @@ class Inbox:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             now = self._clock.now()
             try:
-                async with self._store.transaction() as tx:
+                async with self._store.intake() as tx:
                     if self._next_seq is None or self._store.shared:  # other replicas number too
                         self._next_seq = await tx.last_inbox_seq() + 1
                     first = self._next_seq

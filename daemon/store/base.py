@@ -7,7 +7,7 @@ placeholders. A new store method written once in ``Tx`` therefore works on both 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -46,6 +46,16 @@ class StateStore(Protocol):
     def transaction(self, fence: Fence | None = None) -> AbstractAsyncContextManager[Tx]:
         """One serialised transaction; commits on success, rolls back on error. Store failures raise
         StoreUnavailable; with ``fence``, a replica that is no longer the leader gets LostLeadership."""
+        ...
+
+    def intake(self) -> AbstractAsyncContextManager[Tx]:
+        """A transaction that only appends to the inbox (and reads its numbers). PostgreSQL runs it on a
+        connection of its own, beside the engine's transactions; SQLite is ``transaction()``."""
+        ...
+
+    async def watch_inbox(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake("")`` whenever any process stores a notification and ``wake("handoff")`` when a
+        follower hands work to the leader; runs until cancelled. SQLite has one process: returns at once."""
         ...
 
     async def ping(self) -> bool: ...

@@ -22,6 +22,10 @@ class TargetNotEmpty(StoreUnavailable):
     """The target already holds an installation; copying over it needs ``--force``."""
 
 
+class TargetInUse(StoreUnavailable):
+    """A runbookd replica holds a live lease on the target store."""
+
+
 @dataclass
 class CopyReport:
     rows: dict[str, int] = field(default_factory=dict)
@@ -36,6 +40,15 @@ async def _tables(tx: Tx, backend: str) -> list[str]:
             " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name"
         )
     return [str(r["name"]) for r in rows if str(r["name"]) not in _SKIP]
+
+
+async def _tables_all(tx: Tx, backend: str) -> set[str]:
+    if backend == "sqlite":
+        return set()  # SQLite: the copy holds the file's lock, so no serve runs on it
+    rows = await tx._all(
+        "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema()"
+    )
+    return {str(r["name"]) for r in rows}
 
 
 async def _columns(tx: Tx, backend: str, table: str) -> list[str]:
@@ -63,6 +76,13 @@ async def copy_state(source: StateStore, target: StateStore, *, force: bool = Fa
         src_tables = await _tables(src, source.backend)
         dst_tables = set(await _tables(dst, target.backend))
         tables = [t for t in src_tables if t in dst_tables]
+        if "leader" in await _tables_all(dst, target.backend):
+            live = await dst._one("SELECT holder FROM leader WHERE id = 1 AND expires_at > clock_timestamp()")
+            if live is not None:
+                raise TargetInUse(
+                    f"a runbookd replica ({live['holder']}) is serving the target store; stop every "
+                    "replica first (even --force never copies under a running daemon)"
+                )
         filled = [t for t in tables if await _count(dst, t)]
         if filled and not force:
             raise TargetNotEmpty(

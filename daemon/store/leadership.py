@@ -47,7 +47,10 @@ _RELEASE = (
     "UPDATE leader SET expires_at = clock_timestamp()"
     " WHERE id = 1 AND holder = %(me)s AND epoch = %(epoch)s AND expires_at > clock_timestamp()"
 )
-_HOLDER = "SELECT holder, epoch, expires_at > clock_timestamp() AS valid FROM leader WHERE id = 1"
+_HOLDER = (
+    "SELECT holder, epoch, EXTRACT(EPOCH FROM expires_at - clock_timestamp())::float8 AS remaining"
+    " FROM leader WHERE id = 1"
+)
 _FENCE = (
     "SELECT epoch FROM leader WHERE id = 1 AND holder = ? AND epoch = ? AND expires_at > clock_timestamp()"
     " FOR SHARE"
@@ -134,6 +137,7 @@ class LeaseLeadership:
         self._task: asyncio.Task[None] | None = None
         self._callbacks: list[Callable[[bool], None]] = []
         self._seen_holder: str | None = None
+        self._next_try: float = renew
 
     # ------------------------------------------------------------------ state
 
@@ -217,7 +221,7 @@ class LeaseLeadership:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.renew)
+            await asyncio.sleep(self._next_try)
             await self._attempt()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -230,6 +234,7 @@ class LeaseLeadership:
         sent = self._monotonic()  # the lease the database grants runs from no earlier than this
         epoch = self._epoch
         args = {"me": self.holder, "lease": self.lease, "epoch": epoch}
+        self._next_try = self.renew
         try:
             conn = await self._connection()
             async with asyncio.timeout(self.renew):
@@ -254,6 +259,10 @@ class LeaseLeadership:
             return
         if row is not None:
             self._acquired(int(row[0]), sent)
-        elif holder is not None and holder[0] != self._seen_holder:
-            self._seen_holder = str(holder[0])
-            log.info("leadership.standby", holder=self.holder, leader=holder[0], epoch=int(holder[1]))
+        elif holder is not None:
+            # Try again right after the lease runs out: a duration on the database's clock, so the
+            # replicas' clocks are never compared. Never later than the next renewal period.
+            self._next_try = min(self.renew, max(0.05, float(holder[2]) + 0.05))
+            if holder[0] != self._seen_holder:
+                self._seen_holder = str(holder[0])
+                log.info("leadership.standby", holder=self.holder, leader=holder[0], epoch=int(holder[1]))

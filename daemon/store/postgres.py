@@ -9,12 +9,13 @@ is replaced at the next transaction. Migrations run at start under a session adv
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.rows import RowMaker
 
 from daemon.errors import StoreUnavailable
@@ -22,8 +23,15 @@ from daemon.store import migrations
 from daemon.store.base import Fence, Row
 from daemon.store.sqlite import SCHEMA, Tx
 
+log = structlog.get_logger("runbookd.store")
+
 TX_LOCK = 0x72756E62  # "runb": pg_advisory_xact_lock key serialising every store transaction
 MIGRATE_LOCK = 0x72756E6D  # "runm": pg_advisory_lock key held while migrations run
+INBOX_CHANNEL = "runbookd_inbox"
+"""NOTIFY channel: a notification was committed to the inbox (empty payload), or a follower handed work
+to the leader (payload ``HANDOFF``)."""
+HANDOFF = "handoff"
+INBOX_LOCK = 0x72756E69  # "runi": pg_advisory_xact_lock key serialising inbox writers (receipt numbers)
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,13 @@ class PgDb:
             raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
 
 
+class PgTx(Tx):
+    """``Tx`` on PostgreSQL: the same SQL, plus what only a shared store needs."""
+
+    async def wake_leader(self) -> None:
+        await self.db.execute("SELECT pg_notify(?, ?)", (INBOX_CHANNEL, HANDOFF))
+
+
 async def connect(settings: PgSettings) -> psycopg.AsyncConnection[Any]:
     try:
         return await asyncio.wait_for(
@@ -154,6 +169,61 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     return applied
 
 
+class _Session:
+    """One connection and the asyncio lock that serialises its transactions in this process."""
+
+    def __init__(self, settings: PgSettings, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        self.settings = settings
+        self.conn = conn
+        self.lock = asyncio.Lock()
+
+    async def connection(self) -> psycopg.AsyncConnection[Any]:
+        """The open connection, or a new one in place of a closed or broken one."""
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            if self.conn is not None:
+                with suppress(psycopg.Error):
+                    await self.conn.close()
+            self.conn = None
+            self.conn = await connect(self.settings)
+        return self.conn
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
+
+    @asynccontextmanager
+    async def transaction(
+        self, lock_key: int, fence: Fence | None, notify: str | None = None
+    ) -> AsyncIterator[Tx]:
+        async with self.lock:
+            conn = await self.connection()
+            try:
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+            except psycopg.Error as exc:
+                await _rollback(conn)
+                raise StoreUnavailable(f"state store unavailable: {_safe(exc)}") from exc
+            try:
+                tx = PgTx(PgDb(conn))
+                yield tx
+                if fence is not None:
+                    await fence.verify(tx)
+                if notify is not None:  # delivered to listeners when (and only if) this commits
+                    await conn.execute("SELECT pg_notify(%s, '')", (notify,))
+            except psycopg.Error as exc:
+                await _rollback(conn)
+                raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
+            except BaseException:
+                await _rollback(conn)
+                raise
+            try:
+                await conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                await _rollback(conn)
+                raise StoreUnavailable(f"state store could not commit: {_safe(exc)}") from exc
+
+
 class PgStore:
     """The PostgreSQL backend of ``daemon.store.base.StateStore``."""
 
@@ -162,8 +232,8 @@ class PgStore:
 
     def __init__(self, settings: PgSettings, conn: psycopg.AsyncConnection[Any]) -> None:
         self.settings = settings
-        self._conn: psycopg.AsyncConnection[Any] | None = conn
-        self._lock = asyncio.Lock()
+        self._main = _Session(settings, conn)
+        self._intake = _Session(settings, None)  # connected at the first webhook
 
     @classmethod
     async def open(cls, settings: PgSettings, *, migrate_schema: bool = True) -> PgStore:
@@ -177,53 +247,42 @@ class PgStore:
         return cls(settings, conn)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await self._intake.close()
+        await self._main.close()
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                with suppress(psycopg.Error):
-                    await self._conn.close()
-            self._conn = None
-            self._conn = await connect(self.settings)
-        return self._conn
-
-    @asynccontextmanager
-    async def transaction(self, fence: Fence | None = None) -> AsyncIterator[Tx]:
+    def transaction(self, fence: Fence | None = None) -> AbstractAsyncContextManager[Tx]:
         """Serialised across replicas (advisory xact lock); ``fence`` is verified right before COMMIT."""
-        async with self._lock:
-            conn = await self._connection()
+        return self._main.transaction(TX_LOCK, fence)
+
+    def intake(self) -> AbstractAsyncContextManager[Tx]:
+        """The inbox's own connection and lock: storing a webhook never waits behind routing or a step's
+        transaction. Inbox writers (of every replica) are serialised among themselves only."""
+        return self._intake.transaction(INBOX_LOCK, None, notify=INBOX_CHANNEL)
+
+    async def watch_inbox(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake`` whenever any replica commits a notification to the inbox (LISTEN/NOTIFY on a
+        connection of its own), so the leader routes what a follower stored at once. Runs until
+        cancelled; reconnects after a failure."""
+        while True:
             try:
-                await conn.execute("BEGIN")
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (TX_LOCK,))
-            except psycopg.Error as exc:
-                await _rollback(conn)
-                raise StoreUnavailable(f"state store unavailable: {_safe(exc)}") from exc
-            try:
-                tx = Tx(PgDb(conn))
-                yield tx
-                if fence is not None:
-                    await fence.verify(tx)
-            except psycopg.Error as exc:
-                await _rollback(conn)
-                raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
-            except BaseException:
-                await _rollback(conn)
-                raise
-            try:
-                await conn.execute("COMMIT")
-            except psycopg.Error as exc:
-                await _rollback(conn)
-                raise StoreUnavailable(f"state store could not commit: {_safe(exc)}") from exc
+                conn = await connect(self.settings)
+                try:
+                    await conn.execute(f"LISTEN {INBOX_CHANNEL}")
+                    wake(HANDOFF)  # anything stored or handed over while not listening
+                    async for note in conn.notifies():
+                        wake(note.payload)
+                finally:
+                    with suppress(psycopg.Error):
+                        await conn.close()
+            except (psycopg.Error, StoreUnavailable) as exc:
+                log.warning("store.inbox_watch_failed", error=_safe(exc), retry_in=1.0)
+            await asyncio.sleep(1.0)
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(self.settings.busy_timeout):
-                async with self._lock:
-                    conn = await self._connection()
-                    await conn.execute("SELECT 1")
+            async with asyncio.timeout(self.settings.busy_timeout), self._main.lock:
+                conn = await self._main.connection()
+                await conn.execute("SELECT 1")
         except (psycopg.Error, StoreUnavailable, TimeoutError):
             return False
         return True

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -372,6 +372,11 @@ class Tx:
     async def kv_delete(self, namespace: str, key: str) -> None:
         await self.db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
 
+    async def wake_leader(self) -> None:
+        """Have the leader look at what this transaction handed over as soon as it commits. SQLite has one
+        process, always the leader: nothing to do (PostgreSQL sends a NOTIFY)."""
+        return None
+
     async def kv_items(self, namespace: str) -> dict[str, dict[str, Any]]:
         rows = await self._all("SELECT key, value FROM kv WHERE namespace = ?", (namespace,))
         return {r["key"]: dict(json.loads(r["value"])) for r in rows}
@@ -483,6 +488,13 @@ class Store:
                 with suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
                 raise StoreUnavailable(f"state store could not commit: {exc}") from exc
+
+    async def watch_inbox(self, wake: Callable[[str], None]) -> None:
+        return None  # one process writes the file: its own inbox wakes its router
+
+    def intake(self) -> AbstractAsyncContextManager[Tx]:
+        """One writer, one connection: the inbox shares the engine's transactions (group commit)."""
+        return self.transaction()
 
     async def ping(self) -> bool:
         try:

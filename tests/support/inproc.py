@@ -19,6 +19,7 @@ from daemon.actions.base import ActionRegistry
 from daemon.actions.registry import default_registry
 from daemon.config import Config, Secrets, parse_config
 from daemon.engine.engine import Engine
+from daemon.engine.notifier import Notifier
 from daemon.kits.clock import FrozenClock
 from daemon.runbooks.loader import load_all
 from daemon.server.app import create_app
@@ -140,6 +141,7 @@ async def serve(
     registry: ActionRegistry | None = None,
     clock: FrozenClock | None = None,
     secrets: Mapping[str, str] | None = None,
+    notifiers: list[Notifier] | None = None,
 ) -> AsyncIterator[Daemon]:
     """``secrets``: further resolved secrets by Secrets field name (e.g. ``s3_access_key``)."""
     write_runbooks(tmp_path, runbooks)
@@ -154,7 +156,9 @@ async def serve(
         **{k: SecretStr(v) for k, v in (secrets or {}).items()},
     )
     clock = clock or FrozenClock()
-    app = create_app(cfg, resolved, loaded, registry=registry, clock=clock, tick_interval=3600)
+    app = create_app(
+        cfg, resolved, loaded, registry=registry, clock=clock, tick_interval=3600, notifiers=notifiers
+    )
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     port = free_port()
