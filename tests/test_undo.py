@@ -24,11 +24,13 @@ from daemon.notify import slack_messages as msgs
 from daemon.store.records import StepRecord, StepState
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """The ``state:`` config section of the store under test (a PostgreSQL param can be added here)."""
-    assert request.param == "sqlite"
-    yield {"path": str(tmp_path / "state.db"), "busy_timeout": "1s"}
+    """The ``state:`` config section of the store under test: the same tests run on both backends."""
+    if request.param == "sqlite":
+        yield {"path": str(tmp_path / "state.db"), "busy_timeout": "1s"}
+        return
+    yield {"url": request.getfixturevalue("postgres_server").fresh_database(), "busy_timeout": "1s"}
 
 
 def _config(tmp_path: Path, state: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -465,3 +467,28 @@ async def test_an_undo_saying_not_yet_past_its_timeout_needs_attention(
         error = steps_of(run)["b"]["undo"]["error"]
         assert "still answered not yet" in error and "not shipped yet" in error
         assert ledger.values == {"k-b": "changed"}
+
+
+async def test_a_rejection_on_the_follower_has_the_leader_run_the_undo(tmp_path: Path, postgres_url: str) -> None:
+    """Two replicas on one PostgreSQL: the follower records the rejection and ends the run's steps; only
+    the leader runs the undo of what step a changed (a follower never starts an action)."""
+    ledger = UndoLedger()
+    config = _config(tmp_path, {"url": postgres_url, "busy_timeout": "1s"})
+    async with (
+        serve(tmp_path, {"u": runbook()}, config=config, registry=ledger.registry()) as leader,
+        serve(tmp_path, {"u": runbook()}, config=config, registry=ledger.registry()) as follower,
+    ):
+        assert leader.engine.leadership.leading and not follower.engine.leadership.leading
+        run_id = await start(leader)
+        await approve_through(leader, run_id, "a")
+        await wait_for(leader, run_id, lambda r: _asks(r, "b"))
+        status, body = await follower.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "stop"})
+        assert status == 200, body
+        await follower.engine.wait_idle()
+        assert ledger.restored() == []  # the follower started nothing
+        assert (await follower.run(run_id))["state"] == "undoing"
+        await leader.engine.tick()
+        await leader.engine.wait_idle()
+        run = await wait_for(leader, run_id, lambda r: r["state"] == "rejected")
+        assert ledger.restored() == ["k-a"] and ledger.values == {}
+        assert undo_states(run) == {"a": "succeeded", "b": "skipped"}

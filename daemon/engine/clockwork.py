@@ -96,7 +96,9 @@ class Clockwork:
         for key, rec in sorted((await tx.kv_items("handoff")).items()):
             for run_id in rec.get("wake", []):
                 run = await tx.get_run(str(run_id))
-                if run is not None and run.state.active and run.state != RunState.NEEDS_ATTENTION:
+                if run is not None and run.state == RunState.UNDOING:
+                    await self._runs.undoing.advance(tx, run, fx)
+                elif run is not None and run.state.active and run.state != RunState.NEEDS_ATTENTION:
                     await self._runs.advance(tx, run, fx)
             for kind, run_id, step_id, detail in rec.get("notices", []):
                 fx.notice(kind, run_id, step_id, **detail)

@@ -135,6 +135,9 @@ class Undoing:
         An undo waiting for its ``when:`` holds back the undos of earlier steps; a failed one does not."""
         if run.state != RunState.UNDOING:
             return
+        if not fx.leading:  # a follower ended the run (a rejection): the leader runs its undos
+            fx.wakes.append(run.id)
+            return
         steps = await tx.steps_of(run.id)
         ctx = planner.step_context(run, steps)
         now = self._ctx.clock.now()
