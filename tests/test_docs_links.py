@@ -57,9 +57,9 @@ def anchors(path: Path) -> set[str]:
     return out
 
 
-def broken_links(page: Path) -> list[str]:
+def broken_links(page: Path, root: Path = REPO) -> list[str]:
     problems = []
-    rel = page.relative_to(REPO)
+    rel = page.relative_to(root)
     for n, line in _prose(page.read_text()):
         for m in LINK.finditer(line):
             target = m.group(1)
@@ -70,14 +70,14 @@ def broken_links(page: Path) -> list[str]:
             if not dest.exists():
                 problems.append(f"{rel}:{n}: {target}: no file {file_part}")
                 continue
-            if not dest.is_relative_to(REPO):
+            if not dest.is_relative_to(root):
                 problems.append(f"{rel}:{n}: {target}: outside the repository")
                 continue
             if anchor:
                 if dest.is_dir() or dest.suffix != ".md":
                     problems.append(f"{rel}:{n}: {target}: an anchor into a non-Markdown target")
                 elif anchor not in anchors(dest):
-                    problems.append(f"{rel}:{n}: {target}: no heading #{anchor} in {dest.relative_to(REPO)}")
+                    problems.append(f"{rel}:{n}: {target}: no heading #{anchor} in {dest.relative_to(root)}")
     return problems
 
 
@@ -112,11 +112,18 @@ def test_the_readme_stays_a_newcomers_page() -> None:
 
 
 def test_the_link_checker_finds_what_is_broken(tmp_path: Path) -> None:
-    """The checker itself: a missing file, a missing anchor and a good link, in a page of its own."""
-    page = REPO / "docs" / f"_linkcheck_{tmp_path.name}.md"
-    page.write_text("# Title here\n\n[a](nope.md) [b](#no-such) [c](#title-here) [d](../README.md#runbookd)\n")
+    """The checker itself, on pages of its own: a missing file, a missing anchor, a link out of the tree,
+    and good links to a heading with inline code and to another page's heading."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "other.md").write_text("# The `x:` key\n")
+    page = tmp_path / "docs" / "page.md"
+    page.write_text(
+        "# Title here\n\n[a](nope.md) [b](#no-such) [c](#title-here) [d](../other.md#the-x-key)\n"
+        "[e](../../outside.md) `[f](ignored.md)`\n```\n[g](in-code.md)\n```\n"
+    )
+    (tmp_path.parent / "outside.md").write_text("# out\n")
     try:
-        found = broken_links(page)
+        found = broken_links(page, tmp_path)
     finally:
-        page.unlink()
-    assert len(found) == 2 and "no file nope.md" in found[0] and "no heading #no-such" in found[1], found
+        (tmp_path.parent / "outside.md").unlink()
+    assert [f.split(": ", 2)[1] for f in found] == ["nope.md", "#no-such", "../../outside.md"], found

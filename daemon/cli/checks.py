@@ -74,9 +74,10 @@ def plan(config_path: Path, alert_path: Path, output: str) -> int:
     result = preview(_payload(alert_path), runbooks, registry)
     if output == "json":
         print(json.dumps(result, indent=2, sort_keys=True))
-        return 0
-    print(_human(result))
-    return 0
+    else:
+        print(_human(result))
+    # A run that could not even be planned (a param or the target does not render) is an error.
+    return 1 if any("error" in r for r in result["runs"]) else 0
 
 
 def _human(result: dict[str, Any]) -> str:

@@ -100,8 +100,8 @@ if [[ ! -s "${rootfs}" ]]; then
   log "mmdebstrap bookworm (minbase + python3, python3-venv, ca-certificates) from ${sources[*]}"
   mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
     --aptopt='Acquire::Check-Valid-Until "false"' \
-    bookworm "${rootfs}.part" "${sources[@]}" < /dev/null
-  mv "${rootfs}.part" "${rootfs}"
+    bookworm "${rootfs%.tar}.partial.tar" "${sources[@]}" < /dev/null   # the .tar suffix picks the format
+  mv "${rootfs%.tar}.partial.tar" "${rootfs}"
 else
   log "reusing ${rootfs}"
 fi
