@@ -5,12 +5,17 @@ template errors speak of the alert's labels; `plan` exits non-zero when a run ca
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from support.runbookd import RunbookdProcess, runbookd_bin
+
+from daemon.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,3 +107,77 @@ def test_a_webhook_alert_without_the_label_is_suppressed_with_the_same_words(dae
     (why,) = result["suppressed"]
     assert why["runbook"] == "demo" and why["target"] is None
     assert why["reason"] == "render_error: the alert has no label `service` (needed by param service)"
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [runbookd_bin(), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def _config(tokens: list[dict[str, Any]], webhook_env: str = "T_WEBHOOK") -> dict[str, Any]:
+    return {
+        "state": {"path": "./state/state.db"},
+        "runbooks": {"paths": ["./runbooks"]},
+        "auth": {"webhook_token": {"env": webhook_env}, "tokens": tokens},
+        "approvers": {"sre": [t["name"] for t in tokens]},
+    }
+
+
+def _write(folder: Path, config: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "runbooks").mkdir()
+    shutil.copy(REPO / "runbooks" / "demo.yaml", folder / "runbooks" / "demo.yaml")
+    return folder / "config.yaml"
+
+
+def test_validate_reports_every_unset_variable_at_once(tmp_path: Path) -> None:
+    tokens = [
+        {"name": "a", "role": "admin", "secret": {"env": "T_A"}},
+        {"name": "b", "role": "approver", "secret": {"env": "T_B"}},
+    ]
+    config = _write(tmp_path / "conf", _config(tokens))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("T_")}
+    done = _cli("validate", "--config", str(config), cwd=tmp_path, env=env)
+    assert done.returncode == 1, done
+    for variable in ("T_WEBHOOK", "T_A", "T_B"):
+        assert f"environment variable {variable} is not set" in done.stderr, done.stderr
+
+
+def test_validate_refuses_what_serve_refuses_one_secret_for_two_tokens(tmp_path: Path) -> None:
+    tokens = [
+        {"name": "a", "role": "admin", "secret": {"env": "T_A"}},
+        {"name": "b", "role": "approver", "secret": {"env": "T_B"}},
+    ]
+    config = _write(tmp_path / "conf", _config(tokens))
+    env = {**os.environ, "T_WEBHOOK": "w", "T_A": "same", "T_B": "same"}
+    done = _cli("validate", "--config", str(config), cwd=tmp_path, env=env)
+    assert done.returncode == 1 and "tokens 'a' and 'b' have the same secret" in done.stderr, done
+    env["T_B"] = "other"
+    ok = _cli("validate", "--config", str(config), cwd=tmp_path, env=env)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path) -> None:
+    tokens = [{"name": "a", "role": "admin", "secret": {"file": "secrets/a"}}]
+    config = _write(tmp_path / "conf", _config(tokens))
+    (tmp_path / "conf" / "secrets").mkdir()
+    (tmp_path / "conf" / "secrets" / "a").write_text("token-a\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "T_WEBHOOK": "w"}
+    done = _cli("validate", "--config", str(config), cwd=elsewhere, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "1 runbook(s)" in done.stdout
+
+    loaded = load_config(config)
+    assert loaded.state.path == tmp_path / "conf" / "state" / "state.db"
+    assert loaded.runbooks.paths == [tmp_path / "conf" / "runbooks"]
+    assert loaded.auth.tokens[0].secret.file == tmp_path / "conf" / "secrets" / "a"
+
+
+def test_help_names_the_default_config() -> None:
+    for command in ("serve", "plan"):
+        done = subprocess.run([runbookd_bin(), command, "--help"], capture_output=True, text=True, timeout=60)
+        assert "default: config.example.yaml" in done.stdout, (command, done.stdout)

@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="mutating actions only record their requests")
 
     v = sub.add_parser("validate", help="check the config and runbooks; exit 1 with file:line messages")
-    v.add_argument("--config", type=Path)
+    v.add_argument("--config", type=Path, help="also check this config as serve would, secrets included")
+    v.add_argument(
+        "--without-secrets", action="store_true", help="with --config: do not read the secrets it names"
+    )
     v.add_argument("paths", nargs="*", type=Path, metavar="RUNBOOK_PATH")
 
     pl = sub.add_parser(
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             from daemon.cli.checks import validate
 
-            return validate(args.config, args.paths)
+            return validate(args.config, args.paths, secrets=not args.without_secrets)
         if args.command == "plan":
             from daemon.cli.checks import plan
 
