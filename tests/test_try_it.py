@@ -5,6 +5,7 @@ within the cooldown starts nothing and its receipt says why, and the CLI's rough
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -148,3 +149,45 @@ def test_runs_into_a_closed_pipe_prints_no_traceback(daemon: RunbookdProcess) ->
     proc.stderr.close()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def _show(d: RunbookdProcess, run_id: str) -> str:
+    got = d.cli("show", run_id)
+    assert got.returncode == 0, got.stderr
+    return got.stdout
+
+
+def test_show_wraps_long_values_instead_of_cutting_them(daemon: RunbookdProcess) -> None:
+    service = "svc-" + "x" * 50 + "-" + "y" * 50 + "-" + "z" * 60
+    started = daemon.cli("trigger", "demo", "--param", f"service={service}", "--output", "json")
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["id"]
+    lines = _show(daemon, run_id).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Params"))
+    following = itertools.takewhile(lambda line: line.startswith(" " * 10), lines[start + 1 :])
+    block = [lines[start], *following]
+    text = "".join(line[10:] for line in block)
+    assert json.dumps({"service": service}) in text, block
+    assert "..." not in text and max(len(line) for line in block) <= 110
+
+
+def test_show_says_not_run_after_a_rejection_and_approved_while_paused(daemon: RunbookdProcess) -> None:
+    started = daemon.cli("trigger", "demo", "--param", "service=paused", "--output", "json")
+    run_id = json.loads(started.stdout)["id"]
+    _wait_state(daemon, run_id, {"awaiting_approval"})
+    assert daemon.cli("pause").returncode == 0
+    assert daemon.cli("approve", run_id, "--yes").returncode == 0
+    shown = _show(daemon, run_id)
+    assert "State     approved, waiting to start" in shown, shown
+    runs = daemon.cli("runs").stdout
+    assert "approved, waiting to start" in runs, runs
+    assert daemon.cli("resume").returncode == 0
+
+    run = _wait_state(daemon, run_id, {"awaiting_approval"})
+    while run["current_step"] != "silence":
+        run = _wait_state(daemon, run_id, {"awaiting_approval"})
+    assert daemon.cli("reject", run_id, "--reason", "not today").returncode == 0
+    rows = {
+        line.split()[0]: line for line in _show(daemon, run_id).splitlines() if line.startswith(("  ", "->"))
+    }
+    assert "not run" in rows["report"] and "rejected" in rows.get("silence", rows.get("->", "")), rows
