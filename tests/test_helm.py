@@ -592,6 +592,16 @@ def test_network_policy_egress_names_dns_the_api_server_and_the_listed_destinati
     assert policy["spec"]["policyTypes"] == ["Ingress"] and "egress" not in policy["spec"]
 
 
+def test_the_crd_check_refuses_a_field_the_operator_does_not_know() -> None:
+    objs = helm_chart.render(CHART, VARIANTS["prometheus-operator"])
+    (monitor,) = helm_chart.by_kind(objs)["ServiceMonitor"]
+    assert helm_chart.crd_errors(monitor) == []
+    monitor["spec"]["endpoints"][0]["scrapeEvery"] = "30s"
+    assert helm_chart.crd_errors(monitor) == [
+        "ServiceMonitor/runbookd: spec.endpoints.0.scrapeEvery: not in the CRD schema"
+    ]
+
+
 def test_prometheus_operator_objects_and_the_rule_groups_pass_promtool() -> None:
     objs = helm_chart.render(CHART, VARIANTS["prometheus-operator"])
     kinds = helm_chart.by_kind(objs)

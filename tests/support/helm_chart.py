@@ -1,5 +1,6 @@
 """Render and check the Helm chart with real tools: Helm's own engine (helm-python-sdk, `helm_python`),
-the Kubernetes 1.28 OpenAPI schemas (kubernetes-validate, strict) and promtool for PrometheusRule groups.
+the Kubernetes 1.28 OpenAPI schemas (kubernetes-validate, strict), the Prometheus Operator's CRD schemas
+(cloudcoil-models-prometheus-operator: models generated from the CRDs) and promtool for rule groups.
 
 No cluster is contacted: `Chart.render` is `helm template` (the `lookup` function returns nothing).
 """
@@ -13,7 +14,9 @@ from typing import Any
 
 import helm_python
 import kubernetes_validate
+import pydantic
 import yaml
+from cloudcoil.models.prometheus_operator import v1 as prometheus_operator_v1
 
 from .prom import PROMTOOL_BIN
 
@@ -63,7 +66,7 @@ def schema_errors(obj: dict[str, Any]) -> list[str]:
     """What the Kubernetes 1.28 schema (strict: no unknown fields) refuses in one object."""
     name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
     if (obj.get("apiVersion"), obj.get("kind")) in CUSTOM_KINDS:
-        return []
+        return crd_errors(obj)
     try:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -71,6 +74,39 @@ def schema_errors(obj: dict[str, Any]) -> list[str]:
         return [f"{name}: {path}: {exc.message}"]
     except kubernetes_validate.SchemaNotFoundError as exc:
         return [f"{name}: no Kubernetes {KUBE_VERSION} schema ({exc})"]
+    return []
+
+
+def crd_errors(obj: dict[str, Any]) -> list[str]:
+    """A ServiceMonitor or PrometheusRule against the Prometheus Operator's CRD schema: types through the
+    generated model, and (strict, like kubectl's field validation) no field the schema does not know, seen
+    as what the model's round trip drops."""
+    name = f"{obj['kind']}/{obj.get('metadata', {}).get('name')}"
+    model = getattr(prometheus_operator_v1, obj["kind"])
+    try:
+        parsed = model.model_validate(obj)
+    except pydantic.ValidationError as exc:
+        return [f"{name}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    back = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    return [f"{name}: {path}: not in the CRD schema" for path in _dropped(obj, back)]
+
+
+def _dropped(given: Any, kept: Any, path: str = "") -> list[str]:
+    if isinstance(given, dict):
+        out = []
+        for key, value in given.items():
+            here = f"{path}.{key}" if path else str(key)
+            if not isinstance(kept, dict) or key not in kept:
+                out.append(here)
+            else:
+                out += _dropped(value, kept[key], here)
+        return out
+    if isinstance(given, list) and isinstance(kept, list):
+        return [
+            p
+            for i, (g, k) in enumerate(zip(given, kept, strict=False))
+            for p in _dropped(g, k, f"{path}.{i}")
+        ]
     return []
 
 
