@@ -147,7 +147,7 @@ class Router:
     async def _on_firing(self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any]) -> None:
         metrics, log = self._ctx.metrics, self._ctx.log
         matching = self._matching(alert)
-        if not matching and new:
+        if not matching:
             summary["unmatched"].append({"alert": alert.name, "fingerprint": alert.key()})
         for rb in matching:
             ctx: dict[str, Any] = {"alert": alert.as_context(), "run": {"runbook": rb.name}, "steps": {}}
