@@ -475,7 +475,45 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if isinstance(data, dict):
+        data = _anchor_paths(data, path.parent)
     return parse_config(data, str(path))
+
+
+_PATH_KEYS = ("ca_bundle", "kubeconfig")
+"""Keys of any section whose value is a file path."""
+
+
+def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a config file are read from the file's folder, not from wherever runbookd was
+    started: state.path, runbooks.paths, every `file:` secret and every ca_bundle / kubeconfig."""
+
+    def anchored(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str(base / value)
+        return value
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if (key == "file" and set(node) <= {"env", "file"}) or key in _PATH_KEYS:
+                    out[key] = anchored(value)
+                else:
+                    out[key] = walk(value)
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    data = walk(data)
+    state = data.get("state")
+    if isinstance(state, dict) and "path" in state:
+        state["path"] = anchored(state["path"])
+    runbooks = data.get("runbooks")
+    if isinstance(runbooks, dict) and isinstance(runbooks.get("paths"), list):
+        runbooks["paths"] = [anchored(p) for p in runbooks["paths"]]
+    return data
 
 
 class Secrets(BaseModel):
@@ -498,7 +536,9 @@ class Secrets(BaseModel):
 
 
 def resolve_secrets(cfg: Config) -> Secrets:
-    """Read every secret the config names. Raises ConfigError naming the key, never the value."""
+    """Read every secret the config names. Raises ConfigError naming every key that cannot be read (all of
+    them at once, so one start reports every unset variable), never a value."""
+    problems: list[str] = []
 
     def get(path: str, ref: SecretRef | None) -> SecretStr | None:
         if ref is None:
@@ -506,16 +546,17 @@ def resolve_secrets(cfg: Config) -> Secrets:
         try:
             return ref.resolve()
         except ValueError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            problems.append(f"{path}: {exc}")
+            return None
 
     tokens: dict[str, SecretStr] = {}
     for i, t in enumerate(cfg.auth.tokens):
         value = get(f"auth.tokens.{i}.secret", t.secret)
-        assert value is not None
-        tokens[t.name] = value
+        if value is not None:
+            tokens[t.name] = value
     slack_on = cfg.slack is not None and cfg.slack.enabled
     os_cfg = cfg.opensearch
-    return Secrets(
+    secrets = Secrets(
         webhook_token=get("auth.webhook_token", cfg.auth.webhook_token),
         tokens=tokens,
         prometheus_token=get(
@@ -535,3 +576,6 @@ def resolve_secrets(cfg: Config) -> Secrets:
         opensearch_token=get("opensearch.token", os_cfg.token) if os_cfg else None,
         state_password=get("state.password", cfg.state.password) if cfg.state.url else None,
     )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return secrets

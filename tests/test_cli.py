@@ -526,12 +526,14 @@ def test_plan_escapes_a_hostile_job_label(plan_config: Path) -> None:
 def test_plan_shows_why_a_run_would_not_start(plan_config: Path) -> None:
     payload = scrape_failure_payload()
     del payload["alerts"][0]["labels"]["job"]
-    result = json.loads(ok(run_plan(plan_config, payload, "--output", "json")))
-    (run,) = result["runs"]
+    # A run that cannot be planned is an error (exit 1), said in the alert's words, not Jinja's.
+    done = run_plan(plan_config, payload, "--output", "json")
+    assert done.returncode == 1, done
+    (run,) = json.loads(done.stdout)["runs"]
     assert "steps" not in run
-    assert "param job" in run["error"]
-    out = ok(run_plan(plan_config, payload))
-    assert "would not start: param job" in out
+    assert run["error"] == "the alert has no label `job` (needed by param job)"
+    done = run_plan(plan_config, payload)
+    assert done.returncode == 1 and "would not start: the alert has no label `job`" in done.stdout
 
 
 def test_plan_for_a_hostile_silence_value(plan_config: Path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,10 +23,13 @@ RUNBOOKD = str(Path(sys.executable).parent / "runbookd")
 MARK = "# <-"
 
 
-def runbookd(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def runbookd(
+    *args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(
         [RUNBOOKD, *(str(a) for a in args)],
         cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,10 +78,14 @@ def test_shipped_runbooks_validate() -> None:
 
 
 def test_shipped_runbooks_and_example_config_validate_together() -> None:
-    res = runbookd("validate", "--config", "config.example.yaml")
+    tokens = ("RUNBOOKD_WEBHOOK_TOKEN", "RUNBOOKD_ADMIN_TOKEN", "RUNBOOKD_ONCALL_TOKEN")
+    env = {**os.environ, **{name: f"dev-{i}" for i, name in enumerate(tokens)}}
+    res = runbookd("validate", "--config", "config.example.yaml", env=env)
     assert res.returncode == 0, res.stderr
     assert "config.example.yaml valid" in res.stdout
-    res = runbookd("validate", "--config", "config.example.yaml", "runbooks/prometheus-scrape-failure.yaml")
+    res = runbookd(
+        "validate", "--config", "config.example.yaml", "runbooks/prometheus-scrape-failure.yaml", env=env
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -796,11 +804,20 @@ def test_config_and_runbook_errors_are_reported_together(tmp_path: Path) -> None
     assert_points_at(res, path, line, "unknown action")
 
 
-def test_secrets_are_not_needed_to_validate(tmp_path: Path) -> None:
-    # validate reads the config, not the secrets it names: it works on a machine without them
+def test_secrets_are_not_needed_to_validate_without_secrets(tmp_path: Path) -> None:
+    # validate --config checks the secrets as serve does; --without-secrets works on a machine without them
     cfg = write_config(tmp_path, config_dict(tmp_path, [REPO / "runbooks"]))
     res = subprocess.run(
         [RUNBOOKD, "validate", "--config", str(cfg)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert res.returncode == 1 and "is not set" in res.stderr, res
+    res = subprocess.run(
+        [RUNBOOKD, "validate", "--config", str(cfg), "--without-secrets"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

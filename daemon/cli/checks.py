@@ -11,20 +11,37 @@ from pydantic import ValidationError
 
 from daemon.actions.registry import default_registry
 from daemon.cli import render
-from daemon.config import load_config
+from daemon.config import Config, load_config, resolve_secrets
 from daemon.engine.events import WebhookPayload
 from daemon.engine.preview import preview
 from daemon.errors import ConfigError, RunbookError
 from daemon.runbooks.loader import load_all, runbook_files
+from daemon.server.auth import TokenAuth
 
 
-def validate(config_path: Path | None, paths: list[Path]) -> int:
+def startup_checks(config: Config) -> list[str]:
+    """What `serve` refuses to start with beyond the file itself: every unreadable secret (all unset
+    variables at once), duplicate token secrets, the webhook token reused as an API token."""
+    try:
+        secrets = resolve_secrets(config)
+    except ConfigError as exc:
+        return str(exc).splitlines()
+    try:
+        TokenAuth(config.auth.tokens, secrets.tokens, secrets.webhook_token)
+    except ConfigError as exc:
+        return str(exc).splitlines()
+    return []
+
+
+def validate(config_path: Path | None, paths: list[Path], *, secrets: bool = True) -> int:
     groups = None
     plugins: list[str] = []
     problems: list[str] = []
     if config_path is not None:
         try:
             config = load_config(config_path)
+            if secrets:
+                problems += [f"{config_path}: {p}" for p in startup_checks(config)]
             groups, plugins = list(config.approvers), list(config.plugins)
             paths = paths or list(config.runbooks.paths)
         except ConfigError as exc:
@@ -74,9 +91,10 @@ def plan(config_path: Path, alert_path: Path, output: str) -> int:
     result = preview(_payload(alert_path), runbooks, registry)
     if output == "json":
         print(json.dumps(result, indent=2, sort_keys=True))
-        return 0
-    print(_human(result))
-    return 0
+    else:
+        print(_human(result))
+    # A run that could not even be planned (a param or the target does not render) is an error.
+    return 1 if any("error" in r for r in result["runs"]) else 0
 
 
 def _human(result: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,20 +26,33 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the daemon")
-    s.add_argument("--config", type=Path, default=Path("config.example.yaml"))
+    s.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.example.yaml"),
+        help="config file (default: config.example.yaml)",
+    )
     s.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
     s.add_argument("--state", type=Path, help="SQLite file (overrides state.path)")
     s.add_argument("--dry-run", action="store_true", help="mutating actions only record their requests")
 
     v = sub.add_parser("validate", help="check the config and runbooks; exit 1 with file:line messages")
-    v.add_argument("--config", type=Path)
+    v.add_argument("--config", type=Path, help="also check this config as serve would, secrets included")
+    v.add_argument(
+        "--without-secrets", action="store_true", help="with --config: do not read the secrets it names"
+    )
     v.add_argument("paths", nargs="*", type=Path, metavar="RUNBOOK_PATH")
 
     pl = sub.add_parser(
         "plan", help="show which runbooks an Alertmanager payload would start; changes nothing"
     )
     pl.add_argument("--alert", type=Path, required=True, help="a webhook payload (JSON file, - for stdin)")
-    pl.add_argument("--config", type=Path, default=Path("config.example.yaml"))
+    pl.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.example.yaml"),
+        help="config file (default: config.example.yaml)",
+    )
     pl.add_argument("--output", choices=["table", "json"], default="table")
 
     def client_args(c: argparse.ArgumentParser) -> None:
@@ -96,6 +110,21 @@ def _print(data: Any, output: str, human: str) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if output == "json" else human)
 
 
+def _show_plan(run: dict[str, Any], step: dict[str, Any], plan_hash: str | None) -> None:
+    kind = "MUTATING" if step["mutating"] else "read-only"
+    dry = ""
+    if run["dry_run"]:
+        dry = (
+            " (dry-run: it only records its requests)"
+            if step["mutating"]
+            else " (dry-run: reads run for real)"
+        )
+    print(f"{run['id']} step {step['id']}: {step['action']} [{kind}]{dry}, plan {plan_hash}", file=sys.stderr)
+    print(json.dumps(step.get("plan"), indent=2, sort_keys=True), file=sys.stderr)
+    if step.get("undo"):
+        print(render.undo_text(step["undo"]), file=sys.stderr)
+
+
 def _approve(api: ApiClient, args: argparse.Namespace) -> None:
     """Approve exactly the plan the operator is shown: the step and plan hash come from one read, the
     plan is printed (and confirmed on a terminal), and the server refuses it if it changed since."""
@@ -107,14 +136,11 @@ def _approve(api: ApiClient, args: argparse.Namespace) -> None:
     if step is None:
         raise ClientError(f"run {args.run_id} has no step {step_id!r}")
     plan_hash = args.plan_hash or step.get("plan_hash")
-    kind = "MUTATING" if step["mutating"] else "read-only"
-    dry = " (dry-run: it only records its requests)" if run["dry_run"] else ""
-    print(f"{run['id']} step {step_id}: {step['action']} [{kind}]{dry}, plan {plan_hash}", file=sys.stderr)
-    print(json.dumps(step.get("plan"), indent=2, sort_keys=True), file=sys.stderr)
-    if step.get("undo"):
-        print(render.undo_text(step["undo"]), file=sys.stderr)
-    if sys.stdin.isatty() and not args.yes and input("Approve this plan? [y/N] ").strip().lower() != "y":
-        raise ClientError("not approved")
+    if step.get("state") == "awaiting_approval":
+        _show_plan(run, step, plan_hash)
+        if sys.stdin.isatty() and not args.yes and input("Approve this plan? [y/N] ").strip().lower() != "y":
+            raise ClientError("not approved")
+    # Otherwise no plan is printed (it cannot be approved); the server's answer (409) says why.
     body = {"plan_hash": plan_hash} if plan_hash else {}
     run = api.post(f"/api/v1/runs/{quote(args.run_id)}/steps/{quote(step_id)}/approve", body)
     _print(run, args.output, f"approved {step_id} of {run['id']}; run is now {run['state']}")
@@ -164,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             from daemon.cli.checks import validate
 
-            return validate(args.config, args.paths)
+            return validate(args.config, args.paths, secrets=not args.without_secrets)
         if args.command == "state":
             from daemon.cli import state
 
@@ -187,3 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`runbookd runs | head -2`): what it read is what it wanted.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from collections.abc import Sequence
 from typing import Any
+
+_ENDED = frozenset({"succeeded", "failed", "rejected", "expired", "cancelled"})
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -19,6 +23,42 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _wrapped(label: str, value: Any) -> list[str]:
+    """`label  value`, the value whole (never cut), wrapped under itself to the terminal's width."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    width = max(60, shutil.get_terminal_size((110, 24)).columns)
+    indent = " " * 10
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=f"{label:<10}",
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        replace_whitespace=False,
+        drop_whitespace=False,
+    ) or [label]
+
+
+def _current(run: dict[str, Any]) -> dict[str, Any] | None:
+    return next((s for s in run["steps"] if s["id"] == run.get("current_step")), None)
+
+
+def run_state(run: dict[str, Any]) -> str:
+    """The run's state as a person needs it: an approved step that has not started (paused, or the
+    budget of mutating steps is full) is no longer waiting for anyone's approval."""
+    current = _current(run)
+    if run["state"] == "awaiting_approval" and current is not None and current["state"] == "approved":
+        return "approved, waiting to start"
+    return str(run["state"])
+
+
+def step_state(run: dict[str, Any], step: dict[str, Any]) -> str:
+    """A step still pending in a run that ended will never run: say so."""
+    if step["state"] == "pending" and run["state"] in _ENDED:
+        return "not run"
+    return str(step["state"])
+
+
 def runs_table(runs: list[dict[str, Any]]) -> str:
     if not runs:
         return "no runs"
@@ -27,7 +67,7 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
             r["id"],
             r["runbook"],
             _short(r["target"], 40),
-            r["state"],
+            run_state(r),
             r["current_step"] or "-",
             r["created_at"],
         )
@@ -55,21 +95,29 @@ def run_details(run: dict[str, Any]) -> str:
         f"Run       {run['id']}",
         f"Runbook   {run['runbook']}",
         f"Target    {run['target']}",
-        f"State     {run['state']}" + (f"  ({run['outcome']})" if run.get("outcome") else ""),
+        f"State     {run_state(run)}" + (f"  ({run['outcome']})" if run.get("outcome") else ""),
         f"Trigger   {run['trigger']}" + (f" by {run['requester']}" if run.get("requester") else ""),
         f"Dry run   {'yes: mutating steps only record their requests' if run['dry_run'] else 'no'}",
     ]
+    current = _current(run)
+    if run_state(run) != run["state"] and current is not None:
+        out.append(f"          step {current['id']} is approved: it starts once runbookd is not paused and")
+        out.append("          the budget of concurrent mutating steps has a free slot")
     if run.get("alert"):
         a = run["alert"]
-        out.append(f"Alert     {a.get('name')} ({a.get('status')}) {_short(a.get('labels', {}), 120)}")
-    out.append(f"Params    {_short(run['params'], 120)}")
+        out += _wrapped(
+            "Alert", f"{a.get('name')} ({a.get('status')}) {json.dumps(a.get('labels', {}), sort_keys=True)}"
+        )
+    out += _wrapped("Params", run["params"])
     out.append("")
     rows = []
     for s in run["steps"]:
         marker = "->" if s["id"] == run.get("current_step") and run["state"] not in ("succeeded",) else ""
         kind = "mutating" if s["mutating"] else "read-only"
         approvals = ",".join(a["by"] for a in s["approvals"]) or "-"
-        rows.append((marker, s["id"], s["action"], kind, s["state"], approvals, s.get("deadline") or ""))
+        rows.append(
+            (marker, s["id"], s["action"], kind, step_state(run, s), approvals, s.get("deadline") or "")
+        )
     out.append(table(["", "STEP", "ACTION", "KIND", "STATE", "APPROVED BY", "DEADLINE"], rows))
     undos = [(s["id"], s["undo"]) for s in run["steps"] if s.get("undo")]
     if undos:
@@ -95,7 +143,7 @@ def run_details(run: dict[str, Any]) -> str:
         if s.get("error"):
             out.append(f"\n{s['id']}: {s['error']}")
         if s.get("output") and s["state"] in ("succeeded", "failed"):
-            out.append(f"{s['id']} output: {_short(s['output'], 300)}")
+            out += _wrapped(f"{s['id']}:", s["output"])  # whole: dry-run requests included
     if run.get("timeline"):
         out += ["", "Timeline:"]
         for e in run["timeline"]:

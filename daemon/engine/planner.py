@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,8 +37,29 @@ def render_params(rb: Runbook, ctx: dict[str, Any], given: dict[str, Any] | None
         try:
             out[name] = templating.render(default, ctx)
         except TemplateError as exc:
-            raise PlanError(f"param {name}: {exc} (give it explicitly)") from None
+            raise PlanError(_param_error(name, default, ctx, exc)) from None
     return out
+
+
+_ALERT_LABEL = re.compile(r"""alert\.labels(?:\.([A-Za-z_]\w*)|\[\s*['"]([^'"]+)['"]\s*\])""")
+
+
+def _param_error(name: str, default: Any, ctx: dict[str, Any], exc: TemplateError) -> str:
+    """Say which alert label is missing, in the operator's words rather than the template engine's."""
+    alert = ctx.get("alert") or {}
+    labels = alert.get("labels") or {}
+    for _, source in templating.iter_templates(default):
+        for m in _ALERT_LABEL.finditer(source):
+            label = m.group(1) or m.group(2)
+            if label in labels:
+                continue
+            if not alert:
+                return (
+                    f"param {name} is needed: its default reads the alert label `{label}` and a run started "
+                    f"by hand has no alert; give it (--param {name}=...)"
+                )
+            return f"the alert has no label `{label}` (needed by param {name})"
+    return f"param {name}: {exc} (give it explicitly)"
 
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -134,6 +156,54 @@ def render_plan(step: Step, action: Action, ctx: dict[str, Any]) -> dict[str, An
         )
         raise PlanError(f"step {step.id}: invalid parameters for {action.name}: {problems}") from None
     return model.model_dump(mode="json")
+
+
+_PARAM_REF = re.compile(r"""params(?:\.([A-Za-z_]\w*)|\[\s*['"]([^'"]+)['"]\s*\])""")
+
+
+def check_given_params(rb: Runbook, registry: ActionRegistry, ctx: dict[str, Any]) -> None:
+    """Before a manual run is created: the first step, rendered with these params, must validate with its
+    action's model, so a bad value is refused naming the param instead of starting a run born failed.
+    A first step that needs more than the params (an earlier output, a false ``when:``) is left to run time."""
+    if not rb.steps:
+        return
+    step = rb.steps[0]
+    action = registry.get(step.action)
+    if action is None:
+        return
+    try:
+        if not should_run(step, ctx):
+            return
+        rendered = templating.render(step.with_, ctx)
+    except (PlanError, TemplateError):
+        return
+    try:
+        action.params.model_validate(rendered)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            names = sorted(_params_named(_at(step.with_, e["loc"])))
+            field = ".".join(str(p) for p in e["loc"]) or "params"
+            msg = e["msg"].removeprefix("Value error, ")
+            who = f"param {', '.join(names)}" if names else f"step {step.id}"
+            problems.append(f"{who}: {msg} (step {step.id}, {action.name} {field})")
+        raise PlanError("; ".join(problems)) from None
+
+
+def _at(value: Any, loc: tuple[int | str, ...]) -> Any:
+    """The part of a step's `with:` at a validation error's location (None when it is not there)."""
+    for part in loc:
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        else:
+            return None
+    return value
+
+
+def _params_named(value: Any) -> set[str]:
+    return {a or b for _, t in templating.iter_templates(value) for a, b in _PARAM_REF.findall(t)}
 
 
 def plan_hash(run_id: str, step: StepRecord, plan: dict[str, Any], undo: dict[str, Any] | None = None) -> str:

@@ -16,6 +16,7 @@ from daemon.engine.inbox import Inbox
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.errors import NotFound, StoreUnavailable
+from daemon.kits.clock import iso
 from daemon.runbooks.schema import Runbook
 from daemon.store.records import RunState
 from daemon.store.sqlite import Tx
@@ -57,6 +58,10 @@ class Router:
             found = await tx.receipt(seq)
         if found is None:
             raise NotFound(f"no receipt {seq}")
+        # ISO times, like every other timestamp of the API.
+        for key in ("received_at", "routed_at"):
+            if isinstance(found.get(key), int | float):
+                found[key] = iso(float(found[key]))
         return found
 
     async def wait_routed(self, seq: int, timeout: float) -> dict[str, Any]:
@@ -124,6 +129,8 @@ class Router:
             "started": [],
             "attached": [],
             "cancelled": [],
+            "suppressed": [],  # what it did not start, and why: [{runbook, target, reason, until}]
+            "unmatched": [],  # alerts no runbook answers: [{alert, fingerprint}]
         }
         now = self._ctx.clock.now()
         for alert in payload.alerts:
@@ -145,7 +152,10 @@ class Router:
 
     async def _on_firing(self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any]) -> None:
         metrics, log = self._ctx.metrics, self._ctx.log
-        for rb in self._matching(alert):
+        matching = self._matching(alert)
+        if not matching:
+            summary["unmatched"].append({"alert": alert.name, "fingerprint": alert.key()})
+        for rb in matching:
             ctx: dict[str, Any] = {"alert": alert.as_context(), "run": {"runbook": rb.name}, "steps": {}}
             ctx["schedule"] = {}
             try:
@@ -154,6 +164,9 @@ class Router:
             except planner.PlanError as exc:
                 metrics.runs_suppressed.labels(runbook=rb.name, reason="render_error").inc()
                 log.warning("alert.unroutable", runbook=rb.name, alert=alert.name, error=str(exc))
+                summary["suppressed"].append(
+                    {"runbook": rb.name, "target": None, "reason": f"render_error: {exc}", "until": None}
+                )
                 continue
             active = await tx.active_run_ref(rb.name, target)
             if active is not None:
@@ -167,10 +180,19 @@ class Router:
                     await tx.set_alert_firing(run_id)
                 summary["attached"].append(run_id)
                 continue
-            reason = await self._policy_blocks(tx, rb, target)
-            if reason is not None:
+            blocked = await self._policy_blocks(tx, rb, target)
+            if blocked is not None:
+                reason, until = blocked
                 metrics.runs_suppressed.labels(runbook=rb.name, reason=reason.split(":")[0]).inc()
                 log.warning("run.suppressed", runbook=rb.name, target=target, reason=reason)
+                summary["suppressed"].append(
+                    {
+                        "runbook": rb.name,
+                        "target": target,
+                        "reason": reason,
+                        "until": iso(until) if until is not None else None,
+                    }
+                )
                 continue
             run = await self._starter.create_run(
                 tx, rb, target, params, "alert", None, {"alert": alert.as_context()}, fx
@@ -178,14 +200,16 @@ class Router:
             await tx.link_alert(alert.key(), rb.name, run.id)
             summary["started"].append(run.id)
 
-    async def _policy_blocks(self, tx: Tx, rb: Runbook, target: str) -> str | None:
+    async def _policy_blocks(self, tx: Tx, rb: Runbook, target: str) -> tuple[str, float | None] | None:
+        """Why a new run for this target may not start now, and until when (None: not known)."""
         now = self._ctx.clock.now()
         last = await tx.last_ended_at(rb.name, target)
         if last is not None and now - last < rb.policy.cooldown:
-            return f"cooldown: the last run for {target} ended {now - last:.0f}s ago"
+            return f"cooldown: last run ended {now - last:.0f} s ago", last + rb.policy.cooldown
         n = await tx.count_runs_since(rb.name, target, now - 86400)
         if n >= rb.policy.max_runs_per_day:
-            return f"daily_limit: {n} runs for {target} in the last 24h (max_runs_per_day {rb.policy.max_runs_per_day})"
+            reason = f"daily_limit: {n} runs for {target} in the last 24h (max_runs_per_day {rb.policy.max_runs_per_day})"
+            return reason, None
         return None
 
     async def _on_resolved(

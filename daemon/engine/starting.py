@@ -101,6 +101,9 @@ class Starter:
         try:
             rendered = planner.render_params(rb, ctx, params)
             target = planner.render_target(rb, {**ctx, "params": rendered})
+            run_ctx = {**ctx, "params": rendered, "check": {}}
+            run_ctx["run"] = {"runbook": rb.name, "target": target, "dry_run": self._ctx.config.dry_run}
+            planner.check_given_params(rb, self._ctx.registry, run_ctx)
         except planner.PlanError as exc:
             raise InvalidRequest(str(exc)) from None
         # A runbook with a scheduled check runs it first; the run starts whatever its when: says.

@@ -8,7 +8,8 @@ What it maintains, under deploy/helm/runbookd/files/:
 - rbac-rules.yaml: the ClusterRole rules derived from the actions' declared permissions
   (daemon.actions.rbac over daemon.actions.registry.default_registry());
 - rules/*.yaml: copies of rules/*.yaml (the chart wraps each in a PrometheusRule);
-- runbooks/*.yaml: copies of runbooks/*.yaml (the chart ships them in the runbooks ConfigMap).
+- runbooks/*.yaml: copies of runbooks/*.yaml (the chart ships them in the runbooks ConfigMap);
+- rules/README.md and runbooks/README.md: a note that the folder is generated, from what and how.
 
 Helm only packages files inside the chart folder, hence copies rather than links. tests/test_helm.py runs
 the same comparison, so a new action, rule or runbook without a re-sync fails CI.
@@ -27,6 +28,18 @@ COPIED = {"rules": REPO / "rules", "runbooks": REPO / "runbooks"}
 """Chart folder under files/ -> the repository folder whose *.yaml it copies."""
 
 
+def generated_note(folder: str) -> bytes:
+    """The README.md of a copied folder: what it is generated from and how to regenerate it."""
+    return (
+        f"# Generated: do not edit\n\n"
+        f"Every `*.yaml` file here is a byte-for-byte copy of the repository's `{folder}/` folder, made by\n"
+        f"`deploy/helm/sync_chart_files.py` (Helm packages only files inside the chart folder, hence copies).\n"
+        f"Edit `{folder}/` and run:\n\n"
+        f"    .venv/bin/python deploy/helm/sync_chart_files.py\n\n"
+        f"`tests/test_helm.py` fails when this folder and `{folder}/` differ.\n"
+    ).encode()
+
+
 def expected() -> dict[Path, bytes]:
     """Every file this script owns, by path, with the content it should have."""
     sys.path.insert(0, str(REPO))
@@ -37,6 +50,7 @@ def expected() -> dict[Path, bytes]:
     for folder, source in COPIED.items():
         for src in sorted(source.glob("*.yaml")):
             want[FILES / folder / src.name] = src.read_bytes()
+        want[FILES / folder / "README.md"] = generated_note(folder)
     return want
 
 

@@ -66,3 +66,32 @@ app.kubernetes.io/part-of: runbookd
 {{- define "runbookd.stateDir" -}}
 {{- dir (toString .Values.config.state.path) }}
 {{- end }}
+
+{{/*
+"true" when the state is PostgreSQL (config.state.url): replicas share the database, one leader acts
+(a lease in the database), and no volume is needed. "" with the embedded SQLite store.
+*/}}
+{{- define "runbookd.ha" -}}
+{{- if and .Values.config.state (get .Values.config.state "url") }}true{{ end }}
+{{- end }}
+
+{{/* Pods: 2 on PostgreSQL unless replicaCount says otherwise; always 1 on SQLite (one writer). */}}
+{{- define "runbookd.replicas" -}}
+{{- if include "runbookd.ha" . }}
+{{- if kindIs "invalid" .Values.replicaCount }}2{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- else }}
+{{- if and (not (kindIs "invalid" .Values.replicaCount)) (ne (int .Values.replicaCount) 1) }}
+{{- fail "replicaCount: the SQLite store has one writer, so one replica; set config.state.url (PostgreSQL) for more" }}
+{{- end }}
+{{- 1 }}
+{{- end }}
+{{- end }}
+
+{{/* config.yaml as rendered: .Values.config, without state.path when the state is PostgreSQL. */}}
+{{- define "runbookd.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- if include "runbookd.ha" . }}
+{{- $_ := unset $config.state "path" }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
