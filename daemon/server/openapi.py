@@ -16,7 +16,7 @@ from daemon.engine.events import WebhookPayload
 
 VERSION = "1"
 PENDING: frozenset[tuple[str, str]] = frozenset()
-"""Operations of design §7 documented here that this server does not route yet; the fuzz skips them and a
+"""Operations documented here that this server does not route yet (none today); the fuzz skips them and a
 test keeps the set exact."""
 Schema = dict[str, Any]
 
