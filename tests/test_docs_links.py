@@ -1,9 +1,6 @@
 """The documentation's links: every relative link (and its #anchor) in README.md and the pages under docs/
 resolves to a file in the repository and a heading in it; config.example.yaml names only docs pages that
 exist; no page cites a document that is not in the repository. All broken links are reported at once.
-
-docs/_moved/ is not a page: it holds text moved out of the README for the integrator to merge into its
-final page (its links point at where that text will live) and is deleted when merged.
 """
 
 from __future__ import annotations
@@ -18,8 +15,7 @@ OUTSIDE_DOCS = re.compile(r"\bdesign\.md\b|\bfacts\.md\b|\bDesign §|seed/data-m
 
 
 def pages() -> list[Path]:
-    found = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-    return [p for p in found if "_moved" not in p.relative_to(REPO).parts]
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
 def _prose(text: str) -> list[tuple[int, str]]:

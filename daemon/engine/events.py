@@ -1,4 +1,4 @@
-"""What starts runs: the Alertmanager webhook payload (facts.md §1), validated strictly."""
+"""What starts runs: the Alertmanager webhook payload (Alertmanager's webhook_config contract), validated strictly."""
 
 from __future__ import annotations
 

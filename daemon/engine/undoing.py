@@ -1,4 +1,4 @@
-"""The undo phase of a run (design §3, "Undo steps"): how a run ends.
+"""The undo phase of a run (docs/runbook-format.md, "Undo steps"): how a run ends.
 
 A step's undo is rendered when the step is planned and approved with it (``plan``). When the run ends,
 whatever the end, the undo of every step that changed something (a mutating step that started: it

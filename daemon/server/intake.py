@@ -1,6 +1,6 @@
 """POST /api/v1/alertmanager: 200 once stored, 400 invalid, 401 bad token, 413 too large, 503 cannot store.
 
-Never 429 and never 2xx before the commit: Alertmanager retries 5xx only (facts.md §1)."""
+Never 429 and never 2xx before the commit: Alertmanager retries 5xx only (Alertmanager's webhook contract)."""
 
 from __future__ import annotations
 
