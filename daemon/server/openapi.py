@@ -117,9 +117,9 @@ def _schemas() -> dict[str, Schema]:
         },
     )
     receipt = _obj(
-        {"receipt": _INT, "received_at": {"type": "number"}, "alerts": _INT},
+        {"receipt": _INT, "received_at": _TIME, "alerts": _INT},
         {
-            "routed_at": _nullable({"type": "number"}),
+            "routed_at": _nullable(_TIME),
             "result": _nullable(
                 _obj(
                     {},
@@ -128,6 +128,18 @@ def _schemas() -> dict[str, Schema]:
                         "started": {"type": "array", "items": _STR},
                         "attached": {"type": "array", "items": _STR},
                         "cancelled": {"type": "array", "items": _STR},
+                        "suppressed": {
+                            "type": "array",
+                            "description": "what was not started, and why (cooldown, daily limit, ...)",
+                            "items": _obj(
+                                {"runbook": _STR, "target": _nullable(_STR), "reason": _STR}, {"until": _nullable(_TIME)}
+                            ),
+                        },
+                        "unmatched": {
+                            "type": "array",
+                            "description": "alerts no runbook answers",
+                            "items": _obj({"alert": _STR, "fingerprint": _STR}),
+                        },
                         "error": _STR,
                     },
                 )
