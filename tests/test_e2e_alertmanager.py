@@ -84,10 +84,10 @@ def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_s
     approved: list[str] = []
     while True:
         run = rb.get(f"/api/v1/runs/{run_id}").json()
-        if run["state"] not in ("awaiting_approval", "running"):
+        if run["state"] not in ("awaiting_approval", "running", "undoing"):
             break
         cur = run["current_step"]
-        if run["state"] == "running" or step(run, cur)["state"] != "awaiting_approval":
+        if run["state"] in ("running", "undoing") or step(run, cur)["state"] != "awaiting_approval":
             time.sleep(0.1)
             continue
         assert cur not in approved, f"step {cur} asks for approval twice: {run}"
