@@ -1,0 +1,72 @@
+"""Guards found missing by the acceptance audit of issues 8 and 9, each against the real components
+(the Kubernetes API emulator with Longhorn's objects as its controller leaves them, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from support.kube_api import KubeApiEmulator
+from support.longhorn import Longhorn
+
+from daemon.actions.base import ActionContext
+from daemon.actions.longhorn.backups import DeleteParams, delete_backups
+from daemon.actions.longhorn.status import RetentionParams, StatusParams, backup_status, plan_backup_retention
+from daemon.kits.clock import FrozenClock, iso
+
+NOW = 1_800_000_000.0
+VOL = "pvc-1111"
+Ctx = Callable[..., ActionContext]
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+def lh(kube_api: KubeApiEmulator, clock: FrozenClock) -> Longhorn:
+    lh = Longhorn(kube_api, clock)
+    lh.target()
+    lh.volume(VOL, "data-prometheus-0")
+    return lh
+
+
+def being_deleted(lh: Longhorn, name: str) -> None:
+    """As Longhorn leaves a Backup someone deleted: its finalizer holds the object (status still
+    Completed) until the backup is removed from the store, for as long as the target cannot be reached."""
+    meta = lh.backups()[name]["metadata"]
+    meta["deletionTimestamp"] = iso(NOW - 600)
+    meta["finalizers"] = ["longhorn.io"]
+
+
+async def test_a_backup_being_deleted_protects_no_other_from_retention(
+    lh: Longhorn, kube_ctx: Ctx, kube_api: KubeApiEmulator, clock: FrozenClock
+) -> None:
+    """The newest backup is being deleted (by a person, a RecurringJob's retain): the older one is now
+    the volume's last copy and must stay, in the plan and in the delete's re-check."""
+    lh.backup("b-new", VOL, hours_ago=24 * 40)
+    lh.backup("b-old", VOL, hours_ago=24 * 50)
+    being_deleted(lh, "b-new")
+    plan = await plan_backup_retention.run(kube_ctx(clock=clock), RetentionParams(keep_last=1, keep_days=1))
+    assert plan["backups"] == []
+    out = await delete_backups.run(
+        kube_ctx(clock=clock), DeleteParams(backups=["b-old", "b-new"], keep_last=1, keep_days=1)
+    )
+    assert [r.method for r in kube_api.mutations if r.method == "DELETE"] == []
+    assert {r["backup"]: r["reason"] for r in out["refused"]} == {
+        "b-old": "the newest Completed backup of its volume",
+        "b-new": "already being deleted (metadata.deletionTimestamp is set)",
+    }
+    assert set(lh.backups()) == {"b-new", "b-old"}
+
+
+async def test_a_backup_being_deleted_is_not_the_volume_s_last_backup(
+    lh: Longhorn, kube_ctx: Ctx, clock: FrozenClock
+) -> None:
+    """The hourly check must not call a volume fresh on a backup that is going away."""
+    lh.backup("b-old", VOL, hours_ago=40)
+    lh.backup("b-new", VOL, hours_ago=1)
+    being_deleted(lh, "b-new")
+    out = await backup_status.run(kube_ctx(clock=clock), StatusParams())
+    assert [v["volume"] for v in out["stale"]] == [VOL]
