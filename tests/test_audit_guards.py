@@ -70,3 +70,31 @@ async def test_a_backup_being_deleted_is_not_the_volume_s_last_backup(
     being_deleted(lh, "b-new")
     out = await backup_status.run(kube_ctx(clock=clock), StatusParams())
     assert [v["volume"] for v in out["stale"]] == [VOL]
+
+
+# -- redaction of container log lines (kubernetes.pod_logs, thanos.diagnose_sidecar) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        ("MINIO_ROOT_PASSWORD=supersecret", "supersecret"),
+        ("OBJSTORE_SECRET_KEY=minio123", "minio123"),
+        ("env S3_ACCESS_KEY=admin S3_SECRET_KEY=minio123", "minio123"),
+        ('objstore config: {"minio_secret_key": "minio123"}', "minio123"),
+        ("level=debug msg=config objstoreSecretKey=minio123", "minio123"),
+    ],
+)
+def test_prefixed_credential_names_are_redacted(line: str, secret: str) -> None:
+    """Environment-style names (a prefix joined by '_' or '.') hid the key from the word-boundary match."""
+    from daemon.kits.redaction import MASK, redact
+
+    out = redact(line)
+    assert secret not in out and MASK in out, out
+
+
+def test_redaction_keeps_what_is_not_a_credential() -> None:
+    from daemon.kits.redaction import redact
+
+    for line in ("password_file=/etc/thanos/pw", "tokens_total=5", 'msg="upload failed" err="Access Denied"'):
+        assert redact(line) == line
