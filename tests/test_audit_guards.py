@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from support.kube_api import KubeApiEmulator
@@ -12,9 +15,11 @@ from support.longhorn import Longhorn
 from daemon.actions.base import ActionContext
 from daemon.actions.longhorn.backups import DeleteParams, delete_backups
 from daemon.actions.longhorn.status import RetentionParams, StatusParams, backup_status, plan_backup_retention
+from daemon.errors import LostLeadership
 from daemon.kits.clock import FrozenClock, iso
 
 NOW = 1_800_000_000.0
+START = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 VOL = "pvc-1111"
 Ctx = Callable[..., ActionContext]
 
@@ -98,3 +103,68 @@ def test_redaction_keeps_what_is_not_a_credential() -> None:
 
     for line in ("password_file=/etc/thanos/pw", "tokens_total=5", 'msg="upload failed" err="Access Denied"'):
         assert redact(line) == line
+
+
+# -- scheduled checks fire on the leader only (two replicas, one PostgreSQL) ------------------------------
+
+NIGHTLY = """
+name: nightly-look
+triggers:
+  - schedule: "0 3 * * *"
+    check:
+      action: test.look
+      with: {what: volumes}
+      when: "{{ check.output.stale | length > 0 }}"
+target: nightly
+approval: {timeout: 48h}
+steps:
+  - id: report
+    action: notify.log
+    with: {message: "{{ check.output.stale | join(',') }}"}
+"""
+
+
+async def follower_checks_tick(d: Any) -> None:
+    """The follower's scheduled-check tick (its whole tick stops earlier, at the schedules, refused the
+    same way): it must neither run the check nor record anything."""
+    with contextlib.suppress(LostLeadership):
+        await d.engine._checks.tick()
+
+
+async def test_a_check_fires_on_the_leader_only_and_once(tmp_path: Path, postgres_url: str) -> None:
+    """A follower's tick never runs a check (it would double every fire and every run it starts); the
+    leader runs it once, and the follower then serves its recorded result."""
+    from support.check_actions import Probe
+    from support.inproc import base_config, serve
+
+    on_leader, on_follower = Probe(), Probe()
+    on_leader.items = on_follower.items = ["pvc-a"]
+    clock = FrozenClock(START)
+    config = base_config(tmp_path, state={"url": postgres_url})
+    async with (
+        serve(
+            tmp_path, {"nightly": NIGHTLY}, config=config, registry=on_leader.registry(), clock=clock
+        ) as leader,
+        serve(
+            tmp_path, {"nightly": NIGHTLY}, config=config, registry=on_follower.registry(), clock=clock
+        ) as follower,
+    ):
+        assert leader.engine.leadership.leading and not follower.engine.leadership.leading
+        await leader.engine.tick()  # the schedule is seen
+        clock.advance(19.5 * 3600)  # past the next 03:00 UTC
+        for _ in range(2):
+            await follower_checks_tick(follower)
+            await follower.engine.wait_idle()
+        assert on_follower.calls == [] and on_leader.calls == []
+        await leader.engine.tick()
+        await leader.engine.wait_idle()
+        await follower_checks_tick(follower)
+        await leader.engine.tick()
+        await leader.engine.wait_idle()
+        assert on_follower.calls == [] and len(on_leader.calls) == 1
+        status, body = await follower.call("GET", "/api/v1/checks")
+        assert status == 200, body
+        (c,) = body["checks"]
+        assert c["outcome"] == "work" and c["findings"] == 1 and c["run_id"]
+        status, listed = await follower.call("GET", "/api/v1/runs")
+        assert [r["id"] for r in listed["runs"]] == [c["run_id"]]  # one run, started by the leader
