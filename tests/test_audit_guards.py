@@ -168,3 +168,52 @@ async def test_a_check_fires_on_the_leader_only_and_once(tmp_path: Path, postgre
         assert c["outcome"] == "work" and c["findings"] == 1 and c["run_id"]
         status, listed = await follower.call("GET", "/api/v1/runs")
         assert [r["id"] for r in listed["runs"]] == [c["run_id"]]  # one run, started by the leader
+
+
+# -- the other Prometheus replica: every target of it up, not just one -------------------------------------
+
+
+async def test_the_other_replica_with_a_dead_sidecar_is_not_a_healthy_peer(
+    kube_api: KubeApiEmulator,
+    kube_client: Any,
+    prometheus_factory: Callable[..., Any],
+    exporter_factory: Callable[..., Any],
+) -> None:
+    """The other replica's Prometheus answers but its sidecar (what serves its recent data to Thanos Query)
+    does not: restarting this replica would leave queries with no replica's recent data."""
+    import time
+
+    from support.ports import closed_port
+    from support.safety_seed import prometheus_replica
+
+    from daemon.actions.thanos.replicas import check_peers
+    from daemon.clients.http import JsonHttpClient
+    from daemon.clients.prometheus import PrometheusClient
+
+    ns, pod, other = "monitoring", "prometheus-k8s-0", "prometheus-k8s-1"
+    now = time.time()
+    prometheus_replica(kube_api, pod, started_at=now - 7200)
+    prometheus_replica(kube_api, other, node="node-197", started_at=now - 7200)
+    live = exporter_factory()
+    live.set("thanos_objstore_bucket_last_successful_upload_time", now - 1800, {"bucket": "thanos"})
+    live.set("thanos_shipper_uploads_total", 12, type="counter")
+    labels = {"namespace": ns, "pod": other}
+    prom = prometheus_factory(
+        scrape_configs=[
+            {"job_name": "prometheus", "static_configs": [{"targets": [live.target], "labels": labels}]},
+            {
+                "job_name": "thanos-sidecar",
+                "static_configs": [{"targets": [f"127.0.0.1:{closed_port()}"], "labels": labels}],
+            },
+        ]
+    )
+    await prom.wait_for_async(f'count(up{{pod="{other}"}}) == 2')
+    await prom.wait_for_async(f'up{{pod="{other}", job="prometheus"}} == 1')
+    client = PrometheusClient(JsonHttpClient(prom.url, timeout=10.0, name="prometheus"))
+    try:
+        report = await check_peers(kube_client, client, namespace=ns, pod=pod, bucket="thanos")
+    finally:
+        await client.close()
+    (peer,) = report.peers
+    assert peer.ready and not peer.up
+    assert not report.ok and "not scraping" in report.reason
