@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,19 @@ async def test_the_other_replica_with_a_dead_sidecar_is_not_a_healthy_peer(
     (peer,) = report.peers
     assert peer.ready and not peer.up
     assert not report.ok and "not scraping" in report.reason
+
+
+# -- issue 8, point 7: every runbook says when not to approve it and what can go wrong ---------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "runbooks").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_each_runbook_starts_with_when_not_to_approve_and_its_doc_says_what_can_go_wrong(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#") and re.search(r"not (to )?approve", first.lower()), first
+    page = REPO / "docs" / "runbooks" / f"{path.stem}.md"
+    text = page.read_text() if page.exists() else (REPO / "docs" / "runbooks" / "README.md").read_text()
+    section = text if page.exists() else text[text.find(f"`{path.stem}`") :]
+    assert "what can go wrong" in section.lower(), page
