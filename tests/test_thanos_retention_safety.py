@@ -287,3 +287,28 @@ async def test_an_idle_compactor_holds_back_and_a_working_one_lets_through(
     assert out["compactor"]["healthy"] is True and set(out["ulids"]) == set(old)
     result = await mark(client, out["ulids"], pc, compactor_selector='job="thanos-compact"')
     assert result["marked"] == 3 and marks(bucket) == set(old)
+
+
+async def test_one_idle_compactor_is_not_hidden_by_a_working_one(
+    client: S3Client,
+    bucket: FakeThanosBucket,
+    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+) -> None:
+    """Two compactors behind the selector (shards, or another bucket's on a shared Thanos Query): one
+    completes iterations, the other none in 24h. Downsampling may be behind: nothing is marked."""
+    exporter, prom, pc = prom_client
+    old = covered_bucket(bucket)
+    idle = {**COMPACTOR, "pod": "thanos-compact-shard-1"}
+    for labels in (COMPACTOR, idle):
+        exporter.set("thanos_compact_halted", 0, labels)
+        exporter.set("thanos_compact_iterations_total", 7, labels, type="counter")
+    await prom.wait_for_async("count_over_time(thanos_compact_iterations_total[1m]) >= 2")
+    exporter.set("thanos_compact_iterations_total", 8, COMPACTOR, type="counter")
+    await prom.wait_for_async(
+        f'increase(thanos_compact_iterations_total{{pod="{COMPACTOR["pod"]}"}}[24h]) > 0'
+    )
+    out = await plan(client, pc)
+    assert out["count"] == 0 and out["compactor"]["healthy"] is False
+    assert "completed no iteration" in out["compactor"]["reason"]
+    assert (await mark(client, old, pc))["marked"] == 0
+    assert marks(bucket) == set()

@@ -23,10 +23,12 @@ _KEY_NAMES = (
     r"|x-amz-credential|x-amz-security-token|signature"
 )
 
-# key = value, key: value, "key": "value", key="value" (logfmt, YAML, JSON, query strings).
+# key = value, key: value, "key": "value", key="value" (logfmt, YAML, JSON, query strings, environment
+# variables). The key may carry a prefix: S3_SECRET_KEY, MINIO_ROOT_PASSWORD, objstore.secret_key.
 _KEY_VALUE = re.compile(
     rf"""(?ix)
-    (?P<key>["']?\b(?:{_KEY_NAMES})\b["']?)          # the key, maybe quoted
+    (?P<key>["']?\b[a-z0-9_.-]*?(?:{_KEY_NAMES})(?![a-z0-9])["']?)  # the key, maybe quoted and
+                                                      # prefixed (MINIO_ROOT_PASSWORD, objstore.secret_key)
     (?P<sep>\s*[:=]\s*)                               # : or =
     (?P<quote>\\?["'])?                               # the value's opening quote, maybe escaped
     (?P<value>(?(quote)[^"'\\\r\n]*|[^\s"',;&}}\])]+))

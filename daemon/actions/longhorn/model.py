@@ -36,6 +36,9 @@ class Backup:
     """``status.backupCreatedAt``: when the upload finished (Completed backups)."""
     error: str
     url: str
+    deleting: bool = False
+    """``metadata.deletionTimestamp`` is set: Longhorn is removing it from the backup store (its finalizer
+    holds the object until then, for as long as the target is unreachable). It is no copy to count on."""
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> Backup:
@@ -51,11 +54,13 @@ class Backup:
             completed_at=completed if status.get("state") == "Completed" else None,
             error=str(status.get("error") or ""),
             url=str(status.get("url") or ""),
+            deleting=bool(meta.get("deletionTimestamp")),
         )
 
     @property
     def completed(self) -> bool:
-        return self.state == "Completed"
+        """Completed and staying: a backup being deleted keeps no history and protects no other."""
+        return self.state == "Completed" and not self.deleting
 
     @property
     def running(self) -> bool:
@@ -108,7 +113,9 @@ def retention_verdicts(
     ordered = newest_first(backups)
     out: dict[str, Verdict] = {}
     for b in backups:
-        if not b.completed or b.completed_at is None:
+        if b.deleting:
+            out[b.name] = Verdict(False, "already being deleted (metadata.deletionTimestamp is set)")
+        elif not b.completed or b.completed_at is None:
             out[b.name] = Verdict(False, f"{b.state or 'New'}, not Completed: retention leaves it alone")
     for rank, b in enumerate(ordered):
         age_days = (now - (b.completed_at or now)) / DAY

@@ -39,7 +39,9 @@ async def compactor_health(prom: PrometheusClient, selector: str) -> dict[str, A
     try:
         halted = await prom.query(f"max(thanos_compact_halted{sel})")
         series = await prom.query(f"count(thanos_compact_iterations_total{sel})")
-        done = await prom.query(f"sum(increase(thanos_compact_iterations_total{sel}[{WINDOW}]))")
+        # min: EVERY compactor the selector names completed an iteration (a sum let a working compactor of
+        # another bucket or shard hide an idle one).
+        done = await prom.query(f"min(increase(thanos_compact_iterations_total{sel}[{WINDOW}]))")
     except ActionError as exc:
         return {"healthy": False, "selector": selector, "reason": f"cannot ask Prometheus: {exc}"}
     out: dict[str, Any] = {"selector": selector, "window": WINDOW}

@@ -132,7 +132,9 @@ async def _fill_metrics(
     pods = re_any([p.name for p in peers])
     sel = f'namespace="{q(namespace)}", pod=~"{pods}", cluster=~"{re_any([cluster]) if cluster else ""}|"'
     hours = f"{int(window)}s"
-    up = await _by_pod(prom, f"max by (pod) (up{{{sel}}})")
+    # min: every target of the pod answers (Prometheus AND its sidecar, which serves Thanos Query the
+    # replica's recent data); max let one live target hide a dead sidecar.
+    up = await _by_pod(prom, f"min by (pod) (up{{{sel}}})")
     uploaded = await _by_pod(
         prom,
         f'min by (pod) (time() - thanos_objstore_bucket_last_successful_upload_time{{{sel}, bucket="{q(bucket)}"}})',
@@ -148,7 +150,7 @@ def _judge(p: Peer, window: float) -> None:
     if not p.ready:
         p.problems.append("pod not Ready")
     if not p.up:
-        p.problems.append("not scraping (up is not 1, or no data)")
+        p.problems.append("not scraping (up is not 1 for every target of the pod, or no data)")
     recent = p.last_upload_age is not None and p.last_upload_age <= window
     counted = p.uploads_in_window is not None and p.uploads_in_window > 0
     if not (recent or counted):
