@@ -357,7 +357,7 @@ async def serve_slack(
     try:
         write_runbooks(tmp_path, runbooks)
         cfg = parse_config(slack_config(tmp_path, slack, **slack_overrides))
-        if inproc.STATE_URL is not None:  # the store_backend fixture's PostgreSQL, as support.inproc.serve does
+        if inproc.STATE_URL is not None:  # the store_backend fixture (as support.inproc.serve)
             cfg = cfg.model_copy(update={"state": cfg.state.model_copy(update={"url": inproc.STATE_URL})})
         registry = registry or default_registry()
         loaded = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
