@@ -117,9 +117,9 @@ def _schemas() -> dict[str, Schema]:
         },
     )
     receipt = _obj(
-        {"receipt": _INT, "received_at": {"type": "number"}, "alerts": _INT},
+        {"receipt": _INT, "received_at": _TIME, "alerts": _INT},
         {
-            "routed_at": _nullable({"type": "number"}),
+            "routed_at": _nullable(_TIME),
             "result": _nullable(
                 _obj(
                     {},
