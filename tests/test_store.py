@@ -214,3 +214,19 @@ async def test_postgresql_inbox_commits_wake_other_replicas(postgres_server: Pos
         await asyncio.gather(watcher, return_exceptions=True)
         await leader.close()
         await follower.close()
+
+
+async def test_a_nul_character_in_text_never_makes_the_store_unavailable(store: StateStore) -> None:
+    """Audit: PostgreSQL cannot store U+0000 in text; psycopg refused it with an error reported as "store
+    unavailable" (retry), for ever. A NUL that still reaches the store (a remote system's error message)
+    is kept on SQLite and replaced with U+FFFD on PostgreSQL."""
+    step = _step()
+    step.error = "remote said: a\x00b"
+    async with store.transaction() as tx:
+        await tx.save_run(_run(target="t\x00"))
+        await tx.save_step(step)
+    async with store.transaction() as tx:
+        run = await tx.get_run("r1")
+        steps = await tx.steps_of("r1")
+    assert run is not None and run.target in ("t\x00", "t\ufffd")
+    assert steps[0].error in ("remote said: a\x00b", "remote said: a\ufffdb")
