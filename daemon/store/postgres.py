@@ -59,6 +59,7 @@ class PgSettings:
         kw["options"] = (
             f"-c lock_timeout={int(self.busy_timeout * 1000)}"
             f" -c idle_in_transaction_session_timeout={int(self.idle_in_transaction * 1000)}"
+            " -c synchronous_commit=on"  # a commit is on the server's disk, whatever the server default
         )
         return kw
 
