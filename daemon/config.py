@@ -80,6 +80,10 @@ class ServerConfig(_Model):
     drain_timeout: Duration = 5.0
     """On SIGTERM, how long requests already being handled may take to finish before their connections
     are closed (bodies still being received are given up at once)."""
+    idle_timeout: Duration = 75.0
+    """A connection that has not sent a whole request (idle keep-alive, or headers that never end) is
+    closed after this long. aiohttp's own default is an hour, so a client trickling headers held a
+    socket that long."""
 
     @field_validator("listen")
     @classmethod

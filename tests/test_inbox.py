@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from support.inproc import alert_payload, base_config, serve, write_runbooks
 
 from daemon.actions.registry import default_registry
@@ -62,6 +63,7 @@ async def test_a_notification_stored_before_a_crash_is_routed_on_start(tmp_path:
         await store.close()
 
 
+@pytest.mark.usefixtures("store_backend")  # on SQLite and on PostgreSQL
 async def test_an_unroutable_notification_does_not_block_the_ones_behind_it(tmp_path: Path) -> None:
     async with serve(tmp_path, {"log": LOG}) as d:
         async with d.engine.store.transaction() as tx:  # as if stored by an older version, now unreadable
@@ -73,6 +75,24 @@ async def test_an_unroutable_notification_does_not_block_the_ones_behind_it(tmp_
         assert bad["result"]["error"].startswith("could not be routed")
 
 
+@pytest.mark.usefixtures("store_backend")
+async def test_a_stored_label_with_a_nul_does_not_stall_routing(tmp_path: Path) -> None:
+    """Audit: on PostgreSQL (which cannot store U+0000 in text) routing retried such a notification for ever
+    as "store unavailable", and every notification behind it waited. The webhook now refuses it; one
+    already in the inbox (stored by an older version) is routed, the NUL kept as U+FFFD there."""
+    async with serve(tmp_path, {"log": LOG}) as d:
+        poison = json.dumps(alert_payload(job="j\u0000"))
+        async with d.engine.store.transaction() as tx:
+            await tx.add_to_inbox([(1, d.clock.now(), 1, poison)])
+        status, body = await d.webhook(alert_payload(job="after"))
+        assert status == 200 and body["receipt"] == 2 and len(body["started"]) == 1, body
+        status, first = await d.call("GET", "/api/v1/receipts/1")
+        assert status == 200 and first["routed_at"] is not None and len(first["result"]["started"]) == 1
+        run = await d.run(first["result"]["started"][0])
+        assert run["target"] in ("j\u0000", "j\ufffd")
+
+
+@pytest.mark.usefixtures("store_backend")
 async def test_receipts_api(tmp_path: Path) -> None:
     async with serve(tmp_path, {"log": LOG}) as d:
         status, body = await d.webhook(alert_payload(job="a"))

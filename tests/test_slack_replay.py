@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from support.postgres import PostgresServer
 from support.slack_api import ALICE, RUNBOOKS, FakeSlack, command_body, serve_slack, signed_headers
 
+from daemon.store.base import StateStore
+from daemon.store.postgres import PgSettings, PgStore
 from daemon.store.sqlite import Store
 
 
+@pytest.mark.usefixtures("store_backend")  # on SQLite and on PostgreSQL, as the issue asks
 async def test_a_signed_pause_replayed_after_a_restart_is_refused(tmp_path: Path) -> None:
     slack = await FakeSlack().start()
     try:
@@ -33,8 +38,16 @@ async def test_a_signed_pause_replayed_after_a_restart_is_refused(tmp_path: Path
         await slack.close()
 
 
-async def test_seen_signatures_are_pruned_once_their_window_has_passed(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state.db")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_seen_signatures_are_pruned_once_their_window_has_passed(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store: StateStore
+    if backend == "sqlite":
+        store = await Store.open(tmp_path / "state.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        store = await PgStore.open(PgSettings(server.fresh_database()))
     try:
         async with store.transaction() as tx:
             assert await tx.first_slack_delivery("v0=aa", expires_at=1_000.0, now=700.0)

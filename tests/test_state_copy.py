@@ -154,6 +154,13 @@ def test_copy_rejects_bad_locations(tmp_path: Path) -> None:
     res = _state("copy", "--from", f"sqlite:{tmp_path}/s.db", "--to", "postgresql://u:pw@127.0.0.1/db")
     assert res.returncode == 2 and "must not contain a password" in res.stderr
     assert "pw" not in res.stderr.replace("password", "")
+    # audit: a copy onto itself was refused only by the state lock, with a misleading "another serve"
+    (tmp_path / "link.db").symlink_to(tmp_path / "s.db")
+    for to in (f"sqlite:{tmp_path}/link.db", f"sqlite:{tmp_path}/../{tmp_path.name}/s.db"):
+        res = _state("copy", "--from", f"sqlite:{tmp_path}/s.db", "--to", to, "--force")
+        assert res.returncode == 2 and "the same store" in res.stderr, res.stderr
+    res = _state("copy", "--from", "postgresql://u@127.0.0.1/db", "--to", "postgres://u@127.0.0.1/db")
+    assert res.returncode == 2 and "the same store" in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -4,6 +4,7 @@ at once (exit 2, naming the holder); after the holder is killed with ``kill -9``
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from support.runbookd import RunbookdProcess
+
+from daemon.store.lock import StateLock, StateLocked
 
 
 @pytest.fixture
@@ -81,3 +84,21 @@ def test_after_kill_9_of_the_holder_a_new_serve_starts(
     res = _serve_once(third)
     assert res.returncode == 2
     assert f"pid {second.pid} " in res.stderr
+
+
+def test_a_symlinked_or_dotted_path_to_the_same_state_is_refused_too(tmp_path: Path) -> None:
+    """Audit: the lock sat beside the path as spelled, so ``--state link.db`` (a symlink to the held file)
+    started a second writer on the same database."""
+    real = tmp_path / "state" / "runbookd.db"
+    real.parent.mkdir()
+    real.touch()
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    held = StateLock.acquire(real)
+    try:
+        for other in (link, tmp_path / "state" / ".." / "state" / "runbookd.db"):
+            with pytest.raises(StateLocked, match=f"pid {os.getpid()}"):
+                StateLock.acquire(other)
+    finally:
+        held.release()
+    StateLock.acquire(link).release()  # once released, any spelling may take it

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from support.postgres import PostgresServer
 
@@ -214,3 +215,44 @@ async def test_postgresql_inbox_commits_wake_other_replicas(postgres_server: Pos
         await asyncio.gather(watcher, return_exceptions=True)
         await leader.close()
         await follower.close()
+
+
+async def test_a_nul_character_in_text_never_makes_the_store_unavailable(store: StateStore) -> None:
+    """Audit: PostgreSQL cannot store U+0000 in text; psycopg refused it with an error reported as "store
+    unavailable" (retry), for ever. A NUL that still reaches the store (a remote system's error message)
+    is kept on SQLite and replaced with U+FFFD on PostgreSQL."""
+    step = _step()
+    step.error = "remote said: a\x00b"
+    async with store.transaction() as tx:
+        await tx.save_run(_run(target="t\x00"))
+        await tx.save_step(step)
+    async with store.transaction() as tx:
+        run = await tx.get_run("r1")
+        steps = await tx.steps_of("r1")
+    assert run is not None and run.target in ("t\x00", "t\ufffd")
+    assert steps[0].error in ("remote said: a\x00b", "remote said: a\ufffdb")
+
+
+async def test_commits_are_durable_on_disk_on_both_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Issue 10, point 1: SQLite commits with synchronous=FULL; PostgreSQL with synchronous_commit=on, even
+    where the database's own default was turned off."""
+    sqlite = await Store.open(tmp_path / "state.db")
+    try:
+        async with sqlite.transaction() as tx:
+            assert [tuple(r) for r in await tx.db.execute_fetchall("PRAGMA synchronous")] == [(2,)]  # FULL
+    finally:
+        await sqlite.close()
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.fresh_database()
+    dbname = url.rsplit("/", 1)[1]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        await admin.execute(f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+    pg = await PgStore.open(PgSettings(url))
+    try:
+        async with pg.transaction() as tx:
+            rows = await tx.db.execute_fetchall("SHOW synchronous_commit")
+            assert [r["synchronous_commit"] for r in rows] == ["on"]
+    finally:
+        await pg.close()

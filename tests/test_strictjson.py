@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 
 from daemon.kits import strictjson
 
+_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+)  # loads refuses these
 finite_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
     max_leaves=25,
 )
 
@@ -73,3 +76,10 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
     return 0
+
+
+def test_audit_refuses_a_nul_in_keys_and_values() -> None:
+    for raw in ('{"a": "\\u0000"}', '{"\\u0000": 1}', '["x\\u0000y"]'):
+        with pytest.raises(strictjson.JSONRefused, match="NUL"):
+            strictjson.loads(raw)
+    assert strictjson.loads('{"a": "\\\\u0000"}') == {"a": "\\u0000"}

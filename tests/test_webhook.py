@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from support.inproc import alert_payload, base_config, serve
 
 SCRAPE = """
@@ -19,7 +20,11 @@ steps:
     with: {query: 'up{job="{{ params.job | promql }}"} == 0', expect: non_empty}
 """
 
+# on SQLite and on PostgreSQL (the 503 test locks the SQLite file)
+BOTH_STORES = pytest.mark.usefixtures("store_backend")
 
+
+@BOTH_STORES
 async def test_requires_the_webhook_token(tmp_path: Path) -> None:
     async with serve(tmp_path, {"scrape": SCRAPE}) as d:
         for token in (None, "wrong", "admin"):
@@ -32,6 +37,7 @@ async def test_requires_the_webhook_token(tmp_path: Path) -> None:
         assert body["runs"] == []
 
 
+@BOTH_STORES
 async def test_invalid_payloads_get_400_and_change_nothing(tmp_path: Path) -> None:
     no_name = alert_payload(job="a")
     del no_name["alerts"][0]["labels"]["alertname"]
@@ -57,6 +63,7 @@ async def test_invalid_payloads_get_400_and_change_nothing(tmp_path: Path) -> No
         assert 'runbookd_webhook_responses_total{code="400"} 5.0' in metrics
 
 
+@BOTH_STORES
 async def test_oversized_body_gets_413(tmp_path: Path) -> None:
     cfg = base_config(tmp_path, server={"listen": "127.0.0.1:0", "max_body_bytes": 4096})
     payload = alert_payload(job="a")
@@ -67,6 +74,7 @@ async def test_oversized_body_gets_413(tmp_path: Path) -> None:
         assert "larger than 4096" in body["error"]
 
 
+@BOTH_STORES
 async def test_same_payload_twice_gives_one_run(tmp_path: Path) -> None:
     async with serve(tmp_path, {"scrape": SCRAPE}) as d:
         first = await d.webhook(alert_payload(job="node"))
@@ -102,6 +110,7 @@ async def test_store_failure_answers_503_then_a_retry_is_stored(tmp_path: Path) 
         assert 'runbookd_webhook_responses_total{code="503"} 1.0' in metrics
 
 
+@BOTH_STORES
 async def test_hostile_label_values_stay_data(tmp_path: Path) -> None:
     hostile = 'x"} or vector(1) or up{job="{{ 7*7 }}'
     async with serve(tmp_path, {"scrape": SCRAPE}) as d:
@@ -115,6 +124,7 @@ async def test_hostile_label_values_stay_data(tmp_path: Path) -> None:
         assert status == 400  # label values over 4096 characters are refused
 
 
+@BOTH_STORES
 async def test_alert_matching_no_runbook_is_stored_without_a_run(tmp_path: Path) -> None:
     async with serve(tmp_path, {"scrape": SCRAPE}) as d:
         status, body = await d.webhook(alert_payload(alertname="SomethingElse", job="a"))

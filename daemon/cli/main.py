@@ -87,7 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("state", help="the state store: migrate its schema, copy it to another store")
     st_sub = st.add_subparsers(dest="state_command", required=True, metavar="STATE_COMMAND")
     sm = st_sub.add_parser("migrate", help="apply this version's schema migrations (serve does it at start)")
-    sm.add_argument("--config", type=Path, default=Path("config.example.yaml"))
+    sm.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.example.yaml"),
+        help="config file (default: config.example.yaml)",
+    )
     sc = st_sub.add_parser("copy", help="copy runs, approvals, timelines and records into an empty store")
     sc.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH|postgresql://...")
     sc.add_argument("--to", dest="target", required=True, metavar="postgresql://...|sqlite:PATH")

@@ -84,7 +84,11 @@ async def _run(app: web.Application, config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=config.server.drain_timeout
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=config.server.drain_timeout,
+        keepalive_timeout=config.server.idle_timeout,
     )
     await runner.setup()
     # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's full passes,

@@ -44,6 +44,13 @@ class Location:
             return cls(url=text)
         raise ConfigError(f"{flag}: expected sqlite:PATH or postgresql://USER@HOST:PORT/DB, got {text!r}")
 
+    def same_store(self, other: Location) -> bool:
+        if self.sqlite is not None and other.sqlite is not None:
+            return self.sqlite.resolve() == other.sqlite.resolve()
+        return self.url is not None and self.url.replace("postgres://", "postgresql://", 1) == (
+            (other.url or "").replace("postgres://", "postgresql://", 1)
+        )
+
 
 def _config(path: Path | None) -> tuple[Config | None, SecretStr | None]:
     if path is None:
@@ -94,6 +101,9 @@ def migrate(config_path: Path) -> int:
 
 def copy(source: str, target: str, *, force: bool, config_path: Path | None) -> int:
     src, dst = Location.parse(source, "--from"), Location.parse(target, "--to")
+    if src.same_store(dst):  # with --force the copy would empty the store it reads from
+        print("runbookd: --from and --to name the same store", file=sys.stderr)
+        return 2
     config, password = _config(config_path)
     locks = []
     try:

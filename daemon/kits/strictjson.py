@@ -1,8 +1,11 @@
-"""JSON for hostile input: standard JSON only (no NaN/Infinity), no lone surrogates, bounded nesting.
+"""JSON for hostile input: standard JSON only (no NaN/Infinity), no lone surrogates or NUL characters,
+bounded nesting.
 
 Python's ``json`` accepts ``NaN``, ``Infinity`` and ``"\\ud800"`` (a string that cannot be encoded again)
-and recurses once per nesting level. Anything parsed from a request goes through ``loads`` here, and
-everything answered goes through ``dumps``, so a response is always standard JSON.
+and recurses once per nesting level. It also accepts ``"\\u0000"``, which PostgreSQL cannot store in a
+text field (on that store such a value made a manual trigger answer 503 and an alert label stall routing).
+Anything parsed from a request goes through ``loads`` here, and everything answered goes through
+``dumps``, so a response is always standard JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ MAX_DEPTH = 32
 
 
 class JSONRefused(ValueError):
-    """Not standard JSON, or JSON runbookd will not take (too deep, lone surrogates)."""
+    """Not standard JSON, or JSON runbookd will not take (too deep, lone surrogates, NUL characters)."""
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -24,6 +27,8 @@ def _no_constant(name: str) -> NoReturn:
 
 
 def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise JSONRefused("a string holds a NUL character (\\u0000)")
     if not text.isascii():
         try:
             text.encode("utf-8")

@@ -28,6 +28,10 @@ _STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
+def _has_nul(request: web.Request) -> bool:
+    return "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items())
+
+
 def error(status: int, message: str, **extra: object) -> web.Response:
     return json_response({"error": message, **extra}, status=status)
 
@@ -45,6 +49,8 @@ def bad_body(request: web.Request, exc: BadBody) -> web.Response:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _has_nul(request):  # a run id "%00" reached PostgreSQL, which refuses NUL in text: 503, not 404
+        return error(400, "the URL holds a NUL character (%00)")
     try:
         return await handler(request)
     except BadBody as exc:

@@ -44,8 +44,9 @@ async def _handle(request: web.Request) -> web.Response:
         text = body.decode("utf-8")
         payload = WebhookPayload.model_validate_json(text)
         # pydantic's parser refuses lone surrogates and bounds nesting (200 levels) itself, but takes
-        # NaN/Infinity in fields it ignores: only a body that could hold them is parsed a second time.
-        if "NaN" in text or "Infinity" in text:
+        # NaN/Infinity in fields it ignores, and NUL characters (which PostgreSQL cannot store: routing
+        # stalled on them): only a body that could hold one of them is parsed a second time.
+        if "NaN" in text or "Infinity" in text or "\\u0000" in text:
             strictjson.loads(text, max_depth=200)
     except UnicodeDecodeError:
         return error(400, "body is not valid JSON (UTF-8)")

@@ -254,6 +254,8 @@ def _form(body: bytes) -> dict[str, str]:
         )
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("expected a form body (application/x-www-form-urlencoded)") from None
+    if any("\x00" in k or "\x00" in v for k, v in pairs):  # no store keeps it (PostgreSQL refuses it)
+        raise InvalidRequest("a form field holds a NUL character (%00)")
     return dict(pairs)
 
 

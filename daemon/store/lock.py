@@ -23,7 +23,10 @@ class StateLocked(RunbookdError):
 
 
 def lock_path(state: Path) -> Path:
-    return state.with_name(state.name + ".lock")
+    """Beside the file the path finally names: a symlinked or ``..`` spelling of the same state file gets
+    the same lock, so it cannot start a second writer."""
+    real = state.resolve()
+    return real.with_name(real.name + ".lock")
 
 
 @dataclass

@@ -59,6 +59,7 @@ class PgSettings:
         kw["options"] = (
             f"-c lock_timeout={int(self.busy_timeout * 1000)}"
             f" -c idle_in_transaction_session_timeout={int(self.idle_in_transaction * 1000)}"
+            " -c synchronous_commit=on"  # a commit is on the server's disk, whatever the server default
         )
         return kw
 
@@ -92,6 +93,17 @@ def to_pg(sql: str) -> str:
     return done
 
 
+def _params(parameters: Any) -> tuple[Any, ...]:
+    """The parameters as psycopg takes them. PostgreSQL cannot store a NUL character in text, and psycopg
+    refuses one before sending: a deterministic error that would be reported as "store unavailable, retry"
+    (routing, say, retrying one record for ever). The API refuses NUL at the door; whatever still carries
+    one (a remote system's error message) is kept with U+FFFD in its place."""
+    values = tuple(parameters or ())
+    if any(isinstance(v, str) and "\x00" in v for v in values):
+        return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in values)
+    return values
+
+
 class PgDb:
     """The ``SqlDb`` calls ``Tx`` makes, over one psycopg connection."""
 
@@ -102,14 +114,14 @@ class PgDb:
     # (routing's "one bad notification" rule) tell store failures from their own.
     async def execute(self, sql: str, parameters: Any = (), /) -> None:
         try:
-            await self.conn.execute(to_pg(sql), tuple(parameters or ()))
+            await self.conn.execute(to_pg(sql), _params(parameters))
         except psycopg.Error as exc:
             raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
 
     async def execute_fetchall(self, sql: str, parameters: Any = (), /) -> list[Row]:
         try:
             async with self.conn.cursor(row_factory=_pg_row) as cur:
-                await cur.execute(to_pg(sql), tuple(parameters or ()))
+                await cur.execute(to_pg(sql), _params(parameters))
                 return list(await cur.fetchall()) if cur.description else []
         except psycopg.Error as exc:
             raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
@@ -117,7 +129,7 @@ class PgDb:
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]], /) -> None:
         try:
             async with self.conn.cursor() as cur:
-                await cur.executemany(to_pg(sql), [tuple(p) for p in parameters])
+                await cur.executemany(to_pg(sql), [_params(p) for p in parameters])
         except psycopg.Error as exc:
             raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
 

@@ -34,6 +34,7 @@ from daemon.runbooks.loader import load_all
 from daemon.server.app import create_app
 from daemon.server.slack import SLACK, ChatOps
 
+from . import inproc
 from .inproc import TOKENS, WEBHOOK, Daemon, alert_payload, base_config, write_runbooks
 from .ports import closed_port, free_port
 
@@ -356,6 +357,8 @@ async def serve_slack(
     try:
         write_runbooks(tmp_path, runbooks)
         cfg = parse_config(slack_config(tmp_path, slack, **slack_overrides))
+        if inproc.STATE_URL is not None:  # the store_backend fixture (as support.inproc.serve)
+            cfg = cfg.model_copy(update={"state": cfg.state.model_copy(update={"url": inproc.STATE_URL})})
         registry = registry or default_registry()
         loaded = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
         secrets = Secrets(
