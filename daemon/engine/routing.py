@@ -5,7 +5,10 @@ active for the target, or policy holds it back); a resolved one may cancel or re
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.engine import planner
@@ -17,13 +20,22 @@ from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.errors import NotFound, StoreUnavailable
 from daemon.runbooks.schema import Runbook
-from daemon.store.records import RunState
+from daemon.store.records import EventRecord, RunState
 from daemon.store.sqlite import Tx
 
-_ROUTE_BATCH = 10
-"""Notifications routed per transaction: small, so the inbox writer gets the store between batches."""
-_ROUTE_MAX_DEFER = 1.0
+_ROUTE_BATCH = 200
+"""Most notifications routed per transaction."""
+_ROUTE_BATCH_ALERTS = 4000
+"""Most alerts routed per transaction (a batch holds at least one notification, whatever its size)."""
+_ROUTE_MAX_DEFER = 0.25
 """Longest a routing batch waits for intake to pause, so a steady stream still gets routed."""
+_PLAN_CACHE = 8192
+"""Rendered (params, target) kept per alert and runbook: re-deliveries of an alert render nothing."""
+_PARSED_KEEP = 2000
+"""Notifications parsed at intake kept for routing (so routing does not parse them again)."""
+
+_Plan = tuple[dict[str, Any], str] | str
+"""(params, target), or why they could not be rendered."""
 
 
 class Router:
@@ -35,6 +47,13 @@ class Router:
         self._routed_seq = 0
         self._routed = asyncio.Condition()
         self.inbox = Inbox(ctx.store, ctx.clock, self._wanted.set)
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._labels: dict[str, tuple[dict[str, str], str]] = {}
+        self._by_alertname: dict[str, list[Runbook]] | None = None
+        self._indexed: object = None
+        self._indexed_n = 0
+        self._parsed: dict[int, tuple[WebhookPayload, int]] = {}
+        """Receipt -> (payload as intake parsed it, length of its JSON), until routed."""
 
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         """Store an Alertmanager notification (group-committed with concurrent ones); returns its receipt
@@ -44,6 +63,8 @@ class Router:
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
             )
         receipt = await self.inbox.submit(raw, len(payload.alerts))
+        if len(self._parsed) < _PARSED_KEEP:
+            self._parsed[receipt] = (payload, len(raw))
         firing = sum(1 for alert in payload.alerts if alert.status == "firing")
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
@@ -102,69 +123,189 @@ class Router:
                 self._routed.notify_all()
 
     async def _route_batch(self, tx: Tx, fx: Effects) -> int:
-        """Route up to a batch of notifications in one transaction; the highest receipt routed, or 0."""
-        rows = await tx.unrouted(_ROUTE_BATCH)
-        for seq, raw in rows:
-            one = Effects()
-            try:
-                async with tx.savepoint("route_one"):
-                    result = await self._route(tx, WebhookPayload.model_validate_json(raw), one)
-                fx.merge(one)
-            except (StoreUnavailable, sqlite3.Error):  # PostgreSQL errors arrive as StoreUnavailable
-                raise
-            except Exception as exc:  # one bad notification must not block the inbox behind it
-                self._ctx.log.exception("inbox.unroutable", receipt=seq)
-                result = {"error": f"could not be routed: {exc}"}
-            await tx.mark_routed(seq, self._ctx.clock.now(), result)
-        return rows[-1][0] if rows else 0
+        """Route a batch of notifications in one transaction; the highest receipt routed, or 0.
 
-    async def _route(self, tx: Tx, payload: WebhookPayload, fx: Effects) -> dict[str, Any]:
-        summary: dict[str, Any] = {
-            "alerts": len(payload.alerts),
-            "started": [],
-            "attached": [],
-            "cancelled": [],
-        }
+        The batch is routed as a whole (one statement per kind of write); if one notification cannot be
+        routed (a bug, a template the alert breaks), the batch is rolled back to its savepoint and routed
+        again one notification at a time, so that one is set aside with its error and blocks nothing."""
+        rows = await tx.unrouted_sized(_ROUTE_BATCH)
+        if not rows:
+            return 0
+        batch: list[tuple[int, WebhookPayload]] = []
+        results: dict[int, dict[str, Any]] = {}
+        alerts = 0
+        for seq, count, raw in rows:
+            if batch and alerts + count > _ROUTE_BATCH_ALERTS:
+                break
+            alerts += count
+            try:
+                batch.append((seq, self._payload(seq, raw)))
+            except ValueError as exc:  # pydantic's ValidationError: stored by an older version, say
+                self._ctx.log.warning("inbox.unroutable", receipt=seq, error=str(exc).splitlines()[0])
+                results[seq] = {"error": f"could not be routed: {exc}"}
+        last = batch[-1][0] if batch else max(results)
+        whole = Effects()
+        try:
+            async with tx.savepoint("route_batch"):
+                results.update(await self._route_many(tx, batch, whole))
+            fx.merge(whole)
+        except (StoreUnavailable, sqlite3.Error):  # PostgreSQL errors arrive as StoreUnavailable
+            raise
+        except Exception:  # one bad notification: route them one by one (below)
+            for seq, payload in batch:
+                one = Effects()
+                try:
+                    async with tx.savepoint("route_one"):
+                        results.update(await self._route_many(tx, [(seq, payload)], one))
+                    fx.merge(one)
+                except (StoreUnavailable, sqlite3.Error):
+                    raise
+                except Exception as exc:  # one bad notification must not block the inbox behind it
+                    self._ctx.log.exception("inbox.unroutable", receipt=seq)
+                    results[seq] = {"error": f"could not be routed: {exc}"}
         now = self._ctx.clock.now()
-        for alert in payload.alerts:
-            new = await tx.record_alert(
-                alert.key(), alert.startsAt, alert.status, alert.name, alert.labels, now
+        await tx.mark_routed_many([(seq, now, results[seq]) for seq in sorted(results) if seq <= last])
+        for seq in results:
+            self._parsed.pop(seq, None)
+        return last
+
+    def _payload(self, seq: int, raw: str) -> WebhookPayload:
+        """The notification as intake parsed it, or parsed again (stored by another replica or process)."""
+        parsed = self._parsed.get(seq)
+        if parsed is not None and parsed[1] == len(raw):
+            return parsed[0]
+        return WebhookPayload.model_validate_json(raw)
+
+    async def _route_many(
+        self, tx: Tx, batch: list[tuple[int, WebhookPayload]], fx: Effects
+    ) -> dict[int, dict[str, Any]]:
+        """Route notifications in order. Writes that only add (alert records, links, attach events) are
+        collected and written together; the rest (starting runs, resolutions) as they come, after
+        flushing what was collected, so every run's timeline keeps its order."""
+        now = self._ctx.clock.now()
+        alerts = [a for _, payload in batch for a in payload.alerts]
+        new = iter(
+            await tx.record_alerts(
+                [(a.key(), a.startsAt, a.status, a.name, self._labels_json(a)) for a in alerts], now
             )
-            if alert.status == "firing":
-                await self._on_firing(tx, alert, new, fx, summary)
-            else:
-                await self._on_resolved(tx, alert, new, fx, summary)
-        return summary
+        )
+        plans = [
+            [(rb, self._plan(rb, a)) for rb in self._matching(a)] if a.status == "firing" else []
+            for a in alerts
+        ]
+        keys = {(rb.name, plan[1]) for each in plans for rb, plan in each if not isinstance(plan, str)}
+        w = _Writes(await tx.active_run_refs(keys) if keys else {}, keys)
+        planned = iter(plans)
+        results: dict[int, dict[str, Any]] = {}
+        for seq, payload in batch:
+            summary: dict[str, Any] = {
+                "alerts": len(payload.alerts),
+                "started": [],
+                "attached": [],
+                "cancelled": [],
+            }
+            for alert in payload.alerts:
+                if alert.status == "firing":
+                    await self._on_firing(tx, alert, next(new), next(planned), fx, summary, w)
+                else:
+                    await self._flush(tx, w)
+                    next(planned)
+                    await self._on_resolved(tx, alert, next(new), fx, summary, w)
+            results[seq] = summary
+        await self._flush(tx, w)
+        return results
+
+    async def _flush(self, tx: Tx, w: _Writes) -> None:
+        await tx.link_alerts(w.links)
+        await tx.add_events(w.events)
+        if w.attached:  # the timeline has each one; the log one line per flush, not one per alert
+            self._ctx.log.info(
+                "run.alerts_attached",
+                alerts=sum(w.attached.values()),
+                runs=len(w.attached),
+                run_ids=sorted({run_id for run_id, _ in w.attached})[:50],
+            )
+        w.links, w.events, w.attached = [], [], {}
 
     def _matching(self, alert: Alert) -> list[Runbook]:
-        return [
-            lr.runbook
-            for lr in self._ctx.runbooks.values()
-            if any(t.matches_alert(alert.labels) for t in lr.runbook.triggers)
-        ]
+        by_name = self._by_alertname
+        if (
+            by_name is None
+            or self._indexed is not self._ctx.runbooks
+            or len(self._ctx.runbooks) != self._indexed_n
+        ):
+            by_name = self._by_alertname = {}
+            self._indexed, self._indexed_n = self._ctx.runbooks, len(self._ctx.runbooks)
+            for lr in self._ctx.runbooks.values():
+                for t in lr.runbook.triggers:
+                    if t.alert is not None:
+                        runbooks = by_name.setdefault(t.alert, [])
+                        if lr.runbook not in runbooks:
+                            runbooks.append(lr.runbook)
+        labels = alert.labels
+        return [rb for rb in by_name.get(alert.name, ()) if any(t.matches_alert(labels) for t in rb.triggers)]
 
-    async def _on_firing(self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any]) -> None:
-        metrics, log = self._ctx.metrics, self._ctx.log
-        for rb in self._matching(alert):
+    def _labels_json(self, alert: Alert) -> str:
+        """The labels as ``alerts_received`` stores them (cached by fingerprint: re-deliveries)."""
+        key = alert.key()
+        cached = self._labels.get(key)
+        if cached is None or (cached[0] is not alert.labels and cached[0] != alert.labels):
+            if len(self._labels) >= _PLAN_CACHE:
+                self._labels.clear()
+            cached = self._labels[key] = (alert.labels, json.dumps(alert.labels, sort_keys=True))
+        return cached[1]
+
+    def _plan(self, rb: Runbook, alert: Alert) -> _Plan:
+        """The params and target a runbook renders for an alert (cached: re-deliveries are the bulk)."""
+        key = (rb.name, *_alert_key(alert))
+        plan = self._plans.get(key)
+        if plan is None:
             ctx: dict[str, Any] = {"alert": alert.as_context(), "run": {"runbook": rb.name}, "steps": {}}
             ctx["schedule"] = {}
             try:
                 params = planner.render_params(rb, ctx)
-                target = planner.render_target(rb, {**ctx, "params": params})
+                plan = (params, planner.render_target(rb, {**ctx, "params": params}))
             except planner.PlanError as exc:
+                plan = str(exc)
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    async def _on_firing(
+        self,
+        tx: Tx,
+        alert: Alert,
+        new: bool,
+        plans: list[tuple[Runbook, _Plan]],
+        fx: Effects,
+        summary: dict[str, Any],
+        w: _Writes,
+    ) -> None:
+        metrics, log = self._ctx.metrics, self._ctx.log
+        for rb, plan in plans:
+            if isinstance(plan, str):
                 metrics.runs_suppressed.labels(runbook=rb.name, reason="render_error").inc()
-                log.warning("alert.unroutable", runbook=rb.name, alert=alert.name, error=str(exc))
+                log.warning("alert.unroutable", runbook=rb.name, alert=alert.name, error=plan)
                 continue
-            active = await tx.active_run_ref(rb.name, target)
+            params, target = plan
+            key = (rb.name, target)
+            if key in w.known:
+                active = w.active.get(key)
+            else:
+                active = await tx.active_run_ref(rb.name, target)
             if active is not None:
                 run_id, resolved = active
-                await tx.link_alert(alert.key(), rb.name, run_id)
+                w.links.append((alert.key(), rb.name, run_id))
                 if new:
-                    await self._ctx.event_ids(
-                        tx, run_id, rb.name, "alert_attached", alert=alert.name, fingerprint=alert.key()
+                    detail = {"alert": alert.name, "fingerprint": alert.key()}
+                    w.events.append(
+                        EventRecord(run_id, self._ctx.clock.now(), "alert_attached", "runbookd", detail)
                     )
+                    w.attached[(run_id, rb.name)] = w.attached.get((run_id, rb.name), 0) + 1
                 if resolved:
                     await tx.set_alert_firing(run_id)
+                    w.active[key] = (run_id, False)
                 summary["attached"].append(run_id)
                 continue
             reason = await self._policy_blocks(tx, rb, target)
@@ -172,10 +313,16 @@ class Router:
                 metrics.runs_suppressed.labels(runbook=rb.name, reason=reason.split(":")[0]).inc()
                 log.warning("run.suppressed", runbook=rb.name, target=target, reason=reason)
                 continue
+            await self._flush(tx, w)
             run = await self._starter.create_run(
-                tx, rb, target, params, "alert", None, {"alert": alert.as_context()}, fx
+                tx, rb, target, copy.deepcopy(params), "alert", None, {"alert": alert.as_context()}, fx
             )
             await tx.link_alert(alert.key(), rb.name, run.id)
+            w.known.add(key)
+            if run.state.active:
+                w.active[key] = (run.id, run.alert_resolved)
+            else:
+                w.active.pop(key, None)
             summary["started"].append(run.id)
 
     async def _policy_blocks(self, tx: Tx, rb: Runbook, target: str) -> str | None:
@@ -189,12 +336,13 @@ class Router:
         return None
 
     async def _on_resolved(
-        self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any]
+        self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any], w: _Writes
     ) -> None:
         await tx.resolve_alert(alert.key())
         for run in await tx.runs_for_alert(alert.key()):
             if not run.state.active or run.alert_resolved:
                 continue
+            w.known.discard((run.runbook, run.target))  # its state changes here: look it up again
             if await tx.firing_alerts_of(run.id):
                 if new:
                     await self._ctx.event(
@@ -217,3 +365,35 @@ class Router:
             else:
                 await tx.save_run(run)
                 await self._runs.recheck_when(tx, run, fx)
+
+
+@dataclass
+class _Writes:
+    """What one routing transaction knows and has yet to write."""
+
+    active: dict[tuple[str, str], tuple[str, bool]]
+    """(runbook, target) -> (id, alert_resolved) of its active run, for the keys in ``known``."""
+    known: set[tuple[str, str]]
+    """Keys whose entry in ``active`` (or absence: no active run) is current in this transaction."""
+    links: list[tuple[str, str, str]] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    attached: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(run id, runbook) -> alerts newly attached, logged once per flush."""
+
+
+def _alert_key(
+    alert: Alert,
+) -> tuple[str, str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """Everything of an alert a template can see (``Alert.as_context``), as a hashable key."""
+    return (
+        alert.key(),
+        alert.startsAt,
+        alert.endsAt,
+        alert.generatorURL,
+        tuple(alert.labels.items()),
+        tuple(alert.annotations.items()),
+    )
+
+
+def _labels_json(labels: dict[str, str]) -> str:
+    return json.dumps(labels, sort_keys=True)
