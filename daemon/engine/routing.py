@@ -44,6 +44,11 @@ class Router:
         self._runs = runs
         self._starter = starter
         self._wanted = asyncio.Event()
+        self.live = False
+        """This leader has recovered, routed what waited, and routes (``runbookd_routing_live``)."""
+        self.recovered = False
+        """Recovery is done: notifications may be routed (the background loop waits for it)."""
+        self._live = asyncio.Event()
         self._routed_seq = 0
         self._routed = asyncio.Condition()
         self.inbox = Inbox(ctx.store, ctx.clock, self._wanted.set)
@@ -69,6 +74,20 @@ class Router:
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
 
+    def set_live(self, live: bool) -> None:
+        self.live = live
+        self._ctx.metrics.routing_live.set(1 if live else 0)
+        if live:
+            self._live.set()
+            self._wanted.set()
+        else:
+            self.recovered = False
+            self._live.clear()
+
+    async def wait_live(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._live.wait()
+
     def wake(self) -> None:
         """Look for stored notifications (other replicas store them too)."""
         self._wanted.set()
@@ -92,8 +111,8 @@ class Router:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            if not self._ctx.leadership.leading:
-                continue  # the leader routes what any replica stored; the tick wakes this loop
+            if not self._ctx.leadership.leading or not self.recovered:
+                continue  # the leader routes what any replica stored, once it has recovered
             try:
                 await self.route_pending(yield_to_intake=True)
             except Exception as exc:  # never end the loop: stored notifications would wait for a restart
