@@ -16,6 +16,7 @@ from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.events import Alert, WebhookPayload
 from daemon.engine.inbox import Inbox
+from daemon.engine.lookahead import Lookahead
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.errors import NotFound, StoreUnavailable
@@ -31,8 +32,14 @@ _ROUTE_MAX_DEFER = 0.25
 """Longest a routing batch waits for intake to pause, so a steady stream still gets routed."""
 _PLAN_CACHE = 8192
 """Rendered (params, target) kept per alert and runbook: re-deliveries of an alert render nothing."""
-_PARSED_KEEP = 2000
+_PARSED_KEEP = 5000
 """Notifications parsed at intake kept for routing (so routing does not parse them again)."""
+_LOOK_SCAN = 2000
+"""Unrouted notifications behind the batch looked at per transaction, for ones that may jump the queue."""
+_LOOK_PARSE = 500
+"""Of those, most read back and parsed from the store (not kept from intake) per transaction."""
+_EXPRESS = 50
+"""Most notifications routed ahead of their turn per transaction."""
 
 _Plan = tuple[dict[str, Any], str] | str
 """(params, target), or why they could not be rendered."""
@@ -51,7 +58,12 @@ class Router:
         self._live = asyncio.Event()
         self._routed_seq = 0
         self._routed = asyncio.Condition()
-        self.inbox = Inbox(ctx.store, ctx.clock, self._wanted.set)
+        self.inbox = Inbox(ctx.store, ctx.clock, self._stored)
+        self.look = Lookahead()
+        self._look_payloads: dict[int, WebhookPayload] = {}
+        """Payloads of the notifications that may jump the queue (``Lookahead`` keeps only marks)."""
+        self._routed_ahead: set[int] = set()
+        """Receipts routed ahead of their turn, above ``_routed_seq``."""
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._labels: dict[str, tuple[dict[str, str], str]] = {}
         self._by_alertname: dict[str, list[Runbook]] | None = None
@@ -67,12 +79,17 @@ class Router:
             self._ctx.log.warning(
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
             )
-        receipt = await self.inbox.submit(raw, len(payload.alerts))
-        if len(self._parsed) < _PARSED_KEEP:
-            self._parsed[receipt] = (payload, len(raw))
+        receipt = await self.inbox.submit(raw, len(payload.alerts), (payload, len(raw)))
         firing = sum(1 for alert in payload.alerts if alert.status == "firing")
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
+
+    def _stored(self, rows: list[tuple[int, Any]]) -> None:
+        """The inbox committed these (receipt, (payload, JSON length)), in receipt order."""
+        for seq, item in rows:
+            if item is not None and len(self._parsed) < _PARSED_KEEP:
+                self._parsed[seq] = item
+        self._wanted.set()
 
     def set_live(self, live: bool) -> None:
         self.live = live
@@ -83,6 +100,8 @@ class Router:
         else:
             self.recovered = False
             self._live.clear()
+            self.look.reset()  # another leader may route meanwhile: look again from the oldest unrouted
+            self._look_payloads.clear()
 
     async def wait_live(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -102,7 +121,7 @@ class Router:
     async def wait_routed(self, seq: int, timeout: float) -> dict[str, Any]:
         """Wait until the routing of a stored notification is committed; what it did."""
         async with asyncio.timeout(timeout), self._routed:
-            await self._routed.wait_for(lambda: self._routed_seq >= seq)
+            await self._routed.wait_for(lambda: self._routed_seq >= seq or seq in self._routed_ahead)
         result: dict[str, Any] = (await self.receipt(seq))["result"] or {}
         return result
 
@@ -134,35 +153,44 @@ class Router:
                 deferred = loop.time()
                 while self.inbox.busy() and loop.time() - deferred < _ROUTE_MAX_DEFER:  # noqa: ASYNC110
                     await asyncio.sleep(0.002)  # a debounce: wait for a 2 ms gap in arrivals
-            last = await self._ctx.transact(self._route_batch, leader_only=True)
-            if last == 0:
+            last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
+            if not routed:
                 return
+            self.look.routed(routed)
+            for seq in routed:
+                self._parsed.pop(seq, None)
+                self._look_payloads.pop(seq, None)
             async with self._routed:
                 self._routed_seq = max(self._routed_seq, last)
+                self._routed_ahead = {s for s in self._routed_ahead | set(routed) if s > self._routed_seq}
                 self._routed.notify_all()
 
-    async def _route_batch(self, tx: Tx, fx: Effects) -> int:
-        """Route a batch of notifications in one transaction; the highest receipt routed, or 0.
+    async def _route_batch(self, tx: Tx, fx: Effects) -> tuple[int, list[int]]:
+        """Route a batch of notifications in one transaction: the oldest ones, then those that may jump
+        the queue (``lookahead``). (The highest receipt routed in turn, every receipt routed.)
 
         The batch is routed as a whole (one statement per kind of write); if one notification cannot be
         routed (a bug, a template the alert breaks), the batch is rolled back to its savepoint and routed
         again one notification at a time, so that one is set aside with its error and blocks nothing."""
         rows = await tx.unrouted_sized(_ROUTE_BATCH)
         if not rows:
-            return 0
+            return 0, []
         batch: list[tuple[int, WebhookPayload]] = []
         results: dict[int, dict[str, Any]] = {}
         alerts = 0
+        last = 0
         for seq, count, raw in rows:
             if batch and alerts + count > _ROUTE_BATCH_ALERTS:
                 break
             alerts += count
+            last = seq
             try:
                 batch.append((seq, self._payload(seq, raw)))
             except ValueError as exc:  # pydantic's ValidationError: stored by an older version, say
                 self._ctx.log.warning("inbox.unroutable", receipt=seq, error=str(exc).splitlines()[0])
                 results[seq] = {"error": f"could not be routed: {exc}"}
-        last = batch[-1][0] if batch else max(results)
+        if last < rows[-1][0] or len(rows) == _ROUTE_BATCH:  # more wait behind this batch
+            batch += await self._ahead(tx, last)
         whole = Effects()
         try:
             async with tx.savepoint("route_batch"):
@@ -183,10 +211,64 @@ class Router:
                     self._ctx.log.exception("inbox.unroutable", receipt=seq)
                     results[seq] = {"error": f"could not be routed: {exc}"}
         now = self._ctx.clock.now()
-        await tx.mark_routed_many([(seq, now, results[seq]) for seq in sorted(results) if seq <= last])
-        for seq in results:
-            self._parsed.pop(seq, None)
-        return last
+        await tx.mark_routed_many([(seq, now, results[seq]) for seq in sorted(results)])
+        return last, sorted(results)
+
+    async def _ahead(self, tx: Tx, after: int) -> list[tuple[int, WebhookPayload]]:
+        """Notifications behind receipt ``after`` that may be routed now, ahead of their turn: each
+        introduces a (runbook, target) with no active run, and no older unrouted notification touches
+        anything it touches (``lookahead``). Looks at what was stored since the last time first."""
+        look = self.look
+        if look.seen_to < after:
+            look.reset(after)
+        seqs = await tx.unrouted_after(look.seen_to, _LOOK_SCAN)
+        parsed_here = 0
+        for seq in seqs:
+            kept = self._parsed.get(seq)
+            if kept is not None:
+                payload: WebhookPayload | None = kept[0]
+            elif parsed_here >= _LOOK_PARSE:
+                break  # the rest next time: nothing behind a notification not looked at may jump
+            else:
+                parsed_here += 1
+                raw = await tx.inbox_payload(seq)
+                try:
+                    payload = WebhookPayload.model_validate_json(raw) if raw is not None else None
+                except ValueError:
+                    payload = None  # routed in turn, as an error; it touches nothing
+            if payload is None:
+                look.see(seq, [], set(), all_firing=False)
+                continue
+            fingerprints, keys = self._marks(payload)
+            look.see(seq, fingerprints, keys, all(a.status == "firing" for a in payload.alerts))
+            if look.is_clear(seq):
+                self._look_payloads[seq] = payload
+        candidates = look.candidates(after, _EXPRESS)
+        if not candidates:
+            return []
+        active = await tx.active_run_refs({k for _, keys in candidates for k in keys})
+        ahead: list[tuple[int, WebhookPayload]] = []
+        for seq, introduces in candidates:
+            payload = self._look_payloads.get(seq)
+            if payload is None or all(k in active for k in introduces):
+                look.settle(seq)  # only re-deliveries to targets with a run: they wait their turn
+                self._look_payloads.pop(seq, None)
+                continue
+            ahead.append((seq, payload))
+        if ahead:
+            self._ctx.log.info("inbox.routed_ahead", receipts=[seq for seq, _ in ahead], behind=after)
+        return ahead
+
+    def _marks(self, payload: WebhookPayload) -> tuple[list[str], set[tuple[str, str]]]:
+        """What routing this notification touches: its fingerprints and the (runbook, target) keys its
+        alerts plan to (a resolved alert's too: the runs it may cancel were started for those keys)."""
+        keys: set[tuple[str, str]] = set()
+        for a in payload.alerts:
+            for rb in self._matching(a):
+                plan = self._plan(rb, a)
+                if not isinstance(plan, str):
+                    keys.add((rb.name, plan[1]))
+        return [a.key() for a in payload.alerts], keys
 
     def _payload(self, seq: int, raw: str) -> WebhookPayload:
         """The notification as intake parsed it, or parsed again (stored by another replica or process)."""
@@ -400,12 +482,11 @@ class _Writes:
     """(run id, runbook) -> alerts newly attached, logged once per flush."""
 
 
-def _alert_key(
-    alert: Alert,
-) -> tuple[str, str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+def _alert_key(alert: Alert) -> tuple[Any, ...]:
     """Everything of an alert a template can see (``Alert.as_context``), as a hashable key."""
     return (
         alert.key(),
+        alert.status,
         alert.startsAt,
         alert.endsAt,
         alert.generatorURL,

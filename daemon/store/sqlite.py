@@ -469,6 +469,17 @@ class Tx:
             [(at, json.dumps(result), seq) for seq, at, result in rows],
         )
 
+    async def unrouted_after(self, seq: int, limit: int) -> list[int]:
+        """Receipts of unrouted notifications after ``seq``, oldest first (the partial index only)."""
+        rows = await self._all(
+            "SELECT seq FROM inbox WHERE routed_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [int(r["seq"]) for r in rows]
+
+    async def inbox_payload(self, seq: int) -> str | None:
+        row = await self._one("SELECT payload FROM inbox WHERE seq = ?", (seq,))
+        return str(row["payload"]) if row else None
+
     async def count_unrouted(self) -> int:
         row = await self._one("SELECT COUNT(*) AS n FROM inbox WHERE routed_at IS NULL")
         return int(row["n"]) if row else 0
