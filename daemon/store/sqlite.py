@@ -480,6 +480,18 @@ class Tx:
         row = await self._one("SELECT payload FROM inbox WHERE seq = ?", (seq,))
         return str(row["payload"]) if row else None
 
+    async def runs_to_advance(self, after: str, limit: int) -> list[RunRecord]:
+        """Active runs (not needing attention) with ids after ``after``, in id order, except those only
+        waiting for a person (their current step awaits approval): what recovery advances."""
+        rows = await self._all(
+            "SELECT runs.* FROM runs LEFT JOIN steps ON steps.run_id = runs.id AND steps.idx = runs.current_step"
+            " WHERE runs.state IN ('awaiting_approval', 'running') AND runs.id > ?"
+            " AND NOT (runs.state = 'awaiting_approval' AND COALESCE(steps.state, '') = 'awaiting_approval')"
+            " ORDER BY runs.id LIMIT ?",
+            (after, limit),
+        )
+        return [_from_row(RunRecord, r) for r in rows]
+
     async def count_unrouted(self) -> int:
         row = await self._one("SELECT COUNT(*) AS n FROM inbox WHERE routed_at IS NULL")
         return int(row["n"]) if row else 0
