@@ -198,6 +198,10 @@ class Engine:
     async def route_pending(self, *, yield_to_intake: bool = False) -> None:
         await self._routing.route_pending(yield_to_intake=yield_to_intake)
 
+    async def route_batch(self) -> list[int]:
+        """Route one batch of stored notifications (tests, tools): the receipts routed."""
+        return await self._routing.route_batch()
+
     async def trigger(self, name: str, params: dict[str, Any], identity: Identity) -> dict[str, Any]:
         return await self._starter.trigger(name, params, identity)
 

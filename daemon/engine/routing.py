@@ -153,9 +153,14 @@ class Router:
                 deferred = loop.time()
                 while self.inbox.busy() and loop.time() - deferred < _ROUTE_MAX_DEFER:  # noqa: ASYNC110
                     await asyncio.sleep(0.002)  # a debounce: wait for a 2 ms gap in arrivals
-            last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
-            if not routed:
+            if not await self.route_batch():
                 return
+
+    async def route_batch(self) -> list[int]:
+        """Route one batch: the oldest notifications, then those that may jump the queue. The receipts
+        routed (none: nothing waits)."""
+        last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
+        if routed:
             self.look.routed(routed)
             for seq in routed:
                 self._parsed.pop(seq, None)
@@ -164,6 +169,7 @@ class Router:
                 self._routed_seq = max(self._routed_seq, last)
                 self._routed_ahead = {s for s in self._routed_ahead | set(routed) if s > self._routed_seq}
                 self._routed.notify_all()
+        return routed
 
     async def _route_batch(self, tx: Tx, fx: Effects) -> tuple[int, list[int]]:
         """Route a batch of notifications in one transaction: the oldest ones, then those that may jump
