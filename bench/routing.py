@@ -47,6 +47,12 @@ from daemon.engine.notifier import RunNotice
 from daemon.runbooks.loader import load_all
 
 
+try:
+    from daemon.cli.serve import GC_THRESHOLDS  # what runbookd serve sets after start-up
+except ImportError:  # a version before it did (measuring the "before" side)
+    GC_THRESHOLDS = gc.get_threshold()
+
+
 class Stamps:
     """A notifier that stamps when each run's approval request is sent."""
 
@@ -104,6 +110,7 @@ async def one_pass(args: argparse.Namespace, workdir: Path, bodies: list[str]) -
     try:
         await engine.start(background=False)
         gc.freeze()  # as runbookd serve does after start-up
+        gc.set_threshold(*GC_THRESHOLDS)
         tail = json.dumps(
             common.webhook_payload(
                 [common.make_alert("tail-job", "10.9.9.9:9100")], {"alertname": common.ALERTNAME}
@@ -150,7 +157,9 @@ async def route(
     cpu0, main0 = time.process_time(), time.thread_time()
     await engine.route_pending()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - stored
-    print(f"    routing: {cpu:.3f} s CPU, of which the event loop's thread {time.thread_time() - main0:.3f} s")
+    print(
+        f"    routing: {cpu:.3f} s CPU, of which the event loop's thread {time.thread_time() - main0:.3f} s"
+    )
     if profiler is not None:
         profiler.disable()
         import pstats

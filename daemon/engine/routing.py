@@ -60,6 +60,8 @@ class Router:
         self._routed = asyncio.Condition()
         self.inbox = Inbox(ctx.store, ctx.clock, self._stored)
         self.look = Lookahead()
+        self._look_plans: dict[int, list[list[tuple[Runbook, _Plan]]]] = {}
+        """What each alert of a notification looked at plans to, kept for its routing."""
         self._look_payloads: dict[int, WebhookPayload] = {}
         """Payloads of the notifications that may jump the queue (``Lookahead`` keeps only marks)."""
         self._routed_ahead: set[int] = set()
@@ -102,6 +104,7 @@ class Router:
             self._live.clear()
             self.look.reset()  # another leader may route meanwhile: look again from the oldest unrouted
             self._look_payloads.clear()
+            self._look_plans.clear()
 
     async def wait_live(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -165,6 +168,7 @@ class Router:
             for seq in routed:
                 self._parsed.pop(seq, None)
                 self._look_payloads.pop(seq, None)
+                self._look_plans.pop(seq, None)
             async with self._routed:
                 self._routed_seq = max(self._routed_seq, last)
                 self._routed_ahead = {s for s in self._routed_ahead | set(routed) if s > self._routed_seq}
@@ -227,6 +231,7 @@ class Router:
         look = self.look
         if look.seen_to < after:
             look.reset(after)
+            self._look_plans.clear()
         seqs = await tx.unrouted_after(look.seen_to, _LOOK_SCAN)
         parsed_here = 0
         for seq in seqs:
@@ -245,7 +250,7 @@ class Router:
             if payload is None:
                 look.see(seq, [], set(), all_firing=False)
                 continue
-            fingerprints, keys = self._marks(payload)
+            fingerprints, keys = self._marks(payload, seq)
             look.see(seq, fingerprints, keys, all(a.status == "firing" for a in payload.alerts))
             if look.is_clear(seq):
                 self._look_payloads[seq] = payload
@@ -265,15 +270,19 @@ class Router:
             self._ctx.log.info("inbox.routed_ahead", receipts=[seq for seq, _ in ahead], behind=after)
         return ahead
 
-    def _marks(self, payload: WebhookPayload) -> tuple[list[str], set[tuple[str, str]]]:
+    def _marks(
+        self, payload: WebhookPayload, seq: int | None = None
+    ) -> tuple[list[str], set[tuple[str, str]]]:
         """What routing this notification touches: its fingerprints and the (runbook, target) keys its
         alerts plan to (a resolved alert's too: the runs it may cancel were started for those keys)."""
         keys: set[tuple[str, str]] = set()
-        for a in payload.alerts:
-            for rb in self._matching(a):
-                plan = self._plan(rb, a)
+        planned = [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
+        for each in planned:
+            for rb, plan in each:
                 if not isinstance(plan, str):
                     keys.add((rb.name, plan[1]))
+        if seq is not None:
+            self._look_plans[seq] = planned
         return [a.key() for a in payload.alerts], keys
 
     def _payload(self, seq: int, raw: str) -> WebhookPayload:
@@ -296,10 +305,12 @@ class Router:
                 [(a.key(), a.startsAt, a.status, a.name, self._labels_json(a)) for a in alerts], now
             )
         )
-        plans = [
-            [(rb, self._plan(rb, a)) for rb in self._matching(a)] if a.status == "firing" else []
-            for a in alerts
-        ]
+        plans: list[list[tuple[Runbook, _Plan]]] = []
+        for seq, payload in batch:
+            ahead = self._look_plans.pop(seq, None)  # planned already, looking ahead
+            if ahead is None:
+                ahead = [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
+            plans += ([] if a.status != "firing" else p for a, p in zip(payload.alerts, ahead, strict=True))
         keys = {(rb.name, plan[1]) for each in plans for rb, plan in each if not isinstance(plan, str)}
         w = _Writes(await tx.active_run_refs(keys) if keys else {}, keys)
         planned = iter(plans)

@@ -446,9 +446,10 @@ class Tx:
     async def link_alerts(self, links: list[tuple[str, str, str]]) -> None:
         """``link_alert`` for many (fingerprint, runbook, run_id)."""
         if links:
-            await self.db.executemany(
+            await self.db.executemany(  # a link already firing is left as it is (no page written)
                 "INSERT INTO alert_links (fingerprint, runbook, run_id, resolved) VALUES (?,?,?,0)"
-                " ON CONFLICT (fingerprint, runbook, run_id) DO UPDATE SET resolved = 0",
+                " ON CONFLICT (fingerprint, runbook, run_id) DO UPDATE SET resolved = 0"
+                " WHERE alert_links.resolved <> 0",
                 links,
             )
 
