@@ -46,7 +46,6 @@ from daemon.engine.events import WebhookPayload
 from daemon.engine.notifier import RunNotice
 from daemon.runbooks.loader import load_all
 
-
 try:
     from daemon.cli.serve import GC_THRESHOLDS  # what runbookd serve sets after start-up
 except ImportError:  # a version before it did (measuring the "before" side)
