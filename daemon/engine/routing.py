@@ -24,12 +24,14 @@ from daemon.runbooks.schema import Runbook
 from daemon.store.records import EventRecord, RunState
 from daemon.store.sqlite import Tx
 
-_ROUTE_BATCH = 200
+_ROUTE_BATCH = 100
 """Most notifications routed per transaction."""
-_ROUTE_BATCH_ALERTS = 4000
+_ROUTE_BATCH_ALERTS = 500
 """Most alerts routed per transaction (a batch holds at least one notification, whatever its size)."""
-_ROUTE_MAX_DEFER = 0.25
-"""Longest a routing batch waits for intake to pause, so a steady stream still gets routed."""
+_ROUTE_COALESCE = 0.02
+"""While notifications are arriving, a routing batch first waits this long: routing then commits (and
+fsyncs, holding the store) at most ~20 times a second, each time for many notifications, instead of
+once per arrival between the intake's own commits. Never longer: intake does not have to pause."""
 _PLAN_CACHE = 8192
 """Rendered (params, target) kept per alert and runbook: re-deliveries of an alert render nothing."""
 _PARSED_KEEP = 5000
@@ -148,14 +150,11 @@ class Router:
     async def route_pending(self, *, yield_to_intake: bool = False) -> None:
         """Route every stored notification not routed yet, oldest first, in batches.
 
-        With ``yield_to_intake``, a batch waits while notifications are arriving (for at most
-        _ROUTE_MAX_DEFER): answering Alertmanager comes first, and a burst is routed right after it."""
-        loop = asyncio.get_running_loop()
+        With ``yield_to_intake``, a batch taken while notifications are arriving waits _ROUTE_COALESCE
+        first, so that it routes more of them per commit; it never waits for intake to stop."""
         while True:
-            if yield_to_intake:
-                deferred = loop.time()
-                while self.inbox.busy() and loop.time() - deferred < _ROUTE_MAX_DEFER:  # noqa: ASYNC110
-                    await asyncio.sleep(0.002)  # a debounce: wait for a 2 ms gap in arrivals
+            if yield_to_intake and self.inbox.busy():
+                await asyncio.sleep(_ROUTE_COALESCE)
             if not await self.route_batch():
                 return
 
