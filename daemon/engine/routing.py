@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -73,8 +74,8 @@ class Router:
         self._by_alertname: dict[str, list[Runbook]] | None = None
         self._indexed: object = None
         self._indexed_n = 0
-        self._parsed: dict[int, tuple[WebhookPayload, int]] = {}
-        """Receipt -> (payload as intake parsed it, length of its JSON), until routed."""
+        self._parsed: dict[int, WebhookPayload] = {}
+        """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
 
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         """Store an Alertmanager notification (group-committed with concurrent ones); returns its receipt
@@ -83,13 +84,13 @@ class Router:
             self._ctx.log.warning(
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
             )
-        receipt = await self.inbox.submit(raw, len(payload.alerts), (payload, len(raw)))
+        receipt = await self.inbox.submit(raw, len(payload.alerts), payload)
         firing = sum(1 for alert in payload.alerts if alert.status == "firing")
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
 
     def _stored(self, rows: list[tuple[int, Any]]) -> None:
-        """The inbox committed these (receipt, (payload, JSON length)), in receipt order."""
+        """The inbox committed these (receipt, parsed payload), in receipt order."""
         for seq, item in rows:
             if item is not None and len(self._parsed) < _PARSED_KEEP:
                 self._parsed[seq] = item
@@ -155,8 +156,28 @@ class Router:
         while True:
             if yield_to_intake and self.inbox.busy():
                 await asyncio.sleep(_ROUTE_COALESCE)
+            await self._preplan()
             if not await self.route_batch():
                 return
+
+    async def _preplan(self) -> None:
+        """Plan the next batch's alerts before taking the store: rendering and matching are CPU only,
+        and the store (which every webhook commit needs) is then held for the SQL alone. Yields to the
+        loop every few notifications, so requests are answered meanwhile."""
+        alerts = 0
+        for n, (seq, payload) in enumerate(list(itertools.islice(self._parsed.items(), _ROUTE_BATCH))):
+            if alerts >= _ROUTE_BATCH_ALERTS:
+                break
+            alerts += len(payload.alerts)
+            if seq not in self._look_plans:
+                self._look_plans[seq] = self._plans_of(payload)
+                for a in payload.alerts:
+                    self._labels_json(a)
+            if n % 10 == 9:
+                await asyncio.sleep(0)
+
+    def _plans_of(self, payload: WebhookPayload) -> list[list[tuple[Runbook, _Plan]]]:
+        return [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
 
     async def route_batch(self) -> list[int]:
         """Route one batch: the oldest notifications, then those that may jump the queue. The receipts
@@ -181,20 +202,28 @@ class Router:
         The batch is routed as a whole (one statement per kind of write); if one notification cannot be
         routed (a bug, a template the alert breaks), the batch is rolled back to its savepoint and routed
         again one notification at a time, so that one is set aside with its error and blocks nothing."""
-        rows = await tx.unrouted_sized(_ROUTE_BATCH)
+        rows = await tx.unrouted_heads(_ROUTE_BATCH)
         if not rows:
             return 0, []
-        batch: list[tuple[int, WebhookPayload]] = []
-        results: dict[int, dict[str, Any]] = {}
+        chosen: list[int] = []
         alerts = 0
-        last = 0
-        for seq, count, raw in rows:
-            if batch and alerts + count > _ROUTE_BATCH_ALERTS:
+        for seq, count in rows:
+            if chosen and alerts + count > _ROUTE_BATCH_ALERTS:
                 break
             alerts += count
-            last = seq
-            try:
-                batch.append((seq, self._payload(seq, raw)))
+            chosen.append(seq)
+        last = chosen[-1]
+        missing = [seq for seq in chosen if seq not in self._parsed]
+        raws = await tx.inbox_payloads(missing) if missing else {}
+        batch: list[tuple[int, WebhookPayload]] = []
+        results: dict[int, dict[str, Any]] = {}
+        for seq in chosen:
+            parsed = self._parsed.get(seq)
+            if parsed is not None:
+                batch.append((seq, parsed))
+                continue
+            try:  # stored by another replica, or before this process started
+                batch.append((seq, WebhookPayload.model_validate_json(raws.get(seq, ""))))
             except ValueError as exc:  # pydantic's ValidationError: stored by an older version, say
                 self._ctx.log.warning("inbox.unroutable", receipt=seq, error=str(exc).splitlines()[0])
                 results[seq] = {"error": f"could not be routed: {exc}"}
@@ -230,13 +259,12 @@ class Router:
         look = self.look
         if look.seen_to < after:
             look.reset(after)
-            self._look_plans.clear()
         seqs = await tx.unrouted_after(look.seen_to, _LOOK_SCAN)
         parsed_here = 0
         for seq in seqs:
-            kept = self._parsed.get(seq)
-            if kept is not None:
-                payload: WebhookPayload | None = kept[0]
+            payload: WebhookPayload | None = self._parsed.get(seq)
+            if payload is not None:
+                pass
             elif parsed_here >= _LOOK_PARSE:
                 break  # the rest next time: nothing behind a notification not looked at may jump
             else:
@@ -275,7 +303,9 @@ class Router:
         """What routing this notification touches: its fingerprints and the (runbook, target) keys its
         alerts plan to (a resolved alert's too: the runs it may cancel were started for those keys)."""
         keys: set[tuple[str, str]] = set()
-        planned = [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
+        planned = self._look_plans.get(seq) if seq is not None else None
+        if planned is None:
+            planned = self._plans_of(payload)
         for each in planned:
             for rb, plan in each:
                 if not isinstance(plan, str):
@@ -283,13 +313,6 @@ class Router:
         if seq is not None:
             self._look_plans[seq] = planned
         return [a.key() for a in payload.alerts], keys
-
-    def _payload(self, seq: int, raw: str) -> WebhookPayload:
-        """The notification as intake parsed it, or parsed again (stored by another replica or process)."""
-        parsed = self._parsed.get(seq)
-        if parsed is not None and parsed[1] == len(raw):
-            return parsed[0]
-        return WebhookPayload.model_validate_json(raw)
 
     async def _route_many(
         self, tx: Tx, batch: list[tuple[int, WebhookPayload]], fx: Effects
@@ -306,9 +329,9 @@ class Router:
         )
         plans: list[list[tuple[Runbook, _Plan]]] = []
         for seq, payload in batch:
-            ahead = self._look_plans.pop(seq, None)  # planned already, looking ahead
+            ahead = self._look_plans.pop(seq, None)  # planned already, before the transaction
             if ahead is None:
-                ahead = [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
+                ahead = self._plans_of(payload)
             plans += ([] if a.status != "firing" else p for a, p in zip(payload.alerts, ahead, strict=True))
         keys = {(rb.name, plan[1]) for each in plans for rb, plan in each if not isinstance(plan, str)}
         w = _Writes(await tx.active_run_refs(keys) if keys else {}, keys)

@@ -385,12 +385,23 @@ class Tx:
         return {r["key"]: dict(json.loads(r["value"])) for r in rows}
 
     # routing in batches: one statement for many rows (daemon.engine.routing)
-    async def unrouted_sized(self, limit: int) -> list[tuple[int, int, str]]:
-        """(seq, alert count, payload) of the oldest notifications not routed yet."""
+    async def unrouted_heads(self, limit: int) -> list[tuple[int, int]]:
+        """(seq, alert count) of the oldest notifications not routed yet (payloads: ``inbox_payloads``)."""
         rows = await self._all(
-            "SELECT seq, alerts, payload FROM inbox WHERE routed_at IS NULL ORDER BY seq LIMIT ?", (limit,)
+            "SELECT seq, alerts FROM inbox WHERE routed_at IS NULL ORDER BY seq LIMIT ?", (limit,)
         )
-        return [(int(r["seq"]), int(r["alerts"]), str(r["payload"])) for r in rows]
+        return [(int(r["seq"]), int(r["alerts"])) for r in rows]
+
+    async def inbox_payloads(self, seqs: list[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for i in range(0, len(seqs), _MANY_ROWS):
+            chunk = seqs[i : i + _MANY_ROWS]
+            rows = await self._all(
+                f"SELECT seq, payload FROM inbox WHERE seq IN ({', '.join('?' * len(chunk))})",  # noqa: S608
+                tuple(chunk),
+            )
+            found.update((int(r["seq"]), str(r["payload"])) for r in rows)
+        return found
 
     async def record_alerts(self, alerts: list[tuple[str, str, str, str, str]], now: float) -> list[bool]:
         """``record_alert`` for many (fingerprint, startsAt, status, alertname, labels JSON), in order: for
