@@ -91,9 +91,10 @@ class Router:
 
     def _stored(self, rows: list[tuple[int, Any]]) -> None:
         """The inbox committed these (receipt, parsed payload), in receipt order."""
-        for seq, item in rows:
-            if item is not None and len(self._parsed) < _PARSED_KEEP:
-                self._parsed[seq] = item
+        if self._ctx.leadership.leading:  # a follower does not route: nothing to keep
+            for seq, item in rows:
+                if item is not None and len(self._parsed) < _PARSED_KEEP:
+                    self._parsed[seq] = item
         self._wanted.set()
 
     def set_live(self, live: bool) -> None:
@@ -107,6 +108,7 @@ class Router:
             self._live.clear()
             self.look.reset()  # another leader may route meanwhile: look again from the oldest unrouted
             self._look_payloads.clear()
+            self._parsed.clear()
             self._look_plans.clear()
 
     async def wait_live(self, timeout: float) -> None:
@@ -189,6 +191,9 @@ class Router:
                 self._parsed.pop(seq, None)
                 self._look_payloads.pop(seq, None)
                 self._look_plans.pop(seq, None)
+            while self._parsed and (oldest := next(iter(self._parsed))) <= last:  # routed elsewhere
+                del self._parsed[oldest]
+                self._look_plans.pop(oldest, None)
             async with self._routed:
                 self._routed_seq = max(self._routed_seq, last)
                 self._routed_ahead = {s for s in self._routed_ahead | set(routed) if s > self._routed_seq}
