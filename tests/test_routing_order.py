@@ -108,3 +108,26 @@ async def test_what_shares_a_target_or_an_alert_with_an_older_notification_keeps
     (fresh_run,) = (await engine.receipt(a))["result"]["started"]
     assert (await engine.receipt(b))["result"]["attached"] == [fresh_run]  # one run for the target
     assert len((await engine.receipt(c))["result"]["started"]) == 1
+
+
+async def test_notifications_stored_by_another_process_are_read_back_and_may_jump_too(engine: Engine) -> None:
+    """Another replica (or this one before a restart) stored them: nothing parsed is kept in memory."""
+    await _store(engine, "busy", "fp-busy")
+    await engine.route_batch()
+    other = Engine(
+        config=engine.config,
+        store=engine.store,
+        registry=engine.registry,
+        runbooks=engine.runbooks,
+        clients=Clients(),
+        clock=FrozenClock(),
+    )
+    backlog = [await _store(other, "busy", "fp-busy") for _ in range(BACKLOG)]
+    new = await _store(other, "new", "fp-new")
+
+    routed = await engine.route_batch()
+
+    assert new in routed and backlog[0] in routed and backlog[-1] not in routed
+    await engine.route_pending()
+    assert len((await engine.receipt(new))["result"]["started"]) == 1
+    assert all([await _routed(engine, r) for r in backlog])
