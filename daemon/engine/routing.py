@@ -46,6 +46,8 @@ _LOOK_SCAN = 2000
 """Unrouted notifications behind the batch looked at per transaction, for ones that may jump the queue."""
 _LOOK_PARSE = 500
 """Of those, most read back and parsed from the store (not kept from intake) per transaction."""
+_LOOK_MAX = 50_000
+"""Most unrouted notifications whose marks are kept (~1 kB each): behind that, nothing jumps."""
 _EXPRESS = 50
 """Most notifications routed ahead of their turn per transaction."""
 
@@ -273,7 +275,8 @@ class Router:
         look = self.look
         if look.seen_to < after:
             look.reset(after)
-        seqs = await tx.unrouted_after(look.seen_to, _LOOK_SCAN)
+        room = min(_LOOK_SCAN, _LOOK_MAX - len(look))
+        seqs = await tx.unrouted_after(look.seen_to, room) if room > 0 else []
         parsed_here = 0
         for seq in seqs:
             payload: WebhookPayload | None = self._parsed.get(seq)
