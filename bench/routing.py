@@ -174,7 +174,11 @@ def main() -> int:
     p.add_argument("--targets", type=int, default=500, help="jobs the matched alerts spread over")
     p.add_argument("--matched", type=float, default=0.8, help="share of groups matching the runbook")
     p.add_argument("--repeat", type=int, default=3, help="passes, each on a fresh store (default 3)")
-    p.add_argument("--pg", default="", help="a PostgreSQL URL instead of a SQLite file (emptied first)")
+    p.add_argument(
+        "--pg",
+        default="",
+        help="an empty PostgreSQL database (URL) instead of a SQLite file; with --repeat 1 (not emptied)",
+    )
     p.add_argument("--profile", action="store_true", help="print a cProfile of routing (one pass)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args()
