@@ -17,6 +17,7 @@ from daemon.clients.bundle import Clients
 from daemon.config import parse_config
 from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
+from daemon.engine.identity import Identity
 from daemon.kits.clock import FrozenClock
 from daemon.runbooks.loader import load_all
 from daemon.store.base import StateStore
@@ -131,3 +132,26 @@ async def test_notifications_stored_by_another_process_are_read_back_and_may_jum
     await engine.route_pending()
     assert len((await engine.receipt(new))["result"]["started"]) == 1
     assert all([await _routed(engine, r) for r in backlog])
+
+
+async def test_the_receipt_says_what_was_held_back_and_what_no_runbook_answers(engine: Engine) -> None:
+    first = await _store(engine, "x", "fp-x1")
+    await engine.route_batch()
+    (run_id,) = (await engine.receipt(first))["result"]["started"]
+    await engine.reject(run_id, Identity(name="admin", role="admin"), "not now")  # the run ends: cooldown
+    again = await _store(engine, "x", "fp-x2")
+    twice = await _store(engine, "x", "fp-x3")  # the same target in the same batch: held back as well
+    other = WebhookPayload.model_validate(alert_payload(alertname="Unanswered", fingerprint="fp-u", job="x"))
+    unanswered = await engine.submit(other, other.model_dump_json())
+
+    await engine.route_pending()
+
+    for receipt in (again, twice):
+        result = (await engine.receipt(receipt))["result"]
+        assert result["started"] == [] and result["unmatched"] == []
+        (held,) = result["suppressed"]
+        assert held["runbook"] == "scrape" and held["target"] == "x"
+        assert held["reason"].startswith("cooldown") and held["until"] is not None
+    result = (await engine.receipt(unanswered))["result"]
+    assert result["unmatched"] == [{"alert": "Unanswered", "fingerprint": "fp-u"}]
+    assert result["suppressed"] == [] and result["started"] == []

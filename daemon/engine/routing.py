@@ -21,6 +21,7 @@ from daemon.engine.lookahead import Lookahead
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.errors import NotFound, StoreUnavailable
+from daemon.kits.clock import iso
 from daemon.runbooks.schema import Runbook
 from daemon.store.records import EventRecord, RunState
 from daemon.store.sqlite import Tx
@@ -360,6 +361,8 @@ class Router:
                 "started": [],
                 "attached": [],
                 "cancelled": [],
+                "suppressed": [],  # what it did not start, and why: [{runbook, target, reason, until}]
+                "unmatched": [],  # alerts no runbook answers: [{alert, fingerprint}]
             }
             for alert in payload.alerts:
                 if alert.status == "firing":
@@ -440,10 +443,15 @@ class Router:
         w: _Writes,
     ) -> None:
         metrics, log = self._ctx.metrics, self._ctx.log
+        if not plans:
+            summary["unmatched"].append({"alert": alert.name, "fingerprint": alert.key()})
         for rb, plan in plans:
             if isinstance(plan, str):
                 metrics.runs_suppressed.labels(runbook=rb.name, reason="render_error").inc()
                 log.warning("alert.unroutable", runbook=rb.name, alert=alert.name, error=plan)
+                summary["suppressed"].append(
+                    {"runbook": rb.name, "target": None, "reason": f"render_error: {plan}", "until": None}
+                )
                 continue
             params, target = plan
             key = (rb.name, target)
@@ -465,10 +473,22 @@ class Router:
                     w.active[key] = (run_id, False)
                 summary["attached"].append(run_id)
                 continue
-            reason = await self._policy_blocks(tx, rb, target)
-            if reason is not None:
+            if key in w.blocked:
+                blocked = w.blocked[key]
+            else:
+                blocked = w.blocked[key] = await self._policy_blocks(tx, rb, target)
+            if blocked is not None:
+                reason, until = blocked
                 metrics.runs_suppressed.labels(runbook=rb.name, reason=reason.split(":")[0]).inc()
                 log.warning("run.suppressed", runbook=rb.name, target=target, reason=reason)
+                summary["suppressed"].append(
+                    {
+                        "runbook": rb.name,
+                        "target": target,
+                        "reason": reason,
+                        "until": iso(until) if until is not None else None,
+                    }
+                )
                 continue
             await self._flush(tx, w)
             run = await self._starter.create_run(
@@ -476,20 +496,23 @@ class Router:
             )
             await tx.link_alert(alert.key(), rb.name, run.id)
             w.known.add(key)
+            w.blocked.pop(key, None)  # one more run today: the daily limit is counted again
             if run.state.active:
                 w.active[key] = (run.id, run.alert_resolved)
             else:
                 w.active.pop(key, None)
             summary["started"].append(run.id)
 
-    async def _policy_blocks(self, tx: Tx, rb: Runbook, target: str) -> str | None:
+    async def _policy_blocks(self, tx: Tx, rb: Runbook, target: str) -> tuple[str, float | None] | None:
+        """Why a new run for this target may not start now, and until when (None: not known)."""
         now = self._ctx.clock.now()
         last = await tx.last_ended_at(rb.name, target)
         if last is not None and now - last < rb.policy.cooldown:
-            return f"cooldown: the last run for {target} ended {now - last:.0f}s ago"
+            return f"cooldown: last run ended {now - last:.0f} s ago", last + rb.policy.cooldown
         n = await tx.count_runs_since(rb.name, target, now - 86400)
         if n >= rb.policy.max_runs_per_day:
-            return f"daily_limit: {n} runs for {target} in the last 24h (max_runs_per_day {rb.policy.max_runs_per_day})"
+            reason = f"daily_limit: {n} runs for {target} in the last 24h (max_runs_per_day {rb.policy.max_runs_per_day})"
+            return reason, None
         return None
 
     async def _on_resolved(
@@ -500,6 +523,7 @@ class Router:
             if not run.state.active or run.alert_resolved:
                 continue
             w.known.discard((run.runbook, run.target))  # its state changes here: look it up again
+            w.blocked.pop((run.runbook, run.target), None)
             if await tx.firing_alerts_of(run.id):
                 if new:
                     await self._ctx.event(
@@ -532,6 +556,8 @@ class _Writes:
     """(runbook, target) -> (id, alert_resolved) of its active run, for the keys in ``known``."""
     known: set[tuple[str, str]]
     """Keys whose entry in ``active`` (or absence: no active run) is current in this transaction."""
+    blocked: dict[tuple[str, str], tuple[str, float | None] | None] = field(default_factory=dict)
+    """(runbook, target) -> why policy holds a new run back (None: it does not), once per transaction."""
     links: list[tuple[str, str, str]] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     attached: dict[tuple[str, str], int] = field(default_factory=dict)
