@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sqlite3
 import sys
@@ -34,9 +35,11 @@ from common import Check
 OTHER_ALERTS = ("KubePodCrashLooping", "NodeFilesystemSpaceFillingUp", "TargetDown", "KubeJobFailed")
 
 
-def storm(n: int, targets: int, seed: int = 5) -> tuple[list[bytes], set[str], dict[str, str]]:
-    """Bodies, all fingerprints, and fingerprint -> job of the alerts a runbook answers."""
-    import json
+def storm(
+    n: int, targets: int, seed: int = 5, tail: int = 0, sizes: tuple[int, int] = (10, 50)
+) -> tuple[list[bytes], set[str], dict[str, str]]:
+    """Bodies, all fingerprints, and fingerprint -> job of the alerts a runbook answers. The last ``tail``
+    bodies each introduce a new target (``tail-NNN``), one alert each: sent after the storm."""
 
     rnd = random.Random(seed)
     alerts: dict[str, list[dict[str, Any]]] = {}
@@ -58,10 +61,15 @@ def storm(n: int, targets: int, seed: int = 5) -> tuple[list[bytes], set[str], d
         rnd.shuffle(group)
         i = 0
         while i < len(group):
-            k = rnd.randint(10, 50)
+            k = rnd.randint(*sizes)
             bodies.append(json.dumps(common.webhook_payload(group[i : i + k], {"alertname": name})).encode())
             i += k
     rnd.shuffle(bodies)
+    for k in range(tail):
+        a = common.make_alert(f"tail-{k:03d}", "10.250.0.1:9100")
+        fps.add(a["fingerprint"])
+        matched[a["fingerprint"]] = f"tail-{k:03d}"
+        bodies.append(json.dumps(common.webhook_payload([a], {"alertname": common.ALERTNAME})).encode())
     return bodies, fps, matched
 
 
@@ -118,10 +126,17 @@ def main() -> int:
         "--targets", type=int, default=500, help="jobs (run targets) they spread over (default 500)"
     )
     p.add_argument("--concurrency", type=int, default=16, help="notifications in flight (default 16)")
+    p.add_argument("--group", default="10-50", help="alerts per notification, N or MIN-MAX (default 10-50)")
+    p.add_argument(
+        "--tail", type=int, default=20, help="notifications for new targets sent after the storm (default 20)"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args()
 
-    bodies, fps, matched = storm(args.alerts, args.targets)
+    low, _, high = args.group.partition("-")
+    bodies, fps, matched = storm(
+        args.alerts, args.targets, tail=args.tail, sizes=(int(low), int(high or low))
+    )
     targets = set(matched.values())
     print(
         f"storm: {len(fps)} distinct alerts in {len(bodies)} notifications, {len(matched)} answered by the "
@@ -164,6 +179,18 @@ def main() -> int:
                 ).fetchall()
             )
             awaiting = db.execute("SELECT COUNT(*) FROM runs WHERE state = 'awaiting_approval'").fetchone()[0]
+            tail_waits = []
+            for k in range(args.tail):
+                received = db.execute(
+                    "SELECT received_at FROM inbox WHERE payload LIKE ?", (f'%"tail-{k:03d}"%',)
+                ).fetchone()
+                requested = db.execute(
+                    "SELECT MIN(t.at) FROM timeline t JOIN runs r ON r.id = t.run_id"
+                    " WHERE r.target = ? AND t.event = 'approval_requested'",
+                    (f"tail-{k:03d}",),
+                ).fetchone()
+                if received and requested and requested[0] is not None:
+                    tail_waits.append(requested[0] - received[0])
         finally:
             db.close()
 
@@ -181,6 +208,17 @@ def main() -> int:
             None,
         ),
         Check("notifications never routed", str(unrouted), "0", unrouted == 0),
+        Check(
+            f"new target after the storm: receipt -> approval request, p50 / p99 / max of {args.tail}",
+            (
+                f"{common.percentile(tail_waits, 50):.2f} / {common.percentile(tail_waits, 99):.2f} / "
+                f"{max(tail_waits):.2f} s"
+            )
+            if tail_waits
+            else "none",
+            "p99 < 2 s",
+            bool(tail_waits) and len(tail_waits) == args.tail and common.percentile(tail_waits, 99) < 2.0,
+        ),
         Check(
             "notification latency p50 / p99",
             f"{common.percentile(lat, 50) * 1e3:.0f} / {common.percentile(lat, 99) * 1e3:.0f} ms",

@@ -492,3 +492,21 @@ async def test_a_rejection_on_the_follower_has_the_leader_run_the_undo(tmp_path:
         run = await wait_for(leader, run_id, lambda r: r["state"] == "rejected")
         assert ledger.restored() == ["k-a"] and ledger.values == {}
         assert undo_states(run) == {"a": "succeeded", "b": "skipped"}
+
+
+async def test_recovery_advances_an_undoing_run_by_itself(tmp_path: Path, state: dict[str, Any]) -> None:
+    """Recovery pages through the runs to advance (``Tx.runs_to_advance``): an ``undoing`` run is among
+    them, so its undo's timeout is seen by recovery alone, before any tick."""
+    ledger = UndoLedger()
+    async with serve(
+        tmp_path, {"u": _guarded()}, config=_config(tmp_path, state), registry=ledger.registry()
+    ) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert (await d.run(run_id))["state"] == "undoing"
+        d.clock.advance(11 * 60)
+        await d.engine.recover()  # not tick(): only what recovery advances moves
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+        assert run["state"] == "needs_attention", run
+        assert "undo_timed_out" in events(run)

@@ -13,6 +13,8 @@ from daemon.store.records import RunState, StepRecord, StepState, UndoState
 from daemon.store.sqlite import Tx
 
 _KEEP_INTAKE = 7 * 86400
+_RECOVER_PAGE = 200
+"""Runs advanced per recovery transaction."""
 
 
 class Clockwork:
@@ -23,22 +25,35 @@ class Clockwork:
         self._pruned_at = 0.0
 
     async def recover(self) -> None:
-        """After a restart: a step found running re-runs if idempotent, else its run needs a person."""
+        """After a restart: a step or undo found running re-runs if idempotent, else a person checks it.
+        Then every run that may move without a person is advanced, a page per transaction, so the
+        webhook (open meanwhile) stores between pages however many runs are active."""
 
-        async def body(tx: Tx, fx: Effects) -> None:
+        async def interrupted(tx: Tx, fx: Effects) -> None:
             for st in await tx.steps_in_state(StepState.RUNNING):
                 if self._ctx.tasks.executing(f"step.{st.run_id}.{st.idx}"):
                     continue  # still running here (this replica led before): it records its own result
                 await self._interrupted(tx, st, fx)
             for undo in await tx.undos_in_state(UndoState.RUNNING):
                 await self._runs.undoing.interrupted(tx, undo)
-            for run in await tx.active_runs():
-                if run.state == RunState.UNDOING:
-                    await self._runs.undoing.advance(tx, run, fx)
-                elif run.state != RunState.NEEDS_ATTENTION:
-                    await self._runs.advance(tx, run, fx)
 
-        await self._ctx.transact(body, leader_only=True)
+        await self._ctx.transact(interrupted, leader_only=True)
+        after = ""
+        while True:
+
+            async def page(tx: Tx, fx: Effects, after: str = after) -> str | None:
+                runs = await tx.runs_to_advance(after, _RECOVER_PAGE)
+                for run in runs:
+                    if run.state == RunState.UNDOING:
+                        await self._runs.undoing.advance(tx, run, fx)
+                    else:
+                        await self._runs.advance(tx, run, fx)
+                return runs[-1].id if runs else None
+
+            last = await self._ctx.transact(page, leader_only=True)
+            if last is None:
+                break
+            after = last
         self._ctx.metrics.paused.set(1 if await self._ctx.is_paused() else 0)
 
     async def _interrupted(self, tx: Tx, st: StepRecord, fx: Effects) -> None:

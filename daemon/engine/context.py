@@ -62,6 +62,12 @@ class Context:
             self._definitions.move_to_end(run.id)
         return rb
 
+    def remember_definition(self, run_id: str, rb: Runbook) -> None:
+        """A new run's definition is the loaded runbook it was dumped from: no need to parse it back."""
+        self._definitions[run_id] = rb
+        if len(self._definitions) > _DEFINITION_CACHE:
+            self._definitions.popitem(last=False)
+
     def forget_definition(self, run_id: str) -> None:
         self._definitions.pop(run_id, None)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from daemon import __version__
 from daemon.actions.base import ActionRegistry
 from daemon.clients.bundle import Clients
 from daemon.config import Config
@@ -108,22 +109,34 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, *, background: bool = True) -> None:
-        """Recover runs interrupted by a stop or crash, then start the tick loop. A follower only starts
-        the loops: they take up the leader's work once this replica leads."""
+        """Start the loops; return at once. The leader first recovers runs interrupted by a stop or crash
+        and routes what waits, in the tick loop: until then ``routing_live`` is false and notifications
+        are stored (the webhook answers) but not routed. A follower only starts the loops: they take up
+        the leader's work once this replica leads. ``background=False`` (tests, tools) recovers here."""
         self._runs.stopping = False
         self._tick_now.clear()
-        if self.leadership.leading:
-            try:
-                await self._take_lead()
-            except LostLeadership as exc:  # lost between winning the lease and recovering: keep serving
-                self.log.warning("engine.not_leading", error=str(exc))
-        if background:
-            self._ticker = asyncio.create_task(self._tick_loop(), name="engine.tick")
-            self._router = asyncio.create_task(self._routing.loop(), name="engine.route")
-            if self.store.shared:  # notifications other replicas store wake the router at once
-                self._watcher = asyncio.create_task(
-                    self.store.watch_inbox(self._on_store_news), name="engine.inbox_watch"
-                )
+        if not background:
+            if self.leadership.leading:
+                try:
+                    await self._take_lead()
+                except LostLeadership as exc:  # lost between winning the lease and recovering: keep serving
+                    self.log.warning("engine.not_leading", error=str(exc))
+            return
+        self._ticker = asyncio.create_task(self._tick_loop(), name="engine.tick")
+        self._router = asyncio.create_task(self._routing.loop(), name="engine.route")
+        if self.store.shared:  # notifications other replicas store wake the router at once
+            self._watcher = asyncio.create_task(
+                self.store.watch_inbox(self._on_store_news), name="engine.inbox_watch"
+            )
+
+    @property
+    def routing_live(self) -> bool:
+        """Recovery is done on this leader and notifications are being routed."""
+        return self._routing.live
+
+    async def wait_routing_live(self, timeout: float = 30.0) -> None:
+        """Wait until recovery is done and notifications are routed (tests, benchmarks). TimeoutError."""
+        await self._routing.wait_live(timeout)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop starting work, let running actions finish for ``grace`` seconds, then cancel them.
@@ -148,17 +161,24 @@ class Engine:
     async def _take_lead(self) -> None:
         """Start leading: treat steps left running as a restart does, route what waits, tick."""
         epoch = self.leadership.epoch
+        self._routing.set_live(False)
         await self.recover()
         self._led_epoch = epoch
+        self._routing.recovered = True  # the router may route what arrives from now on
         await self.route_pending()  # notifications stored but not routed before a crash or takeover
         await self.tick()
+        self._routing.set_live(True)
 
     async def _tick_loop(self) -> None:
+        first = True
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tick_now.wait(), self._tick_interval)
+            if not first:  # the first tick recovers at once (a lone replica leads from the start)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._tick_now.wait(), self._tick_interval)
+            first = False
             self._tick_now.clear()
             if not self.leadership.leading:
+                self._routing.set_live(False)
                 continue
             try:
                 if self._led_epoch != self.leadership.epoch:
@@ -208,6 +228,10 @@ class Engine:
     async def route_pending(self, *, yield_to_intake: bool = False) -> None:
         await self._routing.route_pending(yield_to_intake=yield_to_intake)
 
+    async def route_batch(self) -> list[int]:
+        """Route one batch of stored notifications (tests, tools): the receipts routed."""
+        return await self._routing.route_batch()
+
     async def trigger(self, name: str, params: dict[str, Any], identity: Identity) -> dict[str, Any]:
         return await self._starter.trigger(name, params, identity)
 
@@ -253,6 +277,27 @@ class Engine:
                 )
                 for r in runs
             ]
+
+    async def status(self) -> dict[str, Any]:
+        """What GET /api/v1/status shows: is this replica leading, is routing live, what the store holds."""
+        async with self.store.transaction() as tx:
+            paused = await self.is_paused(tx)
+            runs = await tx.count_runs_by_state()
+            unrouted = await tx.count_unrouted()
+        return {
+            "version": __version__,
+            "leader": self.leadership.leading,
+            "routing_live": self.routing_live,
+            "paused": paused,
+            "dry_run": self.config.dry_run,
+            "store": self.store.backend,
+            "runbooks": len(self.runbooks),
+            "counts": {
+                "runs_active": sum(n for state, n in runs.items() if RunState(state).active),
+                "runs_by_state": runs,
+                "notifications_unrouted": unrouted,
+            },
+        }
 
     def runbook_list(self) -> list[dict[str, Any]]:
         return views.runbook_list(self.runbooks, self.registry)

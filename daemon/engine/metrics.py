@@ -89,6 +89,12 @@ class Metrics:
             ["runbook"],
             registry=r,
         )
+        self.routing_live = Gauge(
+            "runbookd_routing_live",
+            "1 once this replica leads, has recovered interrupted runs and routes notifications; 0 while"
+            " the webhook only stores them (start-up, follower).",
+            registry=r,
+        )
         # children of the hot-path counters, looked up once (labels() takes a lock and hashes each time)
         self._received = {s: self.alerts_received.labels(status=s) for s in ("firing", "resolved")}
         self._responses: dict[int, Counter] = {}

@@ -5,7 +5,11 @@ active for the target, or policy holds it back); a resolved one may cancel or re
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
+import json
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.engine import planner
@@ -13,18 +17,43 @@ from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.events import Alert, WebhookPayload
 from daemon.engine.inbox import Inbox
+from daemon.engine.lookahead import Lookahead
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.errors import NotFound, StoreUnavailable
 from daemon.kits.clock import iso
 from daemon.runbooks.schema import Runbook
-from daemon.store.records import RunState
+from daemon.store.records import EventRecord, RunState
 from daemon.store.sqlite import Tx
 
-_ROUTE_BATCH = 10
-"""Notifications routed per transaction: small, so the inbox writer gets the store between batches."""
-_ROUTE_MAX_DEFER = 1.0
-"""Longest a routing batch waits for intake to pause, so a steady stream still gets routed."""
+_ROUTE_BATCH = 100
+"""Most notifications routed per transaction while webhooks are arriving."""
+_ROUTE_BATCH_ALERTS = 500
+"""Most alerts routed per transaction while webhooks are arriving (a batch holds at least one
+notification, whatever its size): a webhook commit waits for at most one such transaction."""
+_ROUTE_BATCH_IDLE = 400
+_ROUTE_BATCH_ALERTS_IDLE = 4000
+"""The same when no webhook is arriving: fewer commits (~3 ms of CPU each, mostly the WAL write and
+fsync) for a backlog."""
+_ROUTE_COALESCE = 0.02
+"""While notifications are arriving, a routing batch first waits this long: routing then commits (and
+fsyncs, holding the store) at most ~20 times a second, each time for many notifications, instead of
+once per arrival between the intake's own commits. Never longer: intake does not have to pause."""
+_PLAN_CACHE = 8192
+"""Rendered (params, target) kept per alert and runbook: re-deliveries of an alert render nothing."""
+_PARSED_KEEP = 5000
+"""Notifications parsed at intake kept for routing (so routing does not parse them again)."""
+_LOOK_SCAN = 2000
+"""Unrouted notifications behind the batch looked at per transaction, for ones that may jump the queue."""
+_LOOK_PARSE = 500
+"""Of those, most read back and parsed from the store (not kept from intake) per transaction."""
+_LOOK_MAX = 50_000
+"""Most unrouted notifications whose marks are kept (~1 kB each): behind that, nothing jumps."""
+_EXPRESS = 50
+"""Most notifications routed ahead of their turn per transaction."""
+
+_Plan = tuple[dict[str, Any], str] | str
+"""(params, target), or why they could not be rendered."""
 
 
 class Router:
@@ -33,9 +62,28 @@ class Router:
         self._runs = runs
         self._starter = starter
         self._wanted = asyncio.Event()
+        self.live = False
+        """This leader has recovered, routed what waited, and routes (``runbookd_routing_live``)."""
+        self.recovered = False
+        """Recovery is done: notifications may be routed (the background loop waits for it)."""
+        self._live = asyncio.Event()
         self._routed_seq = 0
         self._routed = asyncio.Condition()
-        self.inbox = Inbox(ctx.store, ctx.clock, self._wanted.set)
+        self.inbox = Inbox(ctx.store, ctx.clock, self._stored)
+        self.look = Lookahead()
+        self._look_plans: dict[int, list[list[tuple[Runbook, _Plan]]]] = {}
+        """What each alert of a notification looked at plans to, kept for its routing."""
+        self._look_payloads: dict[int, WebhookPayload] = {}
+        """Payloads of the notifications that may jump the queue (``Lookahead`` keeps only marks)."""
+        self._routed_ahead: set[int] = set()
+        """Receipts routed ahead of their turn, above ``_routed_seq``."""
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._labels: dict[str, tuple[dict[str, str], str]] = {}
+        self._by_alertname: dict[str, list[Runbook]] | None = None
+        self._indexed: object = None
+        self._indexed_n = 0
+        self._parsed: dict[int, WebhookPayload] = {}
+        """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
 
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         """Store an Alertmanager notification (group-committed with concurrent ones); returns its receipt
@@ -44,10 +92,36 @@ class Router:
             self._ctx.log.warning(
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
             )
-        receipt = await self.inbox.submit(raw, len(payload.alerts))
+        receipt = await self.inbox.submit(raw, len(payload.alerts), payload)
         firing = sum(1 for alert in payload.alerts if alert.status == "firing")
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
+
+    def _stored(self, rows: list[tuple[int, Any]]) -> None:
+        """The inbox committed these (receipt, parsed payload), in receipt order."""
+        if self._ctx.leadership.leading:  # a follower does not route: nothing to keep
+            for seq, item in rows:
+                if item is not None and len(self._parsed) < _PARSED_KEEP:
+                    self._parsed[seq] = item
+        self._wanted.set()
+
+    def set_live(self, live: bool) -> None:
+        self.live = live
+        self._ctx.metrics.routing_live.set(1 if live else 0)
+        if live:
+            self._live.set()
+            self._wanted.set()
+        else:
+            self.recovered = False
+            self._live.clear()
+            self.look.reset()  # another leader may route meanwhile: look again from the oldest unrouted
+            self._look_payloads.clear()
+            self._parsed.clear()
+            self._look_plans.clear()
+
+    async def wait_live(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._live.wait()
 
     def wake(self) -> None:
         """Look for stored notifications (other replicas store them too)."""
@@ -67,7 +141,7 @@ class Router:
     async def wait_routed(self, seq: int, timeout: float) -> dict[str, Any]:
         """Wait until the routing of a stored notification is committed; what it did."""
         async with asyncio.timeout(timeout), self._routed:
-            await self._routed.wait_for(lambda: self._routed_seq >= seq)
+            await self._routed.wait_for(lambda: self._routed_seq >= seq or seq in self._routed_ahead)
         result: dict[str, Any] = (await self.receipt(seq))["result"] or {}
         return result
 
@@ -76,8 +150,8 @@ class Router:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            if not self._ctx.leadership.leading:
-                continue  # the leader routes what any replica stored; the tick wakes this loop
+            if not self._ctx.leadership.leading or not self.recovered:
+                continue  # the leader routes what any replica stored, once it has recovered
             try:
                 await self.route_pending(yield_to_intake=True)
             except Exception as exc:  # never end the loop: stored notifications would wait for a restart
@@ -91,96 +165,322 @@ class Router:
     async def route_pending(self, *, yield_to_intake: bool = False) -> None:
         """Route every stored notification not routed yet, oldest first, in batches.
 
-        With ``yield_to_intake``, a batch waits while notifications are arriving (for at most
-        _ROUTE_MAX_DEFER): answering Alertmanager comes first, and a burst is routed right after it."""
-        loop = asyncio.get_running_loop()
+        With ``yield_to_intake``, a batch taken while notifications are arriving waits _ROUTE_COALESCE
+        first, so that it routes more of them per commit; it never waits for intake to stop."""
         while True:
-            if yield_to_intake:
-                deferred = loop.time()
-                while self.inbox.busy() and loop.time() - deferred < _ROUTE_MAX_DEFER:  # noqa: ASYNC110
-                    await asyncio.sleep(0.002)  # a debounce: wait for a 2 ms gap in arrivals
-            last = await self._ctx.transact(self._route_batch, leader_only=True)
-            if last == 0:
+            if yield_to_intake and self.inbox.busy():
+                await asyncio.sleep(_ROUTE_COALESCE)
+            await self._preplan()
+            if not await self.route_batch():
                 return
+
+    async def _preplan(self) -> None:
+        """Plan the next batch's alerts before taking the store: rendering and matching are CPU only,
+        and the store (which every webhook commit needs) is then held for the SQL alone. Yields to the
+        loop every few notifications, so requests are answered meanwhile."""
+        alerts = 0
+        for n, (seq, payload) in enumerate(list(itertools.islice(self._parsed.items(), _ROUTE_BATCH_IDLE))):
+            if alerts >= _ROUTE_BATCH_ALERTS_IDLE:
+                break
+            alerts += len(payload.alerts)
+            if seq not in self._look_plans:
+                self._look_plans[seq] = self._plans_of(payload)
+                for a in payload.alerts:
+                    self._labels_json(a)
+            if n % 10 == 9:
+                await asyncio.sleep(0)
+
+    def _plans_of(self, payload: WebhookPayload) -> list[list[tuple[Runbook, _Plan]]]:
+        return [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
+
+    async def route_batch(self) -> list[int]:
+        """Route one batch: the oldest notifications, then those that may jump the queue. The receipts
+        routed (none: nothing waits)."""
+        last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
+        if routed:
+            self.look.routed(routed)
+            for seq in routed:
+                self._parsed.pop(seq, None)
+                self._look_payloads.pop(seq, None)
+                self._look_plans.pop(seq, None)
+            while self._parsed and (oldest := next(iter(self._parsed))) <= last:  # routed elsewhere
+                del self._parsed[oldest]
+                self._look_plans.pop(oldest, None)
             async with self._routed:
                 self._routed_seq = max(self._routed_seq, last)
+                self._routed_ahead = {s for s in self._routed_ahead | set(routed) if s > self._routed_seq}
                 self._routed.notify_all()
+        return routed
 
-    async def _route_batch(self, tx: Tx, fx: Effects) -> int:
-        """Route up to a batch of notifications in one transaction; the highest receipt routed, or 0."""
-        rows = await tx.unrouted(_ROUTE_BATCH)
-        for seq, raw in rows:
-            one = Effects()
-            try:
-                async with tx.savepoint("route_one"):
-                    result = await self._route(tx, WebhookPayload.model_validate_json(raw), one)
-                fx.merge(one)
-            except (StoreUnavailable, sqlite3.Error):  # PostgreSQL errors arrive as StoreUnavailable
-                raise
-            except Exception as exc:  # one bad notification must not block the inbox behind it
-                self._ctx.log.exception("inbox.unroutable", receipt=seq)
-                result = {"error": f"could not be routed: {exc}"}
-            await tx.mark_routed(seq, self._ctx.clock.now(), result)
-        return rows[-1][0] if rows else 0
+    async def _route_batch(self, tx: Tx, fx: Effects) -> tuple[int, list[int]]:
+        """Route a batch of notifications in one transaction: the oldest ones, then those that may jump
+        the queue (``lookahead``). (The highest receipt routed in turn, every receipt routed.)
 
-    async def _route(self, tx: Tx, payload: WebhookPayload, fx: Effects) -> dict[str, Any]:
-        summary: dict[str, Any] = {
-            "alerts": len(payload.alerts),
-            "started": [],
-            "attached": [],
-            "cancelled": [],
-            "suppressed": [],  # what it did not start, and why: [{runbook, target, reason, until}]
-            "unmatched": [],  # alerts no runbook answers: [{alert, fingerprint}]
-        }
+        The batch is routed as a whole (one statement per kind of write); if one notification cannot be
+        routed (a bug, a template the alert breaks), the batch is rolled back to its savepoint and routed
+        again one notification at a time, so that one is set aside with its error and blocks nothing."""
+        busy = self.inbox.busy()
+        most, most_alerts = (
+            (_ROUTE_BATCH, _ROUTE_BATCH_ALERTS) if busy else (_ROUTE_BATCH_IDLE, _ROUTE_BATCH_ALERTS_IDLE)
+        )
+        rows = await tx.unrouted_heads(most)
+        if not rows:
+            return 0, []
+        chosen: list[int] = []
+        alerts = 0
+        for seq, count in rows:
+            if chosen and alerts + count > most_alerts:
+                break
+            alerts += count
+            chosen.append(seq)
+        last = chosen[-1]
+        missing = [seq for seq in chosen if seq not in self._parsed]
+        raws = await tx.inbox_payloads(missing) if missing else {}
+        batch: list[tuple[int, WebhookPayload]] = []
+        results: dict[int, dict[str, Any]] = {}
+        for seq in chosen:
+            parsed = self._parsed.get(seq)
+            if parsed is not None:
+                batch.append((seq, parsed))
+                continue
+            try:  # stored by another replica, or before this process started
+                batch.append((seq, WebhookPayload.model_validate_json(raws.get(seq, ""))))
+            except ValueError as exc:  # pydantic's ValidationError: stored by an older version, say
+                self._ctx.log.warning("inbox.unroutable", receipt=seq, error=str(exc).splitlines()[0])
+                results[seq] = {"error": f"could not be routed: {exc}"}
+        if last < rows[-1][0] or len(rows) == most:  # more wait behind this batch
+            batch += await self._ahead(tx, last)
+        whole = Effects()
+        try:
+            async with tx.savepoint("route_batch"):
+                results.update(await self._route_many(tx, batch, whole))
+            fx.merge(whole)
+        except (StoreUnavailable, sqlite3.Error):  # PostgreSQL errors arrive as StoreUnavailable
+            raise
+        except Exception:  # one bad notification: route them one by one (below)
+            for seq, payload in batch:
+                one = Effects()
+                try:
+                    async with tx.savepoint("route_one"):
+                        results.update(await self._route_many(tx, [(seq, payload)], one))
+                    fx.merge(one)
+                except (StoreUnavailable, sqlite3.Error):
+                    raise
+                except Exception as exc:  # one bad notification must not block the inbox behind it
+                    self._ctx.log.exception("inbox.unroutable", receipt=seq)
+                    results[seq] = {"error": f"could not be routed: {exc}"}
         now = self._ctx.clock.now()
-        for alert in payload.alerts:
-            new = await tx.record_alert(
-                alert.key(), alert.startsAt, alert.status, alert.name, alert.labels, now
-            )
-            if alert.status == "firing":
-                await self._on_firing(tx, alert, new, fx, summary)
+        await tx.mark_routed_many([(seq, now, results[seq]) for seq in sorted(results)])
+        return last, sorted(results)
+
+    async def _ahead(self, tx: Tx, after: int) -> list[tuple[int, WebhookPayload]]:
+        """Notifications behind receipt ``after`` that may be routed now, ahead of their turn: each
+        introduces a (runbook, target) with no active run, and no older unrouted notification touches
+        anything it touches (``lookahead``). Looks at what was stored since the last time first."""
+        look = self.look
+        if look.seen_to < after:
+            look.reset(after)
+        room = min(_LOOK_SCAN, _LOOK_MAX - len(look))
+        seqs = await tx.unrouted_after(look.seen_to, room) if room > 0 else []
+        parsed_here = 0
+        for seq in seqs:
+            payload: WebhookPayload | None = self._parsed.get(seq)
+            if payload is not None:
+                pass
+            elif parsed_here >= _LOOK_PARSE:
+                break  # the rest next time: nothing behind a notification not looked at may jump
             else:
-                await self._on_resolved(tx, alert, new, fx, summary)
-        return summary
+                parsed_here += 1
+                raw = await tx.inbox_payload(seq)
+                try:
+                    payload = WebhookPayload.model_validate_json(raw) if raw is not None else None
+                except ValueError:
+                    payload = None  # routed in turn, as an error; it touches nothing
+            if payload is None:
+                look.see(seq, [], set(), all_firing=False)
+                continue
+            fingerprints, keys = self._marks(payload, seq)
+            look.see(seq, fingerprints, keys, all(a.status == "firing" for a in payload.alerts))
+            if look.is_clear(seq):
+                self._look_payloads[seq] = payload
+        candidates = look.candidates(after, _EXPRESS)
+        if not candidates:
+            return []
+        active = await tx.active_run_refs({k for _, keys in candidates for k in keys})
+        ahead: list[tuple[int, WebhookPayload]] = []
+        for seq, introduces in candidates:
+            payload = self._look_payloads.get(seq)
+            if payload is None or all(k in active for k in introduces):
+                look.settle(seq)  # only re-deliveries to targets with a run: they wait their turn
+                self._look_payloads.pop(seq, None)
+                continue
+            ahead.append((seq, payload))
+        if ahead:
+            self._ctx.log.info("inbox.routed_ahead", receipts=[seq for seq, _ in ahead], behind=after)
+        return ahead
+
+    def _marks(
+        self, payload: WebhookPayload, seq: int | None = None
+    ) -> tuple[list[str], set[tuple[str, str]]]:
+        """What routing this notification touches: its fingerprints and the (runbook, target) keys its
+        alerts plan to (a resolved alert's too: the runs it may cancel were started for those keys)."""
+        keys: set[tuple[str, str]] = set()
+        planned = self._look_plans.get(seq) if seq is not None else None
+        if planned is None:
+            planned = self._plans_of(payload)
+        for each in planned:
+            for rb, plan in each:
+                if not isinstance(plan, str):
+                    keys.add((rb.name, plan[1]))
+        if seq is not None:
+            self._look_plans[seq] = planned
+        return [a.key() for a in payload.alerts], keys
+
+    async def _route_many(
+        self, tx: Tx, batch: list[tuple[int, WebhookPayload]], fx: Effects
+    ) -> dict[int, dict[str, Any]]:
+        """Route notifications in order. Writes that only add (alert records, links, attach events) are
+        collected and written together; the rest (starting runs, resolutions) as they come, after
+        flushing what was collected, so every run's timeline keeps its order."""
+        now = self._ctx.clock.now()
+        alerts = [a for _, payload in batch for a in payload.alerts]
+        new = iter(
+            await tx.record_alerts(
+                [(a.key(), a.startsAt, a.status, a.name, self._labels_json(a)) for a in alerts], now
+            )
+        )
+        plans: list[list[tuple[Runbook, _Plan]]] = []
+        for seq, payload in batch:
+            ahead = self._look_plans.pop(seq, None)  # planned already, before the transaction
+            if ahead is None:
+                ahead = self._plans_of(payload)
+            plans += ([] if a.status != "firing" else p for a, p in zip(payload.alerts, ahead, strict=True))
+        keys = {(rb.name, plan[1]) for each in plans for rb, plan in each if not isinstance(plan, str)}
+        w = _Writes(await tx.active_run_refs(keys) if keys else {}, keys)
+        planned = iter(plans)
+        results: dict[int, dict[str, Any]] = {}
+        for seq, payload in batch:
+            summary: dict[str, Any] = {
+                "alerts": len(payload.alerts),
+                "started": [],
+                "attached": [],
+                "cancelled": [],
+                "suppressed": [],  # what it did not start, and why: [{runbook, target, reason, until}]
+                "unmatched": [],  # alerts no runbook answers: [{alert, fingerprint}]
+            }
+            for alert in payload.alerts:
+                if alert.status == "firing":
+                    await self._on_firing(tx, alert, next(new), next(planned), fx, summary, w)
+                else:
+                    await self._flush(tx, w)
+                    next(planned)
+                    await self._on_resolved(tx, alert, next(new), fx, summary, w)
+            results[seq] = summary
+        await self._flush(tx, w)
+        return results
+
+    async def _flush(self, tx: Tx, w: _Writes) -> None:
+        await tx.link_alerts(w.links)
+        await tx.add_events(w.events)
+        if w.attached:  # the timeline has each one; the log one line per flush, not one per alert
+            self._ctx.log.info(
+                "run.alerts_attached",
+                alerts=sum(w.attached.values()),
+                runs=len(w.attached),
+                run_ids=sorted({run_id for run_id, _ in w.attached})[:50],
+            )
+        w.links, w.events, w.attached = [], [], {}
 
     def _matching(self, alert: Alert) -> list[Runbook]:
-        return [
-            lr.runbook
-            for lr in self._ctx.runbooks.values()
-            if any(t.matches_alert(alert.labels) for t in lr.runbook.triggers)
-        ]
+        by_name = self._by_alertname
+        if (
+            by_name is None
+            or self._indexed is not self._ctx.runbooks
+            or len(self._ctx.runbooks) != self._indexed_n
+        ):
+            by_name = self._by_alertname = {}
+            self._indexed, self._indexed_n = self._ctx.runbooks, len(self._ctx.runbooks)
+            for lr in self._ctx.runbooks.values():
+                for t in lr.runbook.triggers:
+                    if t.alert is not None:
+                        runbooks = by_name.setdefault(t.alert, [])
+                        if lr.runbook not in runbooks:
+                            runbooks.append(lr.runbook)
+        labels = alert.labels
+        return [rb for rb in by_name.get(alert.name, ()) if any(t.matches_alert(labels) for t in rb.triggers)]
 
-    async def _on_firing(self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any]) -> None:
-        metrics, log = self._ctx.metrics, self._ctx.log
-        matching = self._matching(alert)
-        if not matching:
-            summary["unmatched"].append({"alert": alert.name, "fingerprint": alert.key()})
-        for rb in matching:
+    def _labels_json(self, alert: Alert) -> str:
+        """The labels as ``alerts_received`` stores them (cached by fingerprint: re-deliveries)."""
+        key = alert.key()
+        cached = self._labels.get(key)
+        if cached is None or (cached[0] is not alert.labels and cached[0] != alert.labels):
+            if len(self._labels) >= _PLAN_CACHE:
+                self._labels.clear()
+            cached = self._labels[key] = (alert.labels, json.dumps(alert.labels, sort_keys=True))
+        return cached[1]
+
+    def _plan(self, rb: Runbook, alert: Alert) -> _Plan:
+        """The params and target a runbook renders for an alert (cached: re-deliveries are the bulk)."""
+        key = (rb.name, *_alert_key(alert))
+        plan = self._plans.get(key)
+        if plan is None:
             ctx: dict[str, Any] = {"alert": alert.as_context(), "run": {"runbook": rb.name}, "steps": {}}
             ctx["schedule"] = {}
             try:
                 params = planner.render_params(rb, ctx)
-                target = planner.render_target(rb, {**ctx, "params": params})
+                plan = (params, planner.render_target(rb, {**ctx, "params": params}))
             except planner.PlanError as exc:
+                plan = str(exc)
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    async def _on_firing(
+        self,
+        tx: Tx,
+        alert: Alert,
+        new: bool,
+        plans: list[tuple[Runbook, _Plan]],
+        fx: Effects,
+        summary: dict[str, Any],
+        w: _Writes,
+    ) -> None:
+        metrics, log = self._ctx.metrics, self._ctx.log
+        if not plans:
+            summary["unmatched"].append({"alert": alert.name, "fingerprint": alert.key()})
+        for rb, plan in plans:
+            if isinstance(plan, str):
                 metrics.runs_suppressed.labels(runbook=rb.name, reason="render_error").inc()
-                log.warning("alert.unroutable", runbook=rb.name, alert=alert.name, error=str(exc))
+                log.warning("alert.unroutable", runbook=rb.name, alert=alert.name, error=plan)
                 summary["suppressed"].append(
-                    {"runbook": rb.name, "target": None, "reason": f"render_error: {exc}", "until": None}
+                    {"runbook": rb.name, "target": None, "reason": f"render_error: {plan}", "until": None}
                 )
                 continue
-            active = await tx.active_run_ref(rb.name, target)
+            params, target = plan
+            key = (rb.name, target)
+            if key in w.known:
+                active = w.active.get(key)
+            else:
+                active = await tx.active_run_ref(rb.name, target)
             if active is not None:
                 run_id, resolved = active
-                await tx.link_alert(alert.key(), rb.name, run_id)
+                w.links.append((alert.key(), rb.name, run_id))
                 if new:
-                    await self._ctx.event_ids(
-                        tx, run_id, rb.name, "alert_attached", alert=alert.name, fingerprint=alert.key()
+                    detail = {"alert": alert.name, "fingerprint": alert.key()}
+                    w.events.append(
+                        EventRecord(run_id, self._ctx.clock.now(), "alert_attached", "runbookd", detail)
                     )
+                    w.attached[(run_id, rb.name)] = w.attached.get((run_id, rb.name), 0) + 1
                 if resolved:
                     await tx.set_alert_firing(run_id)
+                    w.active[key] = (run_id, False)
                 summary["attached"].append(run_id)
                 continue
-            blocked = await self._policy_blocks(tx, rb, target)
+            if key in w.blocked:
+                blocked = w.blocked[key]
+            else:
+                blocked = w.blocked[key] = await self._policy_blocks(tx, rb, target)
             if blocked is not None:
                 reason, until = blocked
                 metrics.runs_suppressed.labels(runbook=rb.name, reason=reason.split(":")[0]).inc()
@@ -194,10 +494,17 @@ class Router:
                     }
                 )
                 continue
+            await self._flush(tx, w)
             run = await self._starter.create_run(
-                tx, rb, target, params, "alert", None, {"alert": alert.as_context()}, fx
+                tx, rb, target, copy.deepcopy(params), "alert", None, {"alert": alert.as_context()}, fx
             )
             await tx.link_alert(alert.key(), rb.name, run.id)
+            w.known.add(key)
+            w.blocked.pop(key, None)  # one more run today: the daily limit is counted again
+            if run.state.active:
+                w.active[key] = (run.id, run.alert_resolved)
+            else:
+                w.active.pop(key, None)
             summary["started"].append(run.id)
 
     async def _policy_blocks(self, tx: Tx, rb: Runbook, target: str) -> tuple[str, float | None] | None:
@@ -213,12 +520,14 @@ class Router:
         return None
 
     async def _on_resolved(
-        self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any]
+        self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any], w: _Writes
     ) -> None:
         await tx.resolve_alert(alert.key())
         for run in await tx.runs_for_alert(alert.key()):
             if not run.state.active or run.alert_resolved:
                 continue
+            w.known.discard((run.runbook, run.target))  # its state changes here: look it up again
+            w.blocked.pop((run.runbook, run.target), None)
             if await tx.firing_alerts_of(run.id):
                 if new:
                     await self._ctx.event(
@@ -241,3 +550,36 @@ class Router:
             else:
                 await tx.save_run(run)
                 await self._runs.recheck_when(tx, run, fx)
+
+
+@dataclass
+class _Writes:
+    """What one routing transaction knows and has yet to write."""
+
+    active: dict[tuple[str, str], tuple[str, bool]]
+    """(runbook, target) -> (id, alert_resolved) of its active run, for the keys in ``known``."""
+    known: set[tuple[str, str]]
+    """Keys whose entry in ``active`` (or absence: no active run) is current in this transaction."""
+    blocked: dict[tuple[str, str], tuple[str, float | None] | None] = field(default_factory=dict)
+    """(runbook, target) -> why policy holds a new run back (None: it does not), once per transaction."""
+    links: list[tuple[str, str, str]] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    attached: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(run id, runbook) -> alerts newly attached, logged once per flush."""
+
+
+def _alert_key(alert: Alert) -> tuple[Any, ...]:
+    """Everything of an alert a template can see (``Alert.as_context``), as a hashable key."""
+    return (
+        alert.key(),
+        alert.status,
+        alert.startsAt,
+        alert.endsAt,
+        alert.generatorURL,
+        tuple(alert.labels.items()),
+        tuple(alert.annotations.items()),
+    )
+
+
+def _labels_json(labels: dict[str, str]) -> str:
+    return json.dumps(labels, sort_keys=True)

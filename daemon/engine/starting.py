@@ -30,6 +30,7 @@ class Starter:
         self._runs = runs
         self.checks: Checker | None = None
         """Runs a runbook's scheduled check before a manual trigger (set by the engine)."""
+        self._dumps: dict[str, tuple[Runbook, dict[str, Any]]] = {}
 
     async def create_run(
         self,
@@ -52,11 +53,12 @@ class Starter:
             requester=requester,
             params=params,
             context=context,
-            definition=rb.model_dump(mode="json", by_alias=True),
+            definition=self._dumped(rb),
             created_at=now,
             updated_at=now,
             dry_run=self._ctx.config.dry_run,
         )
+        self._ctx.remember_definition(run.id, rb)
         await tx.save_run(run)
         for st in planner.new_steps(run.id, rb, self._ctx.registry):
             await tx.save_step(st)
@@ -72,6 +74,14 @@ class Starter:
         self._ctx.metrics.runs_started.labels(runbook=rb.name).inc()
         await self._runs.advance(tx, run, fx)
         return run
+
+    def _dumped(self, rb: Runbook) -> dict[str, Any]:
+        """The runbook as a run stores it; one dict shared by the runs of one loaded runbook (read-only:
+        the store serialises it once, see ``daemon.store.sqlite._dumps``)."""
+        cached = self._dumps.get(rb.name)
+        if cached is None or cached[0] is not rb:
+            cached = self._dumps[rb.name] = (rb, rb.model_dump(mode="json", by_alias=True))
+        return cached[1]
 
     def _new_run_id(self) -> str:
         stamp = datetime.fromtimestamp(self._ctx.clock.now(), UTC).strftime("%Y%m%d-%H%M%S")

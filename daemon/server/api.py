@@ -102,15 +102,10 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
+    """version, leader, routing_live (recovery done, notifications routed), paused, dry_run, store backend,
+    runbooks loaded, counts (active runs, runs by state, notifications stored and not routed yet)."""
     _who(request)
-    engine = engine_of(request)
-    return json_response(
-        {
-            "paused": await engine.is_paused(),
-            "dry_run": engine.config.dry_run,
-            "runbooks": len(engine.runbooks),
-        }
-    )
+    return json_response(await engine_of(request).status())
 
 
 def add_routes(app: web.Application) -> None:

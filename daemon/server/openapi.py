@@ -160,7 +160,31 @@ def _schemas() -> dict[str, Schema]:
         "RunbookList": _obj({"runbooks": {"type": "array", "items": _ref("Runbook")}}),
         "Receipt": receipt,
         "Paused": _obj({"paused": _BOOL}, {"by": _STR, "at": _TIME}),
-        "Status": _obj({"paused": _BOOL, "dry_run": _BOOL, "runbooks": _INT}),
+        "Status": _obj(
+            {
+                "version": _STR,
+                "leader": {**_BOOL, "description": "this replica routes, plans, executes and notifies"},
+                "routing_live": {
+                    **_BOOL,
+                    "description": "recovery is done on this leader and notifications are routed "
+                    "(false while the webhook only stores them: start-up, follower)",
+                },
+                "paused": _BOOL,
+                "dry_run": _BOOL,
+                "store": {"enum": ["sqlite", "postgresql"]},
+                "runbooks": _INT,
+                "counts": _obj(
+                    {
+                        "runs_active": _INT,
+                        "runs_by_state": {"type": "object", "additionalProperties": _INT},
+                        "notifications_unrouted": {
+                            **_INT,
+                            "description": "notifications stored and not routed yet",
+                        },
+                    }
+                ),
+            }
+        ),
         "Check": _obj(
             {"runbook": _STR, "schedule": _STR},
             {

@@ -84,13 +84,30 @@ _KEYS = {"runs": ("id",), "steps": ("run_id", "idx"), "undos": ("run_id", "idx")
 """Primary keys of the tables written whole by ``Tx._upsert``."""
 _JSON_FIELDS = {"params", "context", "definition", "plan", "output"}
 _BOOL_FIELDS = {"dry_run", "mutated", "alert_resolved", "mutating", "idempotent"}
+_MANY_ROWS = 100
+"""Rows per multi-row statement (8 parameters a row stays under SQLite's oldest variable limit, 999)."""
+
+
+_DEFINITION_JSON: dict[int, tuple[Any, str]] = {}
+"""id(definition) -> (definition, its JSON): runs started from one runbook share one definition object."""
+
+
+def _dumps(key: str, v: Any) -> str:
+    if key != "definition":
+        return json.dumps(v, sort_keys=True, default=str)
+    cached = _DEFINITION_JSON.get(id(v))
+    if cached is None or cached[0] is not v:
+        if len(_DEFINITION_JSON) >= 256:
+            _DEFINITION_JSON.clear()
+        cached = _DEFINITION_JSON[id(v)] = (v, json.dumps(v, sort_keys=True, default=str))
+    return cached[1]
 
 
 def _to_row(rec: RunRecord | StepRecord) -> dict[str, Any]:
-    row = asdict(rec)
+    row = {f.name: getattr(rec, f.name) for f in fields(rec)}  # shallow: JSON fields are dumped below
     for k, v in row.items():
         if k in _JSON_FIELDS and v is not None:
-            row[k] = json.dumps(v, sort_keys=True, default=str)
+            row[k] = _dumps(k, v)
         elif k in _BOOL_FIELDS:
             row[k] = int(v)
         elif k == "state":
@@ -418,6 +435,130 @@ class Tx:
             (signature, expires_at),
         )
         return bool(list(rows))
+
+    # routing in batches: one statement for many rows (daemon.engine.routing)
+    async def unrouted_heads(self, limit: int) -> list[tuple[int, int]]:
+        """(seq, alert count) of the oldest notifications not routed yet (payloads: ``inbox_payloads``)."""
+        rows = await self._all(
+            "SELECT seq, alerts FROM inbox WHERE routed_at IS NULL ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [(int(r["seq"]), int(r["alerts"])) for r in rows]
+
+    async def inbox_payloads(self, seqs: list[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for i in range(0, len(seqs), _MANY_ROWS):
+            chunk = seqs[i : i + _MANY_ROWS]
+            rows = await self._all(
+                f"SELECT seq, payload FROM inbox WHERE seq IN ({', '.join('?' * len(chunk))})",  # noqa: S608
+                tuple(chunk),
+            )
+            found.update((int(r["seq"]), str(r["payload"])) for r in rows)
+        return found
+
+    async def record_alerts(self, alerts: list[tuple[str, str, str, str, str]], now: float) -> list[bool]:
+        """``record_alert`` for many (fingerprint, startsAt, status, alertname, labels JSON), in order: for
+        each, whether it is new (its key was not recorded before, nor earlier in the list)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        first: dict[tuple[str, str, str], tuple[str, str, str, str, str]] = {}
+        for a in alerts:
+            key = (a[0], a[1], a[2])
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, a)
+        times: dict[tuple[str, str, str], int] = {}
+        items = list(first.items())
+        for i in range(0, len(items), _MANY_ROWS):
+            chunk = items[i : i + _MANY_ROWS]
+            args: list[Any] = []
+            for key, (fp, starts_at, status, name, labels) in chunk:
+                args += (fp, starts_at, status, name, labels, now, now, counts[key])
+            rows = await self.db.execute_fetchall(
+                "INSERT INTO alerts_received (fingerprint, starts_at, status, alertname, labels, first_seen,"  # noqa: S608
+                " last_seen, times) VALUES " + ", ".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)) + " ON CONFLICT"
+                " (fingerprint, starts_at, status) DO UPDATE SET last_seen = excluded.last_seen,"
+                " times = alerts_received.times + excluded.times RETURNING fingerprint, starts_at, status, times",
+                tuple(args),
+            )
+            for r in rows:
+                times[(str(r["fingerprint"]), str(r["starts_at"]), str(r["status"]))] = int(r["times"])
+        new: list[bool] = []
+        seen: set[tuple[str, str, str]] = set()
+        for a in alerts:
+            key = (a[0], a[1], a[2])
+            new.append(key not in seen and times.get(key) == counts[key])
+            seen.add(key)
+        return new
+
+    async def active_run_refs(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, bool]]:
+        """``active_run_ref`` for many (runbook, target) keys at once; keys without an active run are absent."""
+        states = tuple(s.value for s in RunState if s.active)
+        found: dict[tuple[str, str], tuple[str, bool]] = {}
+        targets = sorted({t for _, t in keys})
+        for i in range(0, len(targets), _MANY_ROWS):
+            chunk = targets[i : i + _MANY_ROWS]
+            rows = await self._all(
+                f"SELECT runbook, target, id, alert_resolved FROM runs WHERE state IN ({', '.join('?' * len(states))})"  # noqa: S608
+                f" AND target IN ({', '.join('?' * len(chunk))})",
+                (*states, *chunk),
+            )
+            for r in rows:
+                key = (str(r["runbook"]), str(r["target"]))
+                if key in keys:
+                    found[key] = (str(r["id"]), bool(r["alert_resolved"]))
+        return found
+
+    async def link_alerts(self, links: list[tuple[str, str, str]]) -> None:
+        """``link_alert`` for many (fingerprint, runbook, run_id)."""
+        if links:
+            await self.db.executemany(  # a link already firing is left as it is (no page written)
+                "INSERT INTO alert_links (fingerprint, runbook, run_id, resolved) VALUES (?,?,?,0)"
+                " ON CONFLICT (fingerprint, runbook, run_id) DO UPDATE SET resolved = 0"
+                " WHERE alert_links.resolved <> 0",
+                links,
+            )
+
+    async def add_events(self, evs: list[EventRecord]) -> None:
+        if evs:
+            await self.db.executemany(
+                "INSERT INTO timeline (run_id, at, event, actor, detail) VALUES (?,?,?,?,?)",
+                [
+                    (e.run_id, e.at, e.event, e.actor, json.dumps(e.detail, sort_keys=True, default=str))
+                    for e in evs
+                ],
+            )
+
+    async def mark_routed_many(self, rows: list[tuple[int, float, dict[str, Any]]]) -> None:
+        """``mark_routed`` for many (seq, at, result)."""
+        await self.db.executemany(
+            "UPDATE inbox SET routed_at = ?, result = ? WHERE seq = ?",
+            [(at, json.dumps(result), seq) for seq, at, result in rows],
+        )
+
+    async def unrouted_after(self, seq: int, limit: int) -> list[int]:
+        """Receipts of unrouted notifications after ``seq``, oldest first (the partial index only)."""
+        rows = await self._all(
+            "SELECT seq FROM inbox WHERE routed_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [int(r["seq"]) for r in rows]
+
+    async def inbox_payload(self, seq: int) -> str | None:
+        row = await self._one("SELECT payload FROM inbox WHERE seq = ?", (seq,))
+        return str(row["payload"]) if row else None
+
+    async def runs_to_advance(self, after: str, limit: int) -> list[RunRecord]:
+        """Active runs (not needing attention) with ids after ``after``, in id order, except those only
+        waiting for a person (their current step awaits approval): what recovery advances."""
+        rows = await self._all(
+            "SELECT runs.* FROM runs LEFT JOIN steps ON steps.run_id = runs.id AND steps.idx = runs.current_step"
+            " WHERE runs.state IN ('awaiting_approval', 'running', 'undoing') AND runs.id > ?"
+            " AND NOT (runs.state = 'awaiting_approval' AND COALESCE(steps.state, '') = 'awaiting_approval')"
+            " ORDER BY runs.id LIMIT ?",
+            (after, limit),
+        )
+        return [_from_row(RunRecord, r) for r in rows]
+
+    async def count_unrouted(self) -> int:
+        row = await self._one("SELECT COUNT(*) AS n FROM inbox WHERE routed_at IS NULL")
+        return int(row["n"]) if row else 0
 
 
 def _undo_from_row(row: Row) -> UndoRecord:

@@ -165,6 +165,9 @@ async def serve(
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
+        engine = app[SLOT].engine
+        if engine is not None and engine.leadership.leading:
+            await engine.wait_routing_live()  # recovery runs behind the open webhook: let it finish
         async with aiohttp.ClientSession() as session:
             daemon = Daemon(f"http://127.0.0.1:{port}", app, clock, session)
             yield daemon
