@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemon.actions.base import ActionContext
 from daemon.engine import planner, schedules
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
@@ -201,17 +200,8 @@ class Checker:
             return error(f"check with: {exc}", params)
         config = self._ctx.config
         log = self._ctx.log.bind(runbook=rb.name, check=check.action)
-        actx = ActionContext(
-            run_id=f"check-{rb.name}",
-            step_id="check",
-            runbook=rb.name,
-            dry_run=config.dry_run,
-            clients=self._ctx.clients,
-            memory=self._ctx.memory,
-            limits=config.limits,
-            clock=self._ctx.clock,
-            log=log,
-            public_url=config.server.public_url,
+        actx = self._ctx.action_context(
+            f"check-{rb.name}", "check", rb.name, dry_run=config.dry_run, log=log
         )
         planned = plan.get("timeout") if isinstance(plan, dict) else None
         timeout = check.timeout or action_timeout(config.limits.action_timeout, planned)

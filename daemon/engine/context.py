@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from daemon.actions.base import ActionRegistry
+from daemon.actions.base import ActionContext, ActionRegistry
 from daemon.clients.bundle import Clients
 from daemon.config import Config
 from daemon.engine.effects import Effects
@@ -67,6 +67,21 @@ class Context:
         self._definitions[run_id] = rb
         if len(self._definitions) > _DEFINITION_CACHE:
             self._definitions.popitem(last=False)
+
+    def action_context(self, run_id: str, step_id: str, runbook: str, *, dry_run: bool, log: Any) -> ActionContext:
+        """What an action sees when it runs: a step, an undo or a scheduled check."""
+        return ActionContext(
+            run_id=run_id,
+            step_id=step_id,
+            runbook=runbook,
+            dry_run=dry_run,
+            clients=self.clients,
+            memory=self.memory,
+            limits=self.config.limits,
+            clock=self.clock,
+            log=log,
+            public_url=self.config.server.public_url,
+        )
 
     def forget_definition(self, run_id: str) -> None:
         self._definitions.pop(run_id, None)

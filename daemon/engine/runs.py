@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from daemon.actions.base import ActionContext
 from daemon.engine import planner
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
@@ -160,18 +159,7 @@ class Runs:
         action = self._ctx.registry.get(st.action)
         assert action is not None and st.plan is not None
         log = self._ctx.log.bind(run_id=run.id, runbook=run.runbook, step=st.step_id, action=st.action)
-        ctx = ActionContext(
-            run_id=run.id,
-            step_id=st.step_id,
-            runbook=run.runbook,
-            dry_run=run.dry_run,
-            clients=self._ctx.clients,
-            memory=self._ctx.memory,
-            limits=config.limits,
-            clock=self._ctx.clock,
-            log=log,
-            public_url=config.server.public_url,
-        )
+        ctx = self._ctx.action_context(run.id, st.step_id, run.runbook, dry_run=run.dry_run, log=log)
         spec = rb.steps[idx]
         timeout = spec.timeout or action_timeout(config.limits.action_timeout, st.plan.get("timeout"))
         if not self._ctx.leadership.fresh():

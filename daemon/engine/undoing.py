@@ -21,7 +21,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daemon.actions.base import ActionContext
 from daemon.engine import gate, planner
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
@@ -293,17 +292,8 @@ class Undoing:
         assert action is not None and u.params is not None
         config = self._ctx.config
         log = self._ctx.log.bind(run_id=run.id, runbook=run.runbook, step=u.step_id, undo=u.action)
-        ctx = ActionContext(
-            run_id=run.id,
-            step_id=f"{u.step_id}/undo",
-            runbook=run.runbook,
-            dry_run=run.dry_run,
-            clients=self._ctx.clients,
-            memory=self._ctx.memory,
-            limits=config.limits,
-            clock=self._ctx.clock,
-            log=log,
-            public_url=config.server.public_url,
+        ctx = self._ctx.action_context(
+            run.id, f"{u.step_id}/undo", run.runbook, dry_run=run.dry_run, log=log
         )
         timeout = action_timeout(config.limits.action_timeout, u.params.get("timeout"))
         if not self._ctx.leadership.fresh():
