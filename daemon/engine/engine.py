@@ -173,8 +173,12 @@ class Engine:
         first = True
         while True:
             if not first:  # the first tick recovers at once (a lone replica leads from the start)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+                # arrives as the event is set (stop() releasing the lease sets it), and stop() then
+                # waits for this loop for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._tick_now.wait(), self._tick_interval)
+                    async with asyncio.timeout(self._tick_interval):
+                        await self._tick_now.wait()
             first = False
             self._tick_now.clear()
             if not self.leadership.leading:

@@ -143,10 +143,8 @@ class PgTx(Tx):
 
 async def connect(settings: PgSettings) -> psycopg.AsyncConnection[Any]:
     try:
-        return await asyncio.wait_for(
-            psycopg.AsyncConnection.connect(settings.url, **settings.connect_kwargs()),
-            settings.connect_timeout + 1,
-        )
+        async with asyncio.timeout(settings.connect_timeout + 1):  # not wait_for: see Engine._tick_loop
+            return await psycopg.AsyncConnection.connect(settings.url, **settings.connect_kwargs())
     except (psycopg.Error, TimeoutError, OSError) as exc:
         raise StoreUnavailable(f"cannot connect to the PostgreSQL state store: {_safe(exc)}") from exc
 
