@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from support.opensearch_fixtures import client_for
 from support.opensearch_server import FakeOpenSearch
 
@@ -464,3 +465,20 @@ async def test_repository_check(opensearch: FakeOpenSearch, os_ctx: Ctx) -> None
     assert "repository_verification_exception" in bad["message"]
     missing = await run(status.repository_check, os_ctx(), repository="nope")
     assert missing["problems"] == ["repository nope does not exist"]
+
+
+@pytest.mark.parametrize(
+    "name", ["opensearch.block_writes", "opensearch.create_snapshot", "opensearch.delete_indices"]
+)
+def test_a_mutating_step_names_each_index_once(name: str) -> None:
+    from daemon.actions.registry import default_registry
+
+    action = default_registry().get(name)
+    assert action is not None
+    params = {"indices": ["logs-2026.01.01", "logs-2026.01.01"], "repository": "opensearch-logs"}
+    if name == "opensearch.delete_indices":
+        params["snapshot"] = "final-2026.01.15"
+    if name == "opensearch.block_writes":
+        params.pop("repository")
+    with pytest.raises(ValidationError, match="an index is listed more than once"):
+        action.params.model_validate(params)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from daemon.actions.base import ActionContext, Output, Params, action
 from daemon.actions.opensearch.common import (
     DAY_MS,
     READ_INDICES,
+    ExactIndices,
     IndexName,
     IndexPattern,
     KeepDays,
@@ -25,24 +26,13 @@ from daemon.clients.opensearch import OpenSearchClient
 WRITE_SETTINGS = ("opensearch:indices:admin/settings/update",)
 
 
-def _unique(v: list[str]) -> list[str]:
-    if len(set(v)) != len(v):
-        raise ValueError("an index is listed more than once")
-    return v
-
-
 class BlockParams(Params):
-    indices: list[IndexName] = Field(min_length=1, max_length=1000)
+    indices: ExactIndices
     """Exact index names: an opensearch.plan_index_retention step's ``indices``."""
     pattern: IndexPattern = "logs-*"
     """Each index must still match it."""
     keep_days: KeepDays = 14
     """Each index must still be older than this by ``creation.date`` (so today's index is never blocked)."""
-
-    @field_validator("indices")
-    @classmethod
-    def _unique_indices(cls, v: list[str]) -> list[str]:
-        return _unique(v)
 
 
 def is_blocked(settings: dict[str, str]) -> bool:

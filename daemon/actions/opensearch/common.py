@@ -60,6 +60,16 @@ IndexName = Annotated[str, _name("index name", _INDEX)]
 backing indices excepted)."""
 IndexPattern = Annotated[str, _name("index pattern", _PATTERN)]
 """One index pattern with ``*`` wildcards, e.g. ``logs-*``."""
+
+
+def _each_once(v: list[str]) -> list[str]:
+    if len(set(v)) != len(v):
+        raise ValueError("an index is listed more than once")
+    return v
+
+
+ExactIndices = Annotated[list[IndexName], Field(min_length=1, max_length=1000), AfterValidator(_each_once)]
+"""The exact indices a mutating step acts on: at least one, each named once."""
 RepositoryName = Annotated[str, _name("snapshot repository name", _NAME)]
 SnapshotName = Annotated[str, _name("snapshot name", _NAME)]
 SnapshotPattern = Annotated[str, _name("snapshot name pattern", _SNAPSHOT_PATTERN)]

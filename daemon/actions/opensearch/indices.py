@@ -15,15 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
-
 from daemon.actions.base import ActionContext, Output, action
 from daemon.actions.opensearch.blocks import is_blocked
 from daemon.actions.opensearch.common import (
     DAY_MS,
     READ_INDICES,
     READ_SNAPSHOTS,
-    IndexName,
+    ExactIndices,
     IndexPattern,
     KeepDays,
     RepositoryParams,
@@ -40,17 +38,10 @@ from daemon.clients.opensearch import OpenSearchClient, OpenSearchPermanentError
 class DeleteIndicesParams(RepositoryParams):
     snapshot: SnapshotName
     """The snapshot that must hold each index: the final snapshot runbookd took after blocking writes."""
-    indices: list[IndexName] = Field(min_length=1, max_length=1000)
+    indices: ExactIndices
     """Exact names the plan approved (an opensearch.plan_index_retention step's ``indices``)."""
     pattern: IndexPattern = "logs-*"
     keep_days: KeepDays = 14
-
-    @field_validator("indices")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("an index is listed more than once")
-        return v
 
 
 async def _refusal(

@@ -23,7 +23,7 @@ from daemon.actions.opensearch.blocks import is_blocked
 from daemon.actions.opensearch.common import (
     READ_INDICES,
     READ_SNAPSHOTS,
-    IndexName,
+    ExactIndices,
     KeepDays,
     RepositoryParams,
     Snapshot,
@@ -50,7 +50,7 @@ def memory_key(repo: str, name: str) -> str:
 
 
 class CreateParams(RepositoryParams):
-    indices: list[IndexName] = Field(min_length=1, max_length=1000)
+    indices: ExactIndices
     """Exact index names (never a pattern: the snapshot holds what was approved)."""
     name: SnapshotTemplate = "logs-{date}"
     """The snapshot's name; {date} is YYYY.MM.DD and {time} HHMMSS, both UTC."""
@@ -63,13 +63,6 @@ class CreateParams(RepositoryParams):
     def _poll(cls, v: float) -> float:
         if not 0.01 <= v <= 600:
             raise ValueError("poll_interval is between 10ms and 10m")
-        return v
-
-    @field_validator("indices")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("an index is listed more than once")
         return v
 
 
