@@ -3,6 +3,7 @@ run timeline, and transactions whose effects are applied once they have committe
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from daemon.engine.effects import Effects
 from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import Notifier, RunNotice
 from daemon.engine.tasks import Tasks
-from daemon.errors import LostLeadership
+from daemon.errors import LostLeadership, StoreUnavailable
 from daemon.kits.clock import Clock
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.runbooks.schema import Runbook
@@ -122,6 +123,29 @@ class Context:
                 await fx.hand_off(tx, self.clock.now())
         self._apply(fx)
         return result
+
+    async def record_result(
+        self, body: Callable[[Tx, Effects], Awaitable[None]], *, log: Any, event: str, **detail: Any
+    ) -> None:
+        """Commit what an action did (a step's or an undo's result), on the leader only.
+
+        Fenced (LostLeadership): give up; the leader that took over treats the action as interrupted (re-run
+        only if idempotent, else needs_attention), and recording it here could overwrite that decision.
+        Store unavailable: the action stays ``running`` in the store (holding its budget slot) until its
+        result is committed, so keep the result and try again. A stop cancels this; the next start then
+        treats the action as interrupted."""
+        delay = 1.0
+        while True:
+            try:
+                await self.transact(body, leader_only=True)
+                return
+            except LostLeadership as exc:
+                log.error(event, error=str(exc), lost_leadership=True, **detail)
+                return
+            except StoreUnavailable as exc:
+                log.error(event, error=str(exc), retry_in=delay, **detail)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _apply(self, fx: Effects) -> None:
         """Run after commit: metrics, notifications, action executions."""

@@ -6,7 +6,6 @@ is in the store (see ``Effects``)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from daemon.engine import planner
@@ -14,7 +13,6 @@ from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.executor import action_timeout, execute
 from daemon.engine.undoing import Undoing
-from daemon.errors import LostLeadership, StoreUnavailable
 from daemon.kits.clock import iso
 from daemon.runbooks.schema import Runbook
 from daemon.store.records import RunRecord, RunState, StepRecord, StepState
@@ -190,23 +188,7 @@ class Runs:
             if st2.mutating:
                 await self.advance_waiting(tx, fx)
 
-        delay = 1.0
-        while True:
-            try:
-                await self._ctx.transact(record, leader_only=True)
-                return
-            except LostLeadership as exc:
-                # Fenced: the leader that took over treats this step as interrupted (re-run only if
-                # idempotent, else needs_attention). Recording it here could overwrite that decision.
-                log.error("step.result_not_recorded", error=str(exc), outcome=result, lost_leadership=True)
-                return
-            except StoreUnavailable as exc:
-                # The step stays `running` in the store (holding its budget slot) until its result is
-                # committed: keep the result and try again. A stop cancels this; the next start then
-                # treats the step as interrupted.
-                log.error("step.result_not_recorded", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await self._ctx.record_result(record, log=log, event="step.result_not_recorded", outcome=result)
 
     async def advance_waiting(self, tx: Tx, fx: Effects) -> None:
         """Move on what waits for the budget or pause, and re-check undos waiting for their ``when:``."""

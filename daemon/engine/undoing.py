@@ -17,7 +17,6 @@ they restore the state from before the run, which is what an operator pausing wa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.executor import action_timeout, execute
 from daemon.engine.identity import Identity
-from daemon.errors import Conflict, NotFound, StoreUnavailable
+from daemon.errors import Conflict, NotFound
 from daemon.kits.clock import iso
 from daemon.runbooks.schema import Step
 from daemon.store.records import RunRecord, RunState, StepRecord, StepState, UndoRecord, UndoState
@@ -335,15 +334,7 @@ class Undoing:
             await self.advance(tx, run2, fx)
             await self._wake(tx, fx)
 
-        delay = 1.0
-        while True:
-            try:
-                await self._ctx.transact(record)
-                return
-            except StoreUnavailable as exc:  # as for steps: keep the result, try again
-                log.error("undo.result_not_recorded", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await self._ctx.record_result(record, log=log, event="undo.result_not_recorded", outcome=result)
 
     async def interrupted(self, tx: Tx, u: UndoRecord) -> None:
         """An undo found running after a restart: re-run if idempotent, otherwise a person checks."""
