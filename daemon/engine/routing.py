@@ -92,10 +92,29 @@ class Router:
             self._ctx.log.warning(
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
             )
-        receipt = await self.inbox.submit(raw, len(payload.alerts), payload)
+        settled = self._settled(payload)
+        # Settled: its receipt (alert names and fingerprints) is the record; routing never reads its payload.
+        receipt = await self.inbox.submit(
+            raw if settled is None else "", len(payload.alerts), payload, settled
+        )
         firing = sum(1 for alert in payload.alerts if alert.status == "firing")
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
+
+    def _settled(self, payload: WebhookPayload) -> str | None:
+        """What routing would record for a notification no runbook acts on (every alert firing, none
+        matching a trigger), as JSON: it is stored routed (one row, nothing else written). None: route it.
+
+        Nothing else can change what routing makes of such a notification: matching reads the alert and
+        the runbooks only, and an alert no runbook matches starts, attaches to and cancels nothing. A
+        resolved alert is always routed: a run may be linked to it (even one of a runbook since changed)."""
+        unmatched = []
+        for alert in payload.alerts:
+            if alert.status != "firing" or self._matching(alert):
+                return None
+            unmatched.append(f'{{"alert": {_json_str(alert.name)}, "fingerprint": {_json_str(alert.key())}}}')
+        # json.dumps(_summary(...)) with the list filled in, written out: this is the webhook's hot path.
+        return _SETTLED.format(alerts=len(payload.alerts), unmatched=", ".join(unmatched))
 
     def _stored(self, rows: list[tuple[int, Any]]) -> None:
         """The inbox committed these (receipt, parsed payload), in receipt order."""
@@ -140,9 +159,12 @@ class Router:
 
     async def wait_routed(self, seq: int, timeout: float) -> dict[str, Any]:
         """Wait until the routing of a stored notification is committed; what it did."""
-        async with asyncio.timeout(timeout), self._routed:
-            await self._routed.wait_for(lambda: self._routed_seq >= seq or seq in self._routed_ahead)
-        result: dict[str, Any] = (await self.receipt(seq))["result"] or {}
+        found = await self.receipt(seq) if seq > self._routed_seq else None
+        if found is None or found["routed_at"] is None:  # routed at intake, or not yet
+            async with asyncio.timeout(timeout), self._routed:
+                await self._routed.wait_for(lambda: self._routed_seq >= seq or seq in self._routed_ahead)
+            found = await self.receipt(seq)
+        result: dict[str, Any] = found["result"] or {}
         return result
 
     async def loop(self) -> None:
@@ -184,9 +206,10 @@ class Router:
                 break
             alerts += len(payload.alerts)
             if seq not in self._look_plans:
-                self._look_plans[seq] = self._plans_of(payload)
-                for a in payload.alerts:
-                    self._labels_json(a)
+                planned = self._look_plans[seq] = self._plans_of(payload)
+                for a, plans in zip(payload.alerts, planned, strict=True):
+                    if plans or a.status != "firing":  # recorded by routing
+                        self._labels_json(a)
             if n % 10 == 9:
                 await asyncio.sleep(0)
 
@@ -343,31 +366,33 @@ class Router:
         collected and written together; the rest (starting runs, resolutions) as they come, after
         flushing what was collected, so every run's timeline keeps its order."""
         now = self._ctx.clock.now()
-        alerts = [a for _, payload in batch for a in payload.alerts]
-        new = iter(
-            await tx.record_alerts(
-                [(a.key(), a.startsAt, a.status, a.name, self._labels_json(a)) for a in alerts], now
-            )
-        )
         plans: list[list[tuple[Runbook, _Plan]]] = []
         for seq, payload in batch:
             ahead = self._look_plans.pop(seq, None)  # planned already, before the transaction
             if ahead is None:
                 ahead = self._plans_of(payload)
             plans += ([] if a.status != "firing" else p for a, p in zip(payload.alerts, ahead, strict=True))
+        # Recorded: what routing acts on (a firing alert a runbook matches, every resolved one); a firing
+        # alert no runbook matches is in the receipt's "unmatched" and the stored payload only.
+        alerts = [a for _, payload in batch for a in payload.alerts]
+        acted = [a.status != "firing" or bool(p) for a, p in zip(alerts, plans, strict=True)]
+        recorded = iter(
+            await tx.record_alerts(
+                [
+                    (a.key(), a.startsAt, a.status, a.name, self._labels_json(a))
+                    for a, act in zip(alerts, acted, strict=True)
+                    if act
+                ],
+                now,
+            )
+        )
+        new = iter([next(recorded) if act else False for act in acted])
         keys = {(rb.name, plan[1]) for each in plans for rb, plan in each if not isinstance(plan, str)}
         w = _Writes(await tx.active_run_refs(keys) if keys else {}, keys)
         planned = iter(plans)
         results: dict[int, dict[str, Any]] = {}
         for seq, payload in batch:
-            summary: dict[str, Any] = {
-                "alerts": len(payload.alerts),
-                "started": [],
-                "attached": [],
-                "cancelled": [],
-                "suppressed": [],  # what it did not start, and why: [{runbook, target, reason, until}]
-                "unmatched": [],  # alerts no runbook answers: [{alert, fingerprint}]
-            }
+            summary = _summary(len(payload.alerts))
             for alert in payload.alerts:
                 if alert.status == "firing":
                     await self._on_firing(tx, alert, next(new), next(planned), fx, summary, w)
@@ -566,6 +591,26 @@ class _Writes:
     events: list[EventRecord] = field(default_factory=list)
     attached: dict[tuple[str, str], int] = field(default_factory=dict)
     """(run id, runbook) -> alerts newly attached, logged once per flush."""
+
+
+_json_str = json.encoder.encode_basestring_ascii
+"""A str as JSON, as json.dumps writes it."""
+_SETTLED = (
+    '{{"alerts": {alerts}, "started": [], "attached": [], "cancelled": [], "suppressed": [], '
+    '"unmatched": [{unmatched}]}}'
+)
+
+
+def _summary(alerts: int) -> dict[str, Any]:
+    """A notification's receipt result, before routing fills it in."""
+    return {
+        "alerts": alerts,
+        "started": [],
+        "attached": [],
+        "cancelled": [],
+        "suppressed": [],  # what it did not start, and why: [{runbook, target, reason, until}]
+        "unmatched": [],  # alerts no runbook answers: [{alert, fingerprint}]
+    }
 
 
 def _alert_key(alert: Alert) -> tuple[Any, ...]:

@@ -50,9 +50,14 @@ class BodyGate:
             raise BadBody(503, "runbookd is shutting down")
         if len(self._reading) >= self.max_pending:
             raise BadBody(503, "too many requests are still sending their bodies; retry")
-        deadline = asyncio.timeout(self.timeout)
-        self._reading.add(deadline)
+        if request.content.is_eof():  # all of it has arrived (the usual case): nothing to wait for
+            deadline = None
+        else:
+            deadline = asyncio.timeout(self.timeout)
+            self._reading.add(deadline)
         try:
+            if deadline is None:
+                return await request.read()
             async with deadline:
                 return await request.read()
         except TimeoutError:
@@ -68,7 +73,8 @@ class BodyGate:
         except ConnectionError:  # the client went away mid-body (ConnectionResetError "Connection lost")
             raise BadBody(400, "the client closed the connection before sending the whole body") from None
         finally:
-            self._reading.discard(deadline)
+            if deadline is not None:
+                self._reading.discard(deadline)
 
     def close(self) -> None:
         """Shutdown: end every body read in progress now (their requests answer 503) and take no more."""

@@ -7,12 +7,16 @@ placeholders. A new store method written once in ``Tx`` therefore works on both 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from daemon.store.sqlite import Tx
+
+InboxRow: TypeAlias = tuple[float, int, str, float | None, str | None]
+"""A notification for the inbox: (received_at, alert count, payload JSON, routed_at, result JSON). Routed
+at intake (``routed_at`` and ``result`` set) when none of its alerts is anything routing acts on."""
 
 Row: TypeAlias = Any
 """A result row: ``sqlite3.Row`` or the PostgreSQL adapter's row; both read as ``row["col"]`` and ``row[i]``."""
@@ -48,9 +52,11 @@ class StateStore(Protocol):
         StoreUnavailable; with ``fence``, a replica that is no longer the leader gets LostLeadership."""
         ...
 
-    def intake(self) -> AbstractAsyncContextManager[Tx]:
-        """A transaction that only appends to the inbox (and reads its numbers). PostgreSQL runs it on a
-        connection of its own, beside the engine's transactions; SQLite is ``transaction()``."""
+    async def append_inbox(self, rows: Sequence[InboxRow]) -> int:
+        """Commit notifications to the inbox in one transaction (on disk when it returns), numbered after
+        the last one stored by any replica: their receipts are ``first .. first + len(rows) - 1``; returns
+        ``first``. Raises StoreUnavailable. PostgreSQL writes on a connection of its own, beside the
+        engine's transactions; SQLite in one hand-off to a thread of its own, between them."""
         ...
 
     async def watch_inbox(self, wake: Callable[[str], None]) -> None:

@@ -20,7 +20,7 @@ from psycopg.rows import RowMaker
 
 from daemon.errors import StoreUnavailable
 from daemon.store import migrations
-from daemon.store.base import Fence, Row
+from daemon.store.base import Fence, InboxRow, Row
 from daemon.store.sqlite import SCHEMA, Tx
 
 log = structlog.get_logger("runbookd.store")
@@ -268,6 +268,10 @@ class PgStore:
         """The inbox's own connection and lock: storing a webhook never waits behind routing or a step's
         transaction. Inbox writers (of every replica) are serialised among themselves only."""
         return self._intake.transaction(INBOX_LOCK, None, notify=INBOX_CHANNEL)
+
+    async def append_inbox(self, rows: Sequence[InboxRow]) -> int:
+        async with self.intake() as tx:
+            return await tx.append_inbox(rows)
 
     async def watch_inbox(self, wake: Callable[[str], None]) -> None:
         """Call ``wake`` whenever any replica commits a notification to the inbox (LISTEN/NOTIFY on a

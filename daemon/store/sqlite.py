@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ import aiosqlite
 
 from daemon.errors import StoreUnavailable
 from daemon.store import migrations
-from daemon.store.base import Fence, Row, SqlDb, StateStore
+from daemon.store.base import Fence, InboxRow, Row, SqlDb, StateStore
 from daemon.store.records import (
     ApprovalRecord,
     EventRecord,
@@ -84,6 +85,9 @@ _KEYS = {"runs": ("id",), "steps": ("run_id", "idx"), "undos": ("run_id", "idx")
 """Primary keys of the tables written whole by ``Tx._upsert``."""
 _JSON_FIELDS = {"params", "context", "definition", "plan", "output"}
 _BOOL_FIELDS = {"dry_run", "mutated", "alert_resolved", "mutating", "idempotent"}
+_INBOX_INSERT = (
+    "INSERT INTO inbox (seq, received_at, alerts, payload, routed_at, result) VALUES (?,?,?,?,?,?)"
+)
 _MANY_ROWS = 100
 """Rows per multi-row statement (8 parameters a row stays under SQLite's oldest variable limit, 999)."""
 
@@ -316,11 +320,15 @@ class Tx:
         await self.db.execute("DELETE FROM alerts_received WHERE last_seen < ?", (before,))
 
     # inbox: Alertmanager notifications, stored before they are answered and routed after
-    async def add_to_inbox(self, rows: list[tuple[int, float, int, str]]) -> None:
-        """Rows of (seq, received_at, alert count, payload JSON)."""
-        await self.db.executemany(
-            "INSERT INTO inbox (seq, received_at, alerts, payload) VALUES (?,?,?,?)", rows
-        )
+    async def add_to_inbox(self, rows: Sequence[tuple[int, float, int, str]]) -> None:
+        """Rows of (seq, received_at, alert count, payload JSON), to be routed."""
+        await self.db.executemany(_INBOX_INSERT, [(*row, None, None) for row in rows])
+
+    async def append_inbox(self, rows: Sequence[InboxRow]) -> int:
+        """Number ``rows`` after the last receipt and add them; the first receipt (``StateStore.append_inbox``)."""
+        first = await self.last_inbox_seq() + 1
+        await self.db.executemany(_INBOX_INSERT, [(first + i, *row) for i, row in enumerate(rows)])
+        return first
 
     async def unrouted(self, limit: int) -> list[tuple[int, str]]:
         rows = await self._all(
@@ -352,7 +360,13 @@ class Tx:
         return int(row["n"]) if row else 0
 
     async def prune_inbox(self, before: float) -> None:
-        await self.db.execute("DELETE FROM inbox WHERE routed_at IS NOT NULL AND routed_at < ?", (before,))
+        """Forget routed notifications older than ``before``; never the newest (receipts are numbered after
+        it: its number must not be handed out again)."""
+        await self.db.execute(
+            "DELETE FROM inbox WHERE routed_at IS NOT NULL AND routed_at < ?"
+            " AND seq < (SELECT MAX(seq) FROM inbox)",
+            (before,),
+        )
 
     async def steps_due_before(self, until: float) -> list[StepRecord]:
         """Steps awaiting approval whose deadline is at or before ``until`` (uses steps_by_deadline)."""
@@ -570,16 +584,63 @@ def _undo_from_row(row: Row) -> UndoRecord:
     return UndoRecord(**values)
 
 
+class _IntakeWriter:
+    """The inbox's own connection to the state file, used from a thread of its own: a batch of
+    notifications is numbered, inserted and committed (fsynced) in one hand-off from the event loop,
+    instead of one per statement. The caller holds the store's lock, so it never writes beside the
+    engine's connection (SQLite has one writer)."""
+
+    def __init__(self, path: Path, busy_timeout: float) -> None:
+        self._path, self._busy_timeout = path, busy_timeout
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runbookd-intake")
+        self._conn: sqlite3.Connection | None = None
+
+    async def append(self, rows: Sequence[InboxRow]) -> int:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._append, rows)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"state store could not store the notifications: {exc}") from exc
+
+    def _append(self, rows: Sequence[InboxRow]) -> int:  # on the intake thread
+        conn = self._conn
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA synchronous=FULL")  # journal_mode=WAL is the file's: set at open
+            self._conn = conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()
+            first = int(last) + 1
+            conn.executemany(_INBOX_INSERT, [(first + i, *row) for i, row in enumerate(rows)])
+            conn.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return first
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=True)
+
+
 class Store:
     """The SQLite backend of ``daemon.store.base.StateStore``: one process writes it (see ``lock``)."""
 
     shared = False
     backend = "sqlite"
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, busy_timeout: float = 5.0) -> None:
         self._db = db
         self._lock = asyncio.Lock()
         self.path = path
+        self._intake = _IntakeWriter(path, busy_timeout) if str(path) != ":memory:" else None
 
     @classmethod
     async def open(cls, path: Path, busy_timeout: float = 5.0) -> Store:
@@ -595,9 +656,11 @@ class Store:
             await _migrate(db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open state store {path}: {exc}") from exc
-        return cls(db, path)
+        return cls(db, path, busy_timeout)
 
     async def close(self) -> None:
+        if self._intake is not None:
+            await self._intake.close()
         await self._db.close()
 
     @asynccontextmanager
@@ -633,9 +696,13 @@ class Store:
     async def watch_inbox(self, wake: Callable[[str], None]) -> None:
         return None  # one process writes the file: its own inbox wakes its router
 
-    def intake(self) -> AbstractAsyncContextManager[Tx]:
-        """One writer, one connection: the inbox shares the engine's transactions (group commit)."""
-        return self.transaction()
+    async def append_inbox(self, rows: Sequence[InboxRow]) -> int:
+        """Between the engine's transactions (one writer), in one hand-off to the intake's own thread."""
+        if self._intake is None:  # ":memory:" is one connection's own database
+            async with self.transaction() as tx:
+                return await tx.append_inbox(rows)
+        async with self._lock:
+            return await self._intake.append(rows)
 
     async def ping(self) -> bool:
         try:

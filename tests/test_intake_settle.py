@@ -1,0 +1,182 @@
+"""Notifications no runbook acts on are routed as they are stored (issue 11 §8: intake cheap on its own).
+
+Every alert firing and none matching a trigger: the inbox row is written routed, with its receipt, in the
+intake's own commit; nothing is left for the router and no alert is recorded. Anything else (one matching
+alert, one resolved alert) is stored with its payload and routed after, as before. Both store backends;
+the engine is started without its background router, so "routed" is never a race with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.inproc import alert_payload, base_config, serve, write_runbooks
+from support.payloads import webhook_payload
+from support.postgres import PostgresServer
+
+from daemon.actions.registry import default_registry
+from daemon.clients.bundle import Clients
+from daemon.config import parse_config
+from daemon.engine import routing
+from daemon.engine.engine import Engine
+from daemon.engine.events import WebhookPayload
+from daemon.kits.clock import FrozenClock
+from daemon.runbooks.loader import load_all
+from daemon.store.base import StateStore
+from daemon.store.postgres import PgSettings, PgStore
+from daemon.store.sqlite import Store
+
+SCRAPE = """
+name: scrape
+triggers: [{alert: PrometheusScrapeFailure}]
+target: "{{ params.job }}"
+params: {job: "{{ alert.labels.job }}"}
+steps:
+  - id: say
+    action: notify.log
+    with: {message: "{{ params.job }}"}
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
+    store: StateStore
+    if request.param == "sqlite":
+        store = await Store.open(tmp_path / "state.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        store = await PgStore.open(PgSettings(server.fresh_database()))
+    write_runbooks(tmp_path, {"scrape": SCRAPE})
+    cfg = parse_config(base_config(tmp_path))
+    registry = default_registry()
+    runbooks = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
+    eng = Engine(
+        config=cfg, store=store, registry=registry, runbooks=runbooks, clients=Clients(), clock=FrozenClock()
+    )
+    await eng.start(background=False)  # no background router
+    yield eng
+    await eng.stop()
+    await store.close()
+
+
+def _payload(*alerts: tuple[str, str, str]) -> WebhookPayload:
+    """(alertname, fingerprint, status) per alert, in one notification."""
+    bodies = [alert_payload(name, status, fp, job=f"job-{fp}")["alerts"][0] for name, fp, status in alerts]
+    return WebhookPayload.model_validate({**alert_payload(), "alerts": bodies})
+
+
+async def _submit(engine: Engine, payload: WebhookPayload) -> int:
+    return await engine.submit(payload, payload.model_dump_json())
+
+
+async def _rows(engine: Engine, sql: str) -> list[Any]:
+    async with engine.store.transaction() as tx:
+        return list(await tx.db.execute_fetchall(sql))
+
+
+async def test_firing_alerts_no_runbook_matches_are_routed_in_the_intake_commit(engine: Engine) -> None:
+    receipt = await _submit(engine, _payload(("DiskFull", "fp-1", "firing"), ("Other", "fp-2", "firing")))
+
+    found = await engine.receipt(receipt)
+    assert found["routed_at"] is not None  # no router ran: the intake wrote it routed
+    assert found["result"] == {
+        "alerts": 2,
+        "started": [],
+        "attached": [],
+        "cancelled": [],
+        "suppressed": [],
+        "unmatched": [
+            {"alert": "DiskFull", "fingerprint": "fp-1"},
+            {"alert": "Other", "fingerprint": "fp-2"},
+        ],
+    }
+    assert await engine.routed(receipt, timeout=1) == found["result"]
+    async with engine.store.transaction() as tx:
+        assert await tx.unrouted(10) == []
+    assert await _rows(engine, "SELECT fingerprint FROM alerts_received") == []
+    (row,) = await _rows(engine, f"SELECT payload FROM inbox WHERE seq = {receipt}")
+    assert row[0] == ""  # the receipt is the record; routing never reads it
+    assert await engine.list_runs() == []
+
+
+async def test_a_matching_or_a_resolved_alert_leaves_the_notification_to_routing(engine: Engine) -> None:
+    mixed = await _submit(
+        engine, _payload(("DiskFull", "fp-1", "firing"), ("PrometheusScrapeFailure", "fp-2", "firing"))
+    )
+    resolved = await _submit(engine, _payload(("DiskFull", "fp-3", "resolved")))
+    for receipt in (mixed, resolved):
+        assert (await engine.receipt(receipt))["routed_at"] is None
+
+    await engine.route_pending()
+
+    result = (await engine.receipt(mixed))["result"]
+    assert len(result["started"]) == 1
+    assert result["unmatched"] == [{"alert": "DiskFull", "fingerprint": "fp-1"}]
+    assert (await engine.receipt(resolved))["routed_at"] is not None
+    recorded = {r[0] for r in await _rows(engine, "SELECT fingerprint FROM alerts_received")}
+    assert recorded == {"fp-2", "fp-3"}  # what routing acts on; not the unmatched firing alert
+
+
+async def test_receipts_stay_in_order_across_settled_and_routed_notifications(engine: Engine) -> None:
+    receipts = []
+    for i in range(6):
+        name = "PrometheusScrapeFailure" if i % 2 else "DiskFull"
+        receipts.append(await _submit(engine, _payload((name, f"fp-{i}", "firing"))))
+    assert receipts == list(range(receipts[0], receipts[0] + 6))
+    await engine.route_pending()
+    started = [(await engine.receipt(r))["result"]["started"] for r in receipts]
+    assert [len(s) for s in started] == [0, 1, 0, 1, 0, 1]
+
+
+async def test_pruning_never_forgets_the_newest_receipt_so_numbers_are_not_reused(engine: Engine) -> None:
+    first = await _submit(engine, _payload(("DiskFull", "fp-1", "firing")))
+    last = await _submit(engine, _payload(("DiskFull", "fp-2", "firing")))
+    async with engine.store.transaction() as tx:
+        await tx.prune_inbox(before=engine.clock.now() + 1)  # both are routed and "old"
+    assert [r[0] for r in await _rows(engine, "SELECT seq FROM inbox")] == [last]
+    assert await _submit(engine, _payload(("DiskFull", "fp-3", "firing"))) == last + 1 > first
+
+
+async def test_the_webhook_answers_with_the_settled_receipt(tmp_path: Path) -> None:
+    async with serve(tmp_path, {"scrape": SCRAPE}) as d:
+        status, body = await d.call(
+            "POST",
+            "/api/v1/alertmanager",
+            token="webhook",
+            json=alert_payload("DiskFull", fingerprint="fp-x"),
+        )
+        assert status == 200 and body == {"status": "stored", "alerts": 1, "receipt": body["receipt"]}
+        _, receipt = await d.call("GET", f"/api/v1/receipts/{body['receipt']}")
+        assert receipt["routed_at"] is not None
+        assert receipt["result"]["unmatched"] == [{"alert": "DiskFull", "fingerprint": "fp-x"}]
+
+
+_text = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.lists(st.tuples(_text, st.text(st.characters(exclude_categories=("Cs",)), max_size=20)), max_size=5)
+)
+def test_the_settled_receipt_is_the_json_routing_would_write(alerts: list[tuple[str, str]]) -> None:
+    """The intake writes the receipt from a template (hot path): the same text json.dumps gives."""
+    payload = WebhookPayload.model_validate(
+        webhook_payload({"alertname": "x"})
+        | {
+            "alerts": [
+                webhook_payload({"alertname": name}, fingerprint=fp)["alerts"][0] for name, fp in alerts
+            ]
+        }
+    )
+    router = routing.Router.__new__(routing.Router)
+    router._matching = lambda alert: []  # type: ignore[method-assign]
+    expected = routing._summary(len(alerts))
+    expected["unmatched"] = [{"alert": a.name, "fingerprint": a.key()} for a in payload.alerts]
+    text = router._settled(payload)
+    assert text == json.dumps(expected)
+    assert json.loads(text or "") == expected
