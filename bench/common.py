@@ -425,6 +425,24 @@ def state_scalars(state: Path | str, *queries: str) -> list[Any]:
         db.close()
 
 
+UNMATCHED_FINGERPRINTS = {
+    "sqlite": "SELECT json_extract(u.value, '$.fingerprint') FROM inbox, json_each(inbox.result, '$.unmatched') AS u",
+    "postgresql": "SELECT u->>'fingerprint' FROM inbox, jsonb_array_elements(inbox.result::jsonb->'unmatched') AS u",
+}
+"""Fingerprints of the alerts no runbook answered, from the receipts (routing records only what it acts on
+in ``alerts_received``; a notification with nothing to act on is routed at intake, its receipt the record)."""
+
+
+def fingerprints_query(state: Path | str) -> str:
+    """Distinct fingerprints runbookd accounted for: recorded by routing, or listed unmatched in a receipt."""
+    backend = "postgresql" if isinstance(state, str) and state.startswith("postgresql://") else "sqlite"
+    return (
+        "SELECT COUNT(*) FROM (SELECT fingerprint FROM alerts_received UNION "
+        + UNMATCHED_FINGERPRINTS[backend]
+        + ") AS fps"
+    )
+
+
 def inbox_counts(state_path: Path | str) -> tuple[int, int]:
     """(notifications stored, of which not routed yet) in a runbookd store, read-only. Cheap enough to
     poll: MAX of the primary key and a count over the partial index of unrouted rows."""

@@ -9,7 +9,7 @@
 
 The rate is of accepted-and-committed notifications. After runbookd's burst the script waits until the
 backlog is routed and prints how long that took, how many notifications per second it routed and the
-server CPU per notification; then it checks the state file (one run per target, every fingerprint stored).
+server CPU per notification; then it checks the state file (one run per target, every fingerprint recorded or listed unmatched in a receipt).
 
 Same client for all three (aiohttp, keep-alive, CONCURRENCY requests in flight, the same N pre-built
 bodies), one server at a time, each after a warm-up on other targets. Each server runs in its own
@@ -188,7 +188,7 @@ async def measure_runbookd(
         + (f"; {left} NOT ROUTED after {args.route_timeout:.0f} s" if left else "")
     )
     runs, got = common.state_scalars(
-        state, "SELECT COUNT(*) FROM runs", "SELECT COUNT(DISTINCT fingerprint) FROM alerts_received"
+        state, "SELECT COUNT(*) FROM runs", common.fingerprints_query(state)
     )
     sent = warm + wl[: res.requests]
     targets = {
