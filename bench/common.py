@@ -429,15 +429,16 @@ UNMATCHED_FINGERPRINTS = {
     "sqlite": "SELECT json_extract(u.value, '$.fingerprint') FROM inbox, json_each(inbox.result, '$.unmatched') AS u",
     "postgresql": "SELECT u->>'fingerprint' FROM inbox, jsonb_array_elements(inbox.result::jsonb->'unmatched') AS u",
 }
-"""Fingerprints of the alerts no runbook answered, from the receipts (routing records only what it acts on
-in ``alerts_received``; a notification with nothing to act on is routed at intake, its receipt the record)."""
+"""Fingerprints of the alerts no runbook answered, from the receipts (routing links the alerts it acts on
+to their runs in ``alert_links``; a notification with nothing to act on is routed at intake, its receipt
+the record)."""
 
 
 def fingerprints_query(state: Path | str) -> str:
-    """Distinct fingerprints runbookd accounted for: recorded by routing, or listed unmatched in a receipt."""
+    """Distinct fingerprints runbookd accounted for: linked to a run, or listed unmatched in a receipt."""
     backend = "postgresql" if isinstance(state, str) and state.startswith("postgresql://") else "sqlite"
     return (
-        "SELECT COUNT(*) FROM (SELECT fingerprint FROM alerts_received UNION "
+        "SELECT COUNT(*) FROM (SELECT fingerprint FROM alert_links UNION "
         + UNMATCHED_FINGERPRINTS[backend]
         + ") AS fps"
     )

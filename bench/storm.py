@@ -8,7 +8,7 @@ benchmark runbook's target is the job, so many alerts share a target and concurr
 the same targets); 20% are alertnames no runbook answers (stored, never run). The webhook answers once a
 notification is committed; routing follows, so the script then waits until every stored notification is
 routed and reports how long that took. Afterwards, with the daemon stopped, the SQLite state file is opened
-read-only and checked: every fingerprint in alerts_received or listed unmatched in a receipt, one run per target, every matched alert linked
+read-only and checked: every fingerprint linked to a run or listed unmatched in a receipt, one run per target, every matched alert linked
 to its target's run. Peak RSS is the daemon's VmHWM, sampled until routing and two engine ticks are done.
 
     .venv/bin/python bench/storm.py [--alerts 10000] [--targets 500] [--concurrency 16] [--strict]
@@ -165,7 +165,7 @@ def main() -> int:
             code = rb.stop()
         db = sqlite3.connect(f"file:{rb.state_path}?mode=ro", uri=True)
         try:
-            stored = {r[0] for r in db.execute("SELECT DISTINCT fingerprint FROM alerts_received")}
+            stored = {r[0] for r in db.execute("SELECT DISTINCT fingerprint FROM alert_links")}
             stored |= {r[0] for r in db.execute(common.UNMATCHED_FINGERPRINTS["sqlite"])}
             runs = db.execute(
                 "SELECT COUNT(*), COUNT(DISTINCT runbook || '/' || target) FROM runs"

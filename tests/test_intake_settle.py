@@ -98,7 +98,7 @@ async def test_firing_alerts_no_runbook_matches_are_routed_in_the_intake_commit(
     assert await engine.routed(receipt, timeout=1) == found["result"]
     async with engine.store.transaction() as tx:
         assert await tx.unrouted(10) == []
-    assert await _rows(engine, "SELECT fingerprint FROM alerts_received") == []
+    assert await _rows(engine, "SELECT fingerprint FROM alert_links") == []
     (row,) = await _rows(engine, f"SELECT payload FROM inbox WHERE seq = {receipt}")
     assert row[0] == ""  # the receipt is the record; routing never reads it
     assert await engine.list_runs() == []
@@ -118,8 +118,8 @@ async def test_a_matching_or_a_resolved_alert_leaves_the_notification_to_routing
     assert len(result["started"]) == 1
     assert result["unmatched"] == [{"alert": "DiskFull", "fingerprint": "fp-1"}]
     assert (await engine.receipt(resolved))["routed_at"] is not None
-    recorded = {r[0] for r in await _rows(engine, "SELECT fingerprint FROM alerts_received")}
-    assert recorded == {"fp-2", "fp-3"}  # what routing acts on; not the unmatched firing alert
+    linked = {r[0] for r in await _rows(engine, "SELECT fingerprint FROM alert_links")}
+    assert linked == {"fp-2"}  # the matching alert, linked to its run; not the unmatched one
 
 
 async def test_receipts_stay_in_order_across_settled_and_routed_notifications(engine: Engine) -> None:

@@ -54,7 +54,7 @@ async def test_routing_survives_a_failing_statement(tmp_path: Path) -> None:
         db = tmp_path / "state.db"
         _sql(
             db,
-            "CREATE TRIGGER fail_routing BEFORE INSERT ON alerts_received "
+            "CREATE TRIGGER fail_routing BEFORE INSERT ON alert_links "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
         )
         status, body = await d.call(

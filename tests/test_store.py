@@ -118,15 +118,19 @@ async def test_approvals_count_once_and_timeline_keeps_order(store: StateStore) 
 async def test_alerts_links_and_inbox(store: StateStore) -> None:
     async with store.transaction() as tx:
         await tx.save_run(_run())
-        assert await tx.record_alert("fp", "2024", "firing", "A", {"x": "1"}, 1.0) is True
-        assert await tx.record_alert("fp", "2024", "firing", "A", {"x": "1"}, 2.0) is False
         await tx.link_alert("fp", "rb", "r1")
         await tx.link_alert("fp", "rb", "r1")
         assert await tx.firing_alerts_of("r1") == 1
-        await tx.resolve_alert("fp")
+        assert await tx.resolve_alert("fp") == {"r1"}
+        assert await tx.resolve_alert("fp") == set()  # resolved already: nothing changed
         assert await tx.firing_alerts_of("r1") == 0
-        await tx.link_alert("fp", "rb", "r1")  # firing again
-        assert await tx.firing_alerts_of("r1") == 1
+        # new, firing again, and already firing: only the first two changed anything
+        assert await tx.link_alerts([("fp", "rb", "r1"), ("fp2", "rb", "r1")]) == {
+            ("fp", "rb", "r1"),
+            ("fp2", "rb", "r1"),
+        }
+        assert await tx.link_alerts([("fp", "rb", "r1"), ("fp3", "rb", "r1")]) == {("fp3", "rb", "r1")}
+        assert await tx.firing_alerts_of("r1") == 3
         assert [r.id for r in await tx.runs_for_alert("fp")] == ["r1"]
         await tx.add_to_inbox([(1, 1.0, 2, '{"a": 1}'), (2, 1.5, 1, '{"b": "50%?"}')])
     async with store.transaction() as tx:

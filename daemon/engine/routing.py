@@ -18,6 +18,7 @@ from daemon.engine.effects import Effects
 from daemon.engine.events import Alert, WebhookPayload
 from daemon.engine.inbox import Inbox
 from daemon.engine.lookahead import Lookahead
+from daemon.engine.recorded import Recorded
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.errors import NotFound, StoreUnavailable
@@ -78,12 +79,13 @@ class Router:
         self._routed_ahead: set[int] = set()
         """Receipts routed ahead of their turn, above ``_routed_seq``."""
         self._plans: dict[tuple[Any, ...], _Plan] = {}
-        self._labels: dict[str, tuple[dict[str, str], str]] = {}
         self._by_alertname: dict[str, list[Runbook]] | None = None
         self._indexed: object = None
         self._indexed_n = 0
         self._parsed: dict[int, WebhookPayload] = {}
         """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
+        self._recorded = Recorded(enabled=not ctx.store.shared)
+        """Alert records and links committed: re-deliveries write nothing (one writer only)."""
 
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         """Store an Alertmanager notification (group-committed with concurrent ones); returns its receipt
@@ -137,6 +139,7 @@ class Router:
             self._look_payloads.clear()
             self._parsed.clear()
             self._look_plans.clear()
+            self._recorded.clear()
 
     async def wait_live(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -206,10 +209,7 @@ class Router:
                 break
             alerts += len(payload.alerts)
             if seq not in self._look_plans:
-                planned = self._look_plans[seq] = self._plans_of(payload)
-                for a, plans in zip(payload.alerts, planned, strict=True):
-                    if plans or a.status != "firing":  # recorded by routing
-                        self._labels_json(a)
+                self._look_plans[seq] = self._plans_of(payload)
             if n % 10 == 9:
                 await asyncio.sleep(0)
 
@@ -219,7 +219,13 @@ class Router:
     async def route_batch(self) -> list[int]:
         """Route one batch: the oldest notifications, then those that may jump the queue. The receipts
         routed (none: nothing waits)."""
-        last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
+        self._recorded.rollback_to(0)
+        try:
+            last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
+        except BaseException:
+            self._recorded.rollback_to(0)  # not committed: what it wrote is not known to be there
+            raise
+        self._recorded.commit()
         if routed:
             self.look.routed(routed)
             for seq in routed:
@@ -274,6 +280,7 @@ class Router:
         if last < rows[-1][0] or len(rows) == most:  # more wait behind this batch
             batch += await self._ahead(tx, last)
         whole = Effects()
+        rolled_back = self._recorded.mark()
         try:
             async with tx.savepoint("route_batch"):
                 results.update(await self._route_many(tx, batch, whole))
@@ -281,8 +288,10 @@ class Router:
         except (StoreUnavailable, sqlite3.Error):  # PostgreSQL errors arrive as StoreUnavailable
             raise
         except Exception:  # one bad notification: route them one by one (below)
+            self._recorded.rollback_to(rolled_back)
             for seq, payload in batch:
                 one = Effects()
+                rolled_back = self._recorded.mark()
                 try:
                     async with tx.savepoint("route_one"):
                         results.update(await self._route_many(tx, [(seq, payload)], one))
@@ -290,6 +299,7 @@ class Router:
                 except (StoreUnavailable, sqlite3.Error):
                     raise
                 except Exception as exc:  # one bad notification must not block the inbox behind it
+                    self._recorded.rollback_to(rolled_back)
                     self._ctx.log.exception("inbox.unroutable", receipt=seq)
                     results[seq] = {"error": f"could not be routed: {exc}"}
         now = self._ctx.clock.now()
@@ -362,31 +372,15 @@ class Router:
     async def _route_many(
         self, tx: Tx, batch: list[tuple[int, WebhookPayload]], fx: Effects
     ) -> dict[int, dict[str, Any]]:
-        """Route notifications in order. Writes that only add (alert records, links, attach events) are
+        """Route notifications in order. Writes that only add (links, attach events) are
         collected and written together; the rest (starting runs, resolutions) as they come, after
         flushing what was collected, so every run's timeline keeps its order."""
-        now = self._ctx.clock.now()
         plans: list[list[tuple[Runbook, _Plan]]] = []
         for seq, payload in batch:
             ahead = self._look_plans.pop(seq, None)  # planned already, before the transaction
             if ahead is None:
                 ahead = self._plans_of(payload)
             plans += ([] if a.status != "firing" else p for a, p in zip(payload.alerts, ahead, strict=True))
-        # Recorded: what routing acts on (a firing alert a runbook matches, every resolved one); a firing
-        # alert no runbook matches is in the receipt's "unmatched" and the stored payload only.
-        alerts = [a for _, payload in batch for a in payload.alerts]
-        acted = [a.status != "firing" or bool(p) for a, p in zip(alerts, plans, strict=True)]
-        recorded = iter(
-            await tx.record_alerts(
-                [
-                    (a.key(), a.startsAt, a.status, a.name, self._labels_json(a))
-                    for a, act in zip(alerts, acted, strict=True)
-                    if act
-                ],
-                now,
-            )
-        )
-        new = iter([next(recorded) if act else False for act in acted])
         keys = {(rb.name, plan[1]) for each in plans for rb, plan in each if not isinstance(plan, str)}
         w = _Writes(await tx.active_run_refs(keys) if keys else {}, keys)
         planned = iter(plans)
@@ -395,18 +389,30 @@ class Router:
             summary = _summary(len(payload.alerts))
             for alert in payload.alerts:
                 if alert.status == "firing":
-                    await self._on_firing(tx, alert, next(new), next(planned), fx, summary, w)
+                    await self._on_firing(tx, alert, next(planned), fx, summary, w)
                 else:
                     await self._flush(tx, w)
                     next(planned)
-                    await self._on_resolved(tx, alert, next(new), fx, summary, w)
+                    await self._on_resolved(tx, alert, fx, summary, w)
             results[seq] = summary
         await self._flush(tx, w)
         return results
 
     async def _flush(self, tx: Tx, w: _Writes) -> None:
-        await tx.link_alerts(w.links)
-        await tx.add_events(w.events)
+        """Write the links collected; an alert newly linked to a run (or firing again) gets its
+        ``alert_attached`` event, in the order the alerts came."""
+        if not w.links:
+            return
+        changed = await tx.link_alerts(list(w.links))
+        now = self._ctx.clock.now()
+        events: list[EventRecord] = []
+        for (fingerprint, runbook, run_id), name in w.links.items():
+            self._recorded.link(fingerprint, runbook, run_id)
+            if (fingerprint, runbook, run_id) in changed:
+                detail = {"alert": name, "fingerprint": fingerprint}
+                events.append(EventRecord(run_id, now, "alert_attached", "runbookd", detail))
+                w.attached[(run_id, runbook)] = w.attached.get((run_id, runbook), 0) + 1
+        await tx.add_events(events)
         if w.attached:  # the timeline has each one; the log one line per flush, not one per alert
             self._ctx.log.info(
                 "run.alerts_attached",
@@ -414,7 +420,7 @@ class Router:
                 runs=len(w.attached),
                 run_ids=sorted({run_id for run_id, _ in w.attached})[:50],
             )
-        w.links, w.events, w.attached = [], [], {}
+        w.links, w.attached = {}, {}
 
     def _matching(self, alert: Alert) -> list[Runbook]:
         by_name = self._by_alertname
@@ -433,16 +439,6 @@ class Router:
                             runbooks.append(lr.runbook)
         labels = alert.labels
         return [rb for rb in by_name.get(alert.name, ()) if any(t.matches_alert(labels) for t in rb.triggers)]
-
-    def _labels_json(self, alert: Alert) -> str:
-        """The labels as ``alerts_received`` stores them (cached by fingerprint: re-deliveries)."""
-        key = alert.key()
-        cached = self._labels.get(key)
-        if cached is None or (cached[0] is not alert.labels and cached[0] != alert.labels):
-            if len(self._labels) >= _PLAN_CACHE:
-                self._labels.clear()
-            cached = self._labels[key] = (alert.labels, json.dumps(alert.labels, sort_keys=True))
-        return cached[1]
 
     def _plan(self, rb: Runbook, alert: Alert) -> _Plan:
         """The params and target a runbook renders for an alert (cached: re-deliveries are the bulk)."""
@@ -465,7 +461,6 @@ class Router:
         self,
         tx: Tx,
         alert: Alert,
-        new: bool,
         plans: list[tuple[Runbook, _Plan]],
         fx: Effects,
         summary: dict[str, Any],
@@ -490,13 +485,8 @@ class Router:
                 active = await tx.active_run_ref(rb.name, target)
             if active is not None:
                 run_id, resolved = active
-                w.links.append((alert.key(), rb.name, run_id))
-                if new:
-                    detail = {"alert": alert.name, "fingerprint": alert.key()}
-                    w.events.append(
-                        EventRecord(run_id, self._ctx.clock.now(), "alert_attached", "runbookd", detail)
-                    )
-                    w.attached[(run_id, rb.name)] = w.attached.get((run_id, rb.name), 0) + 1
+                if not self._recorded.linked(alert.key(), rb.name, run_id):  # else: nothing to write
+                    w.links.setdefault((alert.key(), rb.name, run_id), alert.name)
                 if resolved:
                     await tx.set_alert_firing(run_id)
                     w.active[key] = (run_id, False)
@@ -524,6 +514,7 @@ class Router:
                 tx, rb, target, copy.deepcopy(params), "alert", None, {"alert": alert.as_context()}, fx
             )
             await tx.link_alert(alert.key(), rb.name, run.id)
+            self._recorded.link(alert.key(), rb.name, run.id)
             w.known.add(key)
             w.blocked.pop(key, None)  # one more run today: the daily limit is counted again
             if run.state.active:
@@ -545,16 +536,17 @@ class Router:
         return None
 
     async def _on_resolved(
-        self, tx: Tx, alert: Alert, new: bool, fx: Effects, summary: dict[str, Any], w: _Writes
+        self, tx: Tx, alert: Alert, fx: Effects, summary: dict[str, Any], w: _Writes
     ) -> None:
-        await tx.resolve_alert(alert.key())
+        self._recorded.forget(alert.key())
+        resolved_now = await tx.resolve_alert(alert.key())  # runs whose link was firing until now
         for run in await tx.runs_for_alert(alert.key()):
             if not run.state.active or run.alert_resolved:
                 continue
             w.known.discard((run.runbook, run.target))  # its state changes here: look it up again
             w.blocked.pop((run.runbook, run.target), None)
             if await tx.firing_alerts_of(run.id):
-                if new:
+                if run.id in resolved_now:  # not again for a resolution sent again
                     await self._ctx.event(
                         tx, run, "alert_resolved_partly", alert=alert.name, fingerprint=alert.key()
                     )
@@ -587,8 +579,8 @@ class _Writes:
     """Keys whose entry in ``active`` (or absence: no active run) is current in this transaction."""
     blocked: dict[tuple[str, str], tuple[str, float | None] | None] = field(default_factory=dict)
     """(runbook, target) -> why policy holds a new run back (None: it does not), once per transaction."""
-    links: list[tuple[str, str, str]] = field(default_factory=list)
-    events: list[EventRecord] = field(default_factory=list)
+    links: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    """(fingerprint, runbook, run id) -> alertname: links to write (once each), in the order seen."""
     attached: dict[tuple[str, str], int] = field(default_factory=dict)
     """(run id, runbook) -> alerts newly attached, logged once per flush."""
 
@@ -624,7 +616,3 @@ def _alert_key(alert: Alert) -> tuple[Any, ...]:
         tuple(alert.labels.items()),
         tuple(alert.annotations.items()),
     )
-
-
-def _labels_json(labels: dict[str, str]) -> str:
-    return json.dumps(labels, sort_keys=True)

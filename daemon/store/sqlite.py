@@ -281,8 +281,13 @@ class Tx:
             (fingerprint, runbook, run_id),
         )
 
-    async def resolve_alert(self, fingerprint: str) -> None:
-        await self.db.execute("UPDATE alert_links SET resolved = 1 WHERE fingerprint = ?", (fingerprint,))
+    async def resolve_alert(self, fingerprint: str) -> set[str]:
+        """Mark the alert's links resolved; the runs whose link was firing until now."""
+        rows = await self.db.execute_fetchall(
+            "UPDATE alert_links SET resolved = 1 WHERE fingerprint = ? AND resolved = 0 RETURNING run_id",
+            (fingerprint,),
+        )
+        return {str(r[0]) for r in rows}
 
     async def firing_alerts_of(self, run_id: str) -> int:
         row = await self._one(
@@ -297,24 +302,6 @@ class Tx:
             (fingerprint,),
         )
         return [_from_row(RunRecord, r) for r in rows]
-
-    async def record_alert(
-        self,
-        fingerprint: str,
-        starts_at: str,
-        status: str,
-        alertname: str,
-        labels: dict[str, str],
-        now: float,
-    ) -> bool:
-        """Record a received alert. True if this (fingerprint, startsAt, status) is new."""
-        rows = await self.db.execute_fetchall(
-            "INSERT INTO alerts_received (fingerprint, starts_at, status, alertname, labels, first_seen, last_seen,"
-            " times) VALUES (?,?,?,?,?,?,?,1) ON CONFLICT (fingerprint, starts_at, status)"
-            " DO UPDATE SET last_seen = excluded.last_seen, times = alerts_received.times + 1 RETURNING times",
-            (fingerprint, starts_at, status, alertname, json.dumps(labels, sort_keys=True), now, now),
-        )
-        return bool(rows) and int(next(iter(rows))["times"]) == 1
 
     async def prune_alerts(self, before: float) -> None:
         await self.db.execute("DELETE FROM alerts_received WHERE last_seen < ?", (before,))
@@ -469,39 +456,6 @@ class Tx:
             found.update((int(r["seq"]), str(r["payload"])) for r in rows)
         return found
 
-    async def record_alerts(self, alerts: list[tuple[str, str, str, str, str]], now: float) -> list[bool]:
-        """``record_alert`` for many (fingerprint, startsAt, status, alertname, labels JSON), in order: for
-        each, whether it is new (its key was not recorded before, nor earlier in the list)."""
-        counts: dict[tuple[str, str, str], int] = {}
-        first: dict[tuple[str, str, str], tuple[str, str, str, str, str]] = {}
-        for a in alerts:
-            key = (a[0], a[1], a[2])
-            counts[key] = counts.get(key, 0) + 1
-            first.setdefault(key, a)
-        times: dict[tuple[str, str, str], int] = {}
-        items = list(first.items())
-        for i in range(0, len(items), _MANY_ROWS):
-            chunk = items[i : i + _MANY_ROWS]
-            args: list[Any] = []
-            for key, (fp, starts_at, status, name, labels) in chunk:
-                args += (fp, starts_at, status, name, labels, now, now, counts[key])
-            rows = await self.db.execute_fetchall(
-                "INSERT INTO alerts_received (fingerprint, starts_at, status, alertname, labels, first_seen,"  # noqa: S608
-                " last_seen, times) VALUES " + ", ".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)) + " ON CONFLICT"
-                " (fingerprint, starts_at, status) DO UPDATE SET last_seen = excluded.last_seen,"
-                " times = alerts_received.times + excluded.times RETURNING fingerprint, starts_at, status, times",
-                tuple(args),
-            )
-            for r in rows:
-                times[(str(r["fingerprint"]), str(r["starts_at"]), str(r["status"]))] = int(r["times"])
-        new: list[bool] = []
-        seen: set[tuple[str, str, str]] = set()
-        for a in alerts:
-            key = (a[0], a[1], a[2])
-            new.append(key not in seen and times.get(key) == counts[key])
-            seen.add(key)
-        return new
-
     async def active_run_refs(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, bool]]:
         """``active_run_ref`` for many (runbook, target) keys at once; keys without an active run are absent."""
         states = tuple(s.value for s in RunState if s.active)
@@ -520,15 +474,21 @@ class Tx:
                     found[key] = (str(r["id"]), bool(r["alert_resolved"]))
         return found
 
-    async def link_alerts(self, links: list[tuple[str, str, str]]) -> None:
-        """``link_alert`` for many (fingerprint, runbook, run_id)."""
-        if links:
-            await self.db.executemany(  # a link already firing is left as it is (no page written)
-                "INSERT INTO alert_links (fingerprint, runbook, run_id, resolved) VALUES (?,?,?,0)"
-                " ON CONFLICT (fingerprint, runbook, run_id) DO UPDATE SET resolved = 0"
-                " WHERE alert_links.resolved <> 0",
-                links,
+    async def link_alerts(self, links: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """``link_alert`` for many (fingerprint, runbook, run_id), each once; the links that were new or
+        resolved until now (a link already firing is left as it is: no page written)."""
+        changed: set[tuple[str, str, str]] = set()
+        for i in range(0, len(links), _MANY_ROWS):
+            chunk = links[i : i + _MANY_ROWS]
+            rows = await self.db.execute_fetchall(
+                "INSERT INTO alert_links (fingerprint, runbook, run_id, resolved) VALUES "  # noqa: S608
+                + ", ".join(["(?,?,?,0)"] * len(chunk))
+                + " ON CONFLICT (fingerprint, runbook, run_id) DO UPDATE SET resolved = 0"
+                " WHERE alert_links.resolved <> 0 RETURNING fingerprint, runbook, run_id",
+                tuple(v for link in chunk for v in link),
             )
+            changed.update((str(r[0]), str(r[1]), str(r[2])) for r in rows)
+        return changed
 
     async def add_events(self, evs: list[EventRecord]) -> None:
         if evs:
