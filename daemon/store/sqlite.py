@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS alert_links (
   fingerprint TEXT NOT NULL, runbook TEXT NOT NULL, run_id TEXT NOT NULL, resolved INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (fingerprint, runbook, run_id)
 );
+-- alerts_received: no longer written (whether an alert is new for a run is what alert_links says);
+-- kept because migrations only expand, its old rows pruned after a week.
 CREATE TABLE IF NOT EXISTS alerts_received (
   fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, status TEXT NOT NULL, alertname TEXT NOT NULL,
   labels TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, times INTEGER NOT NULL,
