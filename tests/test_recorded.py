@@ -1,0 +1,150 @@
+"""Re-deliveries write nothing (issue 11 §7): an alert already linked, firing, to its active run is not
+written again; the link says whether an alert is new for a run ("alert attached" once); a resolution and
+a rolled-back batch never leave a link believed firing that the store says is not."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.inproc import alert_payload, base_config, write_runbooks
+
+from daemon.actions.registry import default_registry
+from daemon.clients.bundle import Clients
+from daemon.config import parse_config
+from daemon.engine.engine import Engine
+from daemon.engine.events import WebhookPayload
+from daemon.engine.recorded import Recorded
+from daemon.kits.clock import FrozenClock
+from daemon.runbooks.loader import load_all
+from daemon.store.sqlite import Store
+
+SCRAPE = """
+name: scrape
+triggers: [{alert: PrometheusScrapeFailure}]
+target: "{{ params.job }}"
+params: {job: "{{ alert.labels.job }}"}
+policy: {on_resolved: ignore}
+steps:
+  - id: say
+    action: notify.log
+    with: {message: "{{ params.job }}"}
+"""
+NO_LINK_WRITES = (
+    "CREATE TRIGGER no_link_writes BEFORE INSERT ON alert_links "
+    "BEGIN SELECT RAISE(ABORT, 'a link was written'); END"
+)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    store = await Store.open(tmp_path / "state.db")
+    write_runbooks(tmp_path, {"scrape": SCRAPE})
+    cfg = parse_config(base_config(tmp_path))
+    registry = default_registry()
+    runbooks = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
+    eng = Engine(
+        config=cfg, store=store, registry=registry, runbooks=runbooks, clients=Clients(), clock=FrozenClock()
+    )
+    await eng.start(background=False)
+    yield eng
+    await eng.stop()
+    await store.close()
+
+
+async def _route(
+    engine: Engine, fingerprint: str, status: str = "firing", starts: str = "t1"
+) -> dict[str, Any]:
+    body = alert_payload(job="web", fingerprint=fingerprint, status=status)
+    body["alerts"][0]["startsAt"] = starts
+    payload = WebhookPayload.model_validate(body)
+    receipt = await engine.submit(payload, payload.model_dump_json())
+    await engine.route_pending()
+    result: dict[str, Any] = (await engine.receipt(receipt))["result"]
+    return result
+
+
+def _sql(engine: Engine, statement: str) -> None:
+    db = sqlite3.connect(engine.store.path)  # type: ignore[attr-defined]
+    try:
+        db.execute(statement)
+        db.commit()
+    finally:
+        db.close()
+
+
+async def _attached(engine: Engine, run_id: str) -> list[str]:
+    run = await engine.get_run(run_id)
+    return [e["fingerprint"] for e in run["timeline"] if e["event"] == "alert_attached"]
+
+
+async def test_a_re_delivery_of_a_linked_alert_writes_no_link(engine: Engine) -> None:
+    (run_id,) = (await _route(engine, "fp-1"))["started"]
+    assert (await _route(engine, "fp-2"))["attached"] == [run_id]  # new for the run: linked, one event
+    _sql(engine, NO_LINK_WRITES)  # any link write from here on fails routing
+
+    for fingerprint in ("fp-1", "fp-2", "fp-2"):  # Alertmanager re-sending the group
+        result = await _route(engine, fingerprint)
+        assert result["attached"] == [run_id] and "error" not in result
+
+    assert await _attached(engine, run_id) == ["fp-2"]  # once, not once per delivery
+
+
+async def test_a_resolution_forgets_the_link_so_firing_again_writes_it(engine: Engine) -> None:
+    (run_id,) = (await _route(engine, "fp-1"))["started"]
+    await _route(engine, "fp-2")
+    await _route(engine, "fp-2", status="resolved")
+    run = await engine.get_run(run_id)
+    assert [e["event"] for e in run["timeline"]].count("alert_resolved_partly") == 1
+    await _route(engine, "fp-2", status="resolved")  # the resolution sent again: no second event
+    run = await engine.get_run(run_id)
+    assert [e["event"] for e in run["timeline"]].count("alert_resolved_partly") == 1
+
+    await _route(engine, "fp-2", starts="t2")  # fires again: the link is written firing again
+    assert await _attached(engine, run_id) == ["fp-2", "fp-2"]
+    async with engine.store.transaction() as tx:
+        assert await tx.firing_alerts_of(run_id) == 2
+
+
+async def test_a_rolled_back_routing_transaction_leaves_nothing_believed_written(engine: Engine) -> None:
+    (run_id,) = (await _route(engine, "fp-1"))["started"]
+    _sql(
+        engine,
+        "CREATE TRIGGER fail_events BEFORE INSERT ON timeline "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    body = alert_payload(job="web", fingerprint="fp-2")
+    payload = WebhookPayload.model_validate(body)
+    receipt = await engine.submit(payload, payload.model_dump_json())
+    with pytest.raises(Exception, match="disk is full"):
+        await engine.route_batch()  # the link is written, then the event fails: all rolled back
+    _sql(engine, "DROP TRIGGER fail_events")
+
+    await engine.route_pending()  # routed again: the link must be written again, and its event
+    assert (await engine.receipt(receipt))["result"]["attached"] == [run_id]
+    assert await _attached(engine, run_id) == ["fp-2"]
+    async with engine.store.transaction() as tx:
+        assert await tx.firing_alerts_of(run_id) == 2
+
+
+def test_pending_links_count_only_once_committed() -> None:
+    known = Recorded(enabled=True)
+    known.link("fp", "rb", "r1")
+    assert not known.linked("fp", "rb", "r1")  # not committed yet
+    mark = known.mark()
+    known.link("fp2", "rb", "r1")
+    known.rollback_to(mark)  # its savepoint rolled back
+    known.commit()
+    assert known.linked("fp", "rb", "r1") and not known.linked("fp2", "rb", "r1")
+    known.link("fp3", "rb", "r1")
+    known.forget("fp3")  # resolved later in the same transaction
+    known.forget("fp")
+    known.commit()
+    assert not known.linked("fp3", "rb", "r1") and not known.linked("fp", "rb", "r1")
+    off = Recorded(enabled=False)  # a shared store: nothing remembered
+    off.link("fp", "rb", "r1")
+    off.commit()
+    assert not off.linked("fp", "rb", "r1")
