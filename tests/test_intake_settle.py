@@ -28,6 +28,7 @@ from daemon.engine.events import WebhookPayload
 from daemon.kits.clock import FrozenClock
 from daemon.runbooks.loader import load_all
 from daemon.store.base import StateStore
+from daemon.store.leadership import SoleLeader
 from daemon.store.postgres import PgSettings, PgStore
 from daemon.store.sqlite import Store
 
@@ -180,3 +181,35 @@ def test_the_settled_receipt_is_the_json_routing_would_write(alerts: list[tuple[
     text = router._settled(payload)
     assert text == json.dumps(expected)
     assert json.loads(text or "") == expected
+
+
+class _Follower(SoleLeader):
+    """A replica that does not lead (a PostgreSQL follower, say): it stores, the leader routes."""
+
+    @property
+    def leading(self) -> bool:
+        return False
+
+
+async def test_a_follower_leaves_even_an_unmatched_notification_to_the_leader(tmp_path: Path) -> None:
+    """The leader's runbooks decide (a follower's may differ while the runbooks change)."""
+    write_runbooks(tmp_path, {"scrape": SCRAPE})
+    cfg = parse_config(base_config(tmp_path))
+    registry = default_registry()
+    store = await Store.open(tmp_path / "state.db")
+    try:
+        follower = Engine(
+            config=cfg,
+            store=store,
+            registry=registry,
+            runbooks=load_all(cfg.runbooks.paths, registry, list(cfg.approvers)),
+            clients=Clients(),
+            clock=FrozenClock(),
+            leadership=_Follower(),
+        )
+        receipt = await _submit(follower, _payload(("DiskFull", "fp-1", "firing")))
+        assert (await follower.receipt(receipt))["routed_at"] is None
+        async with store.transaction() as tx:
+            assert [seq for seq, _ in await tx.unrouted(10)] == [receipt]  # payload kept for the leader
+    finally:
+        await store.close()

@@ -148,3 +148,34 @@ def test_pending_links_count_only_once_committed() -> None:
     off.link("fp", "rb", "r1")
     off.commit()
     assert not off.linked("fp", "rb", "r1")
+
+
+async def test_one_routing_call_never_resets_what_another_has_pending(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background loop, recovery and tools may all ask to route at once. They share the log of
+    links pending commit: a call starting must not drop what one inside its transaction has pending
+    (it could then not roll it back, and a rolled-back link would be believed written)."""
+    import asyncio
+
+    from daemon.engine import routing
+
+    inner = routing.Router._route_batch
+    kept: list[bool] = []
+
+    async def probing(self: routing.Router, tx: Any, fx: Any) -> Any:
+        mark = self._recorded.mark()
+        self._recorded.link("probe", "scrape", "run")  # pending in this transaction
+        await asyncio.sleep(0.01)  # the other calls get to run meanwhile
+        kept.append(self._recorded.mark() == mark + 1)
+        self._recorded.rollback_to(mark)
+        return await inner(self, tx, fx)
+
+    monkeypatch.setattr(routing.Router, "_route_batch", probing)
+    for i in range(3):
+        payload = WebhookPayload.model_validate(alert_payload(job=f"j{i}", fingerprint=f"fp-{i}"))
+        await engine.submit(payload, payload.model_dump_json())
+    first = asyncio.create_task(engine.route_batch())
+    await asyncio.sleep(0.005)  # the first call is inside its transaction now
+    await asyncio.gather(first, *(engine.route_batch() for _ in range(3)))
+    assert kept == [True] * 4

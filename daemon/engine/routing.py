@@ -85,6 +85,8 @@ class Router:
         self._parsed: dict[int, WebhookPayload] = {}
         """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
         self._recorded = Recorded(enabled=not ctx.store.shared)
+        self._batching = asyncio.Lock()
+        """One routing transaction at a time (the loop, recovery, tools): they share ``_recorded``'s log."""
         """Alert records and links committed: re-deliveries write nothing (one writer only)."""
 
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
@@ -94,7 +96,9 @@ class Router:
             self._ctx.log.warning(
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
             )
-        settled = self._settled(payload)
+        # Only the leader settles: its runbooks are the ones routing would use (a follower's may differ
+        # during a rolling change of the runbooks; the leader then routes what the follower stored).
+        settled = self._settled(payload) if self._ctx.leadership.leading else None
         # Settled: its receipt (alert names and fingerprints) is the record; routing never reads its payload.
         receipt = await self.inbox.submit(
             raw if settled is None else "", len(payload.alerts), payload, settled
@@ -219,13 +223,14 @@ class Router:
     async def route_batch(self) -> list[int]:
         """Route one batch: the oldest notifications, then those that may jump the queue. The receipts
         routed (none: nothing waits)."""
-        self._recorded.rollback_to(0)
-        try:
-            last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
-        except BaseException:
-            self._recorded.rollback_to(0)  # not committed: what it wrote is not known to be there
-            raise
-        self._recorded.commit()
+        async with self._batching:
+            self._recorded.rollback_to(0)
+            try:
+                last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
+            except BaseException:
+                self._recorded.rollback_to(0)  # not committed: what it wrote is not known to be there
+                raise
+            self._recorded.commit()
         if routed:
             self.look.routed(routed)
             for seq in routed:

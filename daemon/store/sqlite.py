@@ -556,14 +556,23 @@ class _IntakeWriter:
         self._path, self._busy_timeout = path, busy_timeout
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runbookd-intake")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     async def append(self, rows: Sequence[InboxRow]) -> int:
+        """Called holding the store's lock, which is held until the thread is done even if the caller is
+        cancelled: the engine's connection must not find the file locked by this one."""
+        done = asyncio.get_running_loop().run_in_executor(self._thread, self._append, rows)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, self._append, rows)
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            raise
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"state store could not store the notifications: {exc}") from exc
 
     def _append(self, rows: Sequence[InboxRow]) -> int:  # on the intake thread
+        if self._closed:
+            raise sqlite3.OperationalError("the state store is closed")
         conn = self._conn
         if conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -583,7 +592,10 @@ class _IntakeWriter:
         return first
 
     async def close(self) -> None:
+        """Called holding the store's lock: no write is in progress or can start after this."""
+
         def close() -> None:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -622,7 +634,8 @@ class Store:
 
     async def close(self) -> None:
         if self._intake is not None:
-            await self._intake.close()
+            async with self._lock:
+                await self._intake.close()
         await self._db.close()
 
     @asynccontextmanager
