@@ -15,21 +15,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.inproc import alert_payload, base_config, serve, write_runbooks
+from support.engines import make_engine, open_test_store
+from support.inproc import alert_payload, serve
 from support.payloads import webhook_payload
-from support.postgres import PostgresServer
 
-from daemon.actions.registry import default_registry
-from daemon.clients.bundle import Clients
-from daemon.config import parse_config
 from daemon.engine import routing
 from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
-from daemon.kits.clock import FrozenClock
-from daemon.runbooks.loader import load_all
-from daemon.store.base import StateStore
 from daemon.store.leadership import SoleLeader
-from daemon.store.postgres import PgSettings, PgStore
 from daemon.store.sqlite import Store
 
 SCRAPE = """
@@ -46,19 +39,8 @@ steps:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
-    store: StateStore
-    if request.param == "sqlite":
-        store = await Store.open(tmp_path / "state.db")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        store = await PgStore.open(PgSettings(server.fresh_database()))
-    write_runbooks(tmp_path, {"scrape": SCRAPE})
-    cfg = parse_config(base_config(tmp_path))
-    registry = default_registry()
-    runbooks = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
-    eng = Engine(
-        config=cfg, store=store, registry=registry, runbooks=runbooks, clients=Clients(), clock=FrozenClock()
-    )
+    store = await open_test_store(request, tmp_path, request.param)
+    eng = make_engine(tmp_path, store, {"scrape": SCRAPE})
     await eng.start(background=False)  # no background router
     yield eng
     await eng.stop()
@@ -193,20 +175,9 @@ class _Follower(SoleLeader):
 
 async def test_a_follower_leaves_even_an_unmatched_notification_to_the_leader(tmp_path: Path) -> None:
     """The leader's runbooks decide (a follower's may differ while the runbooks change)."""
-    write_runbooks(tmp_path, {"scrape": SCRAPE})
-    cfg = parse_config(base_config(tmp_path))
-    registry = default_registry()
     store = await Store.open(tmp_path / "state.db")
     try:
-        follower = Engine(
-            config=cfg,
-            store=store,
-            registry=registry,
-            runbooks=load_all(cfg.runbooks.paths, registry, list(cfg.approvers)),
-            clients=Clients(),
-            clock=FrozenClock(),
-            leadership=_Follower(),
-        )
+        follower = make_engine(tmp_path, store, {"scrape": SCRAPE}, leadership=_Follower())
         receipt = await _submit(follower, _payload(("DiskFull", "fp-1", "firing")))
         assert (await follower.receipt(receipt))["routed_at"] is None
         async with store.transaction() as tx:

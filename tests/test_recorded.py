@@ -10,16 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.inproc import alert_payload, base_config, write_runbooks
+from support.engines import make_engine
+from support.inproc import alert_payload
 
-from daemon.actions.registry import default_registry
-from daemon.clients.bundle import Clients
-from daemon.config import parse_config
 from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
 from daemon.engine.recorded import Recorded
-from daemon.kits.clock import FrozenClock
-from daemon.runbooks.loader import load_all
 from daemon.store.sqlite import Store
 
 SCRAPE = """
@@ -42,13 +38,7 @@ NO_LINK_WRITES = (
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
     store = await Store.open(tmp_path / "state.db")
-    write_runbooks(tmp_path, {"scrape": SCRAPE})
-    cfg = parse_config(base_config(tmp_path))
-    registry = default_registry()
-    runbooks = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
-    eng = Engine(
-        config=cfg, store=store, registry=registry, runbooks=runbooks, clients=Clients(), clock=FrozenClock()
-    )
+    eng = make_engine(tmp_path, store, {"scrape": SCRAPE})
     await eng.start(background=False)
     yield eng
     await eng.stop()

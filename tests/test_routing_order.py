@@ -9,20 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from support.inproc import alert_payload, base_config, write_runbooks
-from support.postgres import PostgresServer
+from support.engines import make_engine, open_test_store
+from support.inproc import alert_payload
 
-from daemon.actions.registry import default_registry
 from daemon.clients.bundle import Clients
-from daemon.config import parse_config
 from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
 from daemon.engine.identity import Identity
 from daemon.kits.clock import FrozenClock
-from daemon.runbooks.loader import load_all
-from daemon.store.base import StateStore
-from daemon.store.postgres import PgSettings, PgStore
-from daemon.store.sqlite import Store
 
 SCRAPE = """
 name: scrape
@@ -41,19 +35,8 @@ BACKLOG = 450
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
-    store: StateStore
-    if request.param == "sqlite":
-        store = await Store.open(tmp_path / "state.db")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        store = await PgStore.open(PgSettings(server.fresh_database()))
-    write_runbooks(tmp_path, {"scrape": SCRAPE})
-    cfg = parse_config(base_config(tmp_path))
-    registry = default_registry()
-    runbooks = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
-    eng = Engine(
-        config=cfg, store=store, registry=registry, runbooks=runbooks, clients=Clients(), clock=FrozenClock()
-    )
+    store = await open_test_store(request, tmp_path, request.param)
+    eng = make_engine(tmp_path, store, {"scrape": SCRAPE})
     await eng.start(background=False)  # no background router: the test routes batch by batch
     yield eng
     await eng.stop()
