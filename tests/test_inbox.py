@@ -6,15 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from support.inproc import alert_payload, base_config, serve, write_runbooks
+from support.engines import make_engine
+from support.inproc import alert_payload, serve
 
-from daemon.actions.registry import default_registry
-from daemon.clients.bundle import Clients
-from daemon.config import parse_config
-from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
-from daemon.kits.clock import FrozenClock
-from daemon.runbooks.loader import load_all
 from daemon.store.sqlite import Store
 
 LOG = """
@@ -29,26 +24,16 @@ steps:
 """
 
 
-async def _engine(tmp_path: Path, store: Store) -> Engine:
-    cfg = parse_config(base_config(tmp_path))
-    registry = default_registry()
-    runbooks = load_all(cfg.runbooks.paths, registry, list(cfg.approvers))
-    return Engine(
-        config=cfg, store=store, registry=registry, runbooks=runbooks, clients=Clients(), clock=FrozenClock()
-    )
-
-
 async def test_a_notification_stored_before_a_crash_is_routed_on_start(tmp_path: Path) -> None:
-    write_runbooks(tmp_path, {"log": LOG})
     store = await Store.open(tmp_path / "state.db")
-    first = await _engine(tmp_path, store)
+    first = make_engine(tmp_path, store, {"log": LOG})
     payload = WebhookPayload.model_validate(alert_payload(job="node"))
     receipt = await first.submit(payload, payload.model_dump_json())  # stored; the process "dies" here
     assert (await first.receipt(receipt))["routed_at"] is None
     await store.close()
 
     store = await Store.open(tmp_path / "state.db")
-    second = await _engine(tmp_path, store)
+    second = make_engine(tmp_path, store, {"log": LOG})
     await second.start(background=False)
     try:
         result = (await second.receipt(receipt))["result"]
@@ -67,7 +52,9 @@ async def test_a_notification_stored_before_a_crash_is_routed_on_start(tmp_path:
 async def test_an_unroutable_notification_does_not_block_the_ones_behind_it(tmp_path: Path) -> None:
     async with serve(tmp_path, {"log": LOG}) as d:
         async with d.engine.store.transaction() as tx:  # as if stored by an older version, now unreadable
-            await tx.add_to_inbox([(1, d.clock.now(), 1, json.dumps({"status": "firing", "alerts": "x"}))])
+            await tx.append_inbox(
+                [(d.clock.now(), 1, json.dumps({"status": "firing", "alerts": "x"}), None, None)]
+            )
         status, body = await d.webhook(alert_payload(job="after"))
         assert status == 200 and body["receipt"] == 2 and len(body["started"]) == 1
         status, bad = await d.call("GET", "/api/v1/receipts/1")
@@ -83,7 +70,7 @@ async def test_a_stored_label_with_a_nul_does_not_stall_routing(tmp_path: Path) 
     async with serve(tmp_path, {"log": LOG}) as d:
         poison = json.dumps(alert_payload(job="j\u0000"))
         async with d.engine.store.transaction() as tx:
-            await tx.add_to_inbox([(1, d.clock.now(), 1, poison)])
+            await tx.append_inbox([(d.clock.now(), 1, poison, None, None)])
         status, body = await d.webhook(alert_payload(job="after"))
         assert status == 200 and body["receipt"] == 2 and len(body["started"]) == 1, body
         status, first = await d.call("GET", "/api/v1/receipts/1")

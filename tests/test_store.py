@@ -132,7 +132,10 @@ async def test_alerts_links_and_inbox(store: StateStore) -> None:
         assert await tx.link_alerts([("fp", "rb", "r1"), ("fp3", "rb", "r1")]) == {("fp3", "rb", "r1")}
         assert await tx.firing_alerts_of("r1") == 3
         assert [r.id for r in await tx.runs_for_alert("fp")] == ["r1"]
-        await tx.add_to_inbox([(1, 1.0, 2, '{"a": 1}'), (2, 1.5, 1, '{"b": "50%?"}')])
+        assert (
+            await tx.append_inbox([(1.0, 2, '{"a": 1}', None, None), (1.5, 1, '{"b": "50%?"}', None, None)])
+            == 1
+        )
     async with store.transaction() as tx:
         assert await tx.last_inbox_seq() == 2
         assert await tx.unrouted(10) == [(1, '{"a": 1}'), (2, '{"b": "50%?"}')]
@@ -207,10 +210,10 @@ async def test_postgresql_inbox_commits_wake_other_replicas(postgres_server: Pos
         woken.clear()
         with pytest.raises(RuntimeError):
             async with follower.intake() as tx:
-                await tx.add_to_inbox([(1, 1.0, 1, "{}")])
+                await tx.append_inbox([(1.0, 1, "{}", None, None)])
                 raise RuntimeError("not stored")
         async with follower.intake() as tx:
-            await tx.add_to_inbox([(1, 1.0, 1, "{}")])
+            await tx.append_inbox([(1.0, 1, "{}", None, None)])
         await asyncio.wait_for(woken.wait(), 30)
         async with leader.transaction() as tx:
             assert await tx.unrouted(10) == [(1, "{}")]

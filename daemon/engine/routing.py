@@ -85,9 +85,9 @@ class Router:
         self._parsed: dict[int, WebhookPayload] = {}
         """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
         self._recorded = Recorded(enabled=not ctx.store.shared)
+        """Links committed: re-deliveries write nothing (one writer only)."""
         self._batching = asyncio.Lock()
         """One routing transaction at a time (the loop, recovery, tools): they share ``_recorded``'s log."""
-        """Alert records and links committed: re-deliveries write nothing (one writer only)."""
 
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         """Store an Alertmanager notification (group-committed with concurrent ones); returns its receipt

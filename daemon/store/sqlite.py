@@ -90,6 +90,7 @@ _BOOL_FIELDS = {"dry_run", "mutated", "alert_resolved", "mutating", "idempotent"
 _INBOX_INSERT = (
     "INSERT INTO inbox (seq, received_at, alerts, payload, routed_at, result) VALUES (?,?,?,?,?,?)"
 )
+_LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) AS n FROM inbox"
 _MANY_ROWS = 100
 """Rows per multi-row statement (8 parameters a row stays under SQLite's oldest variable limit, 999)."""
 
@@ -309,10 +310,6 @@ class Tx:
         await self.db.execute("DELETE FROM alerts_received WHERE last_seen < ?", (before,))
 
     # inbox: Alertmanager notifications, stored before they are answered and routed after
-    async def add_to_inbox(self, rows: Sequence[tuple[int, float, int, str]]) -> None:
-        """Rows of (seq, received_at, alert count, payload JSON), to be routed."""
-        await self.db.executemany(_INBOX_INSERT, [(*row, None, None) for row in rows])
-
     async def append_inbox(self, rows: Sequence[InboxRow]) -> int:
         """Number ``rows`` after the last receipt and add them; the first receipt (``StateStore.append_inbox``)."""
         first = await self.last_inbox_seq() + 1
@@ -345,7 +342,7 @@ class Tx:
         }
 
     async def last_inbox_seq(self) -> int:
-        row = await self._one("SELECT COALESCE(MAX(seq), 0) AS n FROM inbox")
+        row = await self._one(_LAST_SEQ)
         return int(row["n"]) if row else 0
 
     async def prune_inbox(self, before: float) -> None:
@@ -581,7 +578,7 @@ class _IntakeWriter:
             self._conn = conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()
+            (last,) = conn.execute(_LAST_SEQ).fetchone()
             first = int(last) + 1
             conn.executemany(_INBOX_INSERT, [(first + i, *row) for i, row in enumerate(rows)])
             conn.execute("COMMIT")
