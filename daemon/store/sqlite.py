@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -91,6 +92,7 @@ _INBOX_INSERT = (
     "INSERT INTO inbox (seq, received_at, alerts, payload, routed_at, result) VALUES (?,?,?,?,?,?)"
 )
 _LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) AS n FROM inbox"
+
 _MANY_ROWS = 100
 """Rows per multi-row statement (8 parameters a row stays under SQLite's oldest variable limit, 999)."""
 
@@ -547,18 +549,32 @@ class _IntakeWriter:
     """The inbox's own connection to the state file, used from a thread of its own: a batch of
     notifications is numbered, inserted and committed (fsynced) in one hand-off from the event loop,
     instead of one per statement. The caller holds the store's lock, so it never writes beside the
-    engine's connection (SQLite has one writer)."""
+    engine's connection (SQLite has one writer).
+
+    The thread is a plain one fed by a queue, not an executor: every step of a hand-off that runs Python
+    on the thread needs the GIL back from the busy event loop, and an executor's hand-off takes several
+    such steps (its work queue, its future's lock and callbacks). Here the thread takes the GIL for the
+    SQL calls and one ``call_soon_threadsafe``; the webhook's CPU per request is a third lower
+    (bench/README.md, "one thread hand-off")."""
 
     def __init__(self, path: Path, busy_timeout: float) -> None:
         self._path, self._busy_timeout = path, busy_timeout
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runbookd-intake")
+        self._jobs: queue.SimpleQueue[_IntakeJob | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
 
     async def append(self, rows: Sequence[InboxRow]) -> int:
         """Called holding the store's lock, which is held until the thread is done even if the caller is
         cancelled: the engine's connection must not find the file locked by this one."""
-        done = asyncio.get_running_loop().run_in_executor(self._thread, self._append, rows)
+        if self._closed:
+            raise StoreUnavailable("the state store is closed")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="runbookd-intake", daemon=True)
+            self._thread.start()
+        self._jobs.put((rows, loop, done))
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
@@ -567,9 +583,20 @@ class _IntakeWriter:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"state store could not store the notifications: {exc}") from exc
 
+    def _run(self) -> None:  # the intake thread
+        while (job := self._jobs.get()) is not None:
+            rows, loop, done = job
+            try:
+                first = self._append(rows)
+            except BaseException as exc:  # handed to the waiting request: 503
+                _answer(loop, done, None, exc)
+            else:
+                _answer(loop, done, first, None)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def _append(self, rows: Sequence[InboxRow]) -> int:  # on the intake thread
-        if self._closed:
-            raise sqlite3.OperationalError("the state store is closed")
         conn = self._conn
         if conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -589,16 +616,34 @@ class _IntakeWriter:
         return first
 
     async def close(self) -> None:
-        """Called holding the store's lock: no write is in progress or can start after this."""
+        """Called holding the store's lock: no write is in progress or can start after this. The thread
+        closes its connection and ends."""
+        self._closed = True
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._jobs.put(None)
+        await asyncio.to_thread(thread.join, 10.0)  # at once: nothing is queued behind the lock
 
-        def close() -> None:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, close)
-        self._thread.shutdown(wait=True)
+_IntakeJob = tuple[Sequence[InboxRow], asyncio.AbstractEventLoop, "asyncio.Future[int]"]
+
+
+def _answer(
+    loop: asyncio.AbstractEventLoop, done: asyncio.Future[int], first: int | None, exc: BaseException | None
+) -> None:
+    """From the intake thread: settle ``done`` on its loop (if that loop still runs)."""
+
+    def settle() -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(first or 0)
+
+    with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+        loop.call_soon_threadsafe(settle)
 
 
 class Store:
