@@ -103,6 +103,9 @@ async def test_a_matching_or_a_resolved_alert_leaves_the_notification_to_routing
     assert (await engine.receipt(resolved))["routed_at"] is not None
     linked = {r[0] for r in await _rows(engine, "SELECT fingerprint FROM alert_links")}
     assert linked == {"fp-2"}  # the matching alert, linked to its run; not the unmatched one
+    # Routed: the receipt is kept, the payload is not (nothing reads it again).
+    kept = await _rows(engine, f"SELECT payload FROM inbox WHERE seq IN ({mixed}, {resolved})")
+    assert [row[0] for row in kept] == ["", ""]
 
 
 async def test_receipts_stay_in_order_across_settled_and_routed_notifications(engine: Engine) -> None:
