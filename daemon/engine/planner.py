@@ -44,13 +44,18 @@ def render_params(rb: Runbook, ctx: dict[str, Any], given: dict[str, Any] | None
 _ALERT_LABEL = re.compile(r"""alert\.labels(?:\.([A-Za-z_]\w*)|\[\s*['"]([^'"]+)['"]\s*\])""")
 
 
+def labels_named(source: str) -> list[str]:
+    """The alert labels a template's text names (``alert.labels.x``, ``alert.labels['x']``), in order:
+    the ones a param error is worded with."""
+    return [m.group(1) or m.group(2) for m in _ALERT_LABEL.finditer(source)]
+
+
 def _param_error(name: str, default: Any, ctx: dict[str, Any], exc: TemplateError) -> str:
     """Say which alert label is missing, in the operator's words rather than the template engine's."""
     alert = ctx.get("alert") or {}
     labels = alert.get("labels") or {}
     for _, source in templating.iter_templates(default):
-        for m in _ALERT_LABEL.finditer(source):
-            label = m.group(1) or m.group(2)
+        for label in labels_named(source):
             if label in labels:
                 continue
             if not alert:

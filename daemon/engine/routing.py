@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.engine import planner
+from daemon.engine import plankeys, planner
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.events import Alert, WebhookPayload
@@ -79,6 +79,8 @@ class Router:
         self._routed_ahead: set[int] = set()
         """Receipts routed ahead of their turn, above ``_routed_seq``."""
         self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._plan_deps: dict[str, plankeys.Dependencies | None] = {}
+        """Runbook name -> the alert fields its plan depends on (None: all of them); set with the index."""
         self._by_alertname: dict[str, list[Runbook]] | None = None
         self._indexed: object = None
         self._indexed_n = 0
@@ -428,6 +430,13 @@ class Router:
         w.links, w.attached = {}, {}
 
     def _matching(self, alert: Alert) -> list[Runbook]:
+        by_name = self._index()
+        labels = alert.labels
+        return [rb for rb in by_name.get(alert.name, ()) if any(t.matches_alert(labels) for t in rb.triggers)]
+
+    def _index(self) -> dict[str, list[Runbook]]:
+        """Alert name -> the runbooks with a trigger for it; rebuilt (with each runbook's plan
+        dependencies, and an empty plan cache) when the runbooks change."""
         by_name = self._by_alertname
         if (
             by_name is None
@@ -436,18 +445,24 @@ class Router:
         ):
             by_name = self._by_alertname = {}
             self._indexed, self._indexed_n = self._ctx.runbooks, len(self._ctx.runbooks)
+            self._plans.clear()  # keyed by runbook name: a changed runbook plans anew
+            self._plan_deps = {
+                lr.runbook.name: plankeys.dependencies(lr.runbook) for lr in self._ctx.runbooks.values()
+            }
             for lr in self._ctx.runbooks.values():
                 for t in lr.runbook.triggers:
                     if t.alert is not None:
                         runbooks = by_name.setdefault(t.alert, [])
                         if lr.runbook not in runbooks:
                             runbooks.append(lr.runbook)
-        labels = alert.labels
-        return [rb for rb in by_name.get(alert.name, ()) if any(t.matches_alert(labels) for t in rb.triggers)]
+        return by_name
 
     def _plan(self, rb: Runbook, alert: Alert) -> _Plan:
-        """The params and target a runbook renders for an alert (cached: re-deliveries are the bulk)."""
-        key = (rb.name, *_alert_key(alert))
+        """The params and target a runbook renders for an alert, cached by what they depend on
+        (``plankeys``): re-deliveries, and new alerts of a target already seen, render nothing."""
+        self._index()
+        deps = self._plan_deps.get(rb.name)
+        key = (rb.name, *(_alert_key(alert) if deps is None else plankeys.values(alert, deps)))
         plan = self._plans.get(key)
         if plan is None:
             ctx: dict[str, Any] = {"alert": alert.as_context(), "run": {"runbook": rb.name}, "steps": {}}

@@ -65,6 +65,73 @@ _DOTTED = re.compile(r"^\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)\s*$")
 _MISS = object()
 
 
+ALERT_FIELDS = frozenset({"name", "status", "fingerprint", "startsAt", "endsAt", "generatorURL"})
+"""The scalar fields of the ``alert`` a template sees (``daemon.engine.events.Alert.as_context``)."""
+ALERT_MAPS = frozenset({"labels", "annotations"})
+
+
+def alert_reads(source: str) -> frozenset[tuple[str, ...]] | None:
+    """What a template reads of ``alert``: ``("labels", "job")`` for one label, ``("labels",)`` when it
+    reads the labels as a whole, ``("status",)`` for a field. None when it may see more than that (the
+    alert itself handed on, ``alert`` rebound, a label named like a dict method). Rendering the template
+    with the same values there gives the same result, whatever else the alert holds."""
+    try:
+        tree = check_syntax(source)
+    except TemplateSyntaxError:
+        return None
+    parents: dict[int, nodes.Node] = {}
+    for each in tree.find_all(nodes.Node):
+        for child in each.iter_child_nodes():
+            parents[id(child)] = each
+    reads: set[tuple[str, ...]] = set()
+    for name in tree.find_all(nodes.Name):
+        if name.name != "alert":
+            continue
+        if name.ctx != "load":  # {% set alert = ... %}, a loop or macro argument called alert
+            return None
+        path: list[str] = []
+        node: nodes.Node = name
+        while len(path) < 2 and (key := _key_of(parents.get(id(node)), node)) is not None:
+            path.append(key)
+            node = parents[id(node)]
+        if not path or path[0] not in ALERT_FIELDS | ALERT_MAPS:
+            return None
+        if len(path) == 2 and path[0] in ALERT_MAPS:
+            if hasattr(dict, path[1]):  # alert.labels.items is the method, not a label
+                return None
+            reads.add((path[0], path[1]))
+        elif path[0] in ALERT_FIELDS:
+            reads.add((path[0],))
+        else:  # the map itself: (alert.labels | default({})).x reads one label, anything else all of them
+            outer = parents.get(id(node))
+            key = _key_of(parents.get(id(outer)), outer) if _is_plain_default(outer, node) else None
+            reads.add((path[0], key) if key is not None and not hasattr(dict, key) else (path[0],))
+    return frozenset(reads)
+
+
+def _key_of(parent: nodes.Node | None, child: nodes.Node | None) -> str | None:
+    """The constant key ``parent`` looks up in ``child`` (``child.x``, ``child['x']``), if it does."""
+    if isinstance(parent, nodes.Getattr) and parent.node is child:
+        return parent.attr
+    if (
+        isinstance(parent, nodes.Getitem)
+        and parent.node is child
+        and isinstance(parent.arg, nodes.Const)
+        and isinstance(parent.arg.value, str)
+    ):
+        return parent.arg.value
+    return None
+
+
+def _is_plain_default(node: nodes.Node | None, of: nodes.Node) -> bool:
+    """``of | default`` or ``of | default({})``: the map itself (a map is never undefined) or an empty one."""
+    if not (isinstance(node, nodes.Filter) and node.name == "default" and node.node is of):
+        return False
+    if node.kwargs or node.dyn_args or node.dyn_kwargs:
+        return False
+    return all(isinstance(a, nodes.Dict) and not a.items for a in node.args)
+
+
 @lru_cache(maxsize=4096)
 def _compile(source: str) -> Any:
     expr = _single_expression(source)
