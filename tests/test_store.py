@@ -263,3 +263,23 @@ async def test_commits_are_durable_on_disk_on_both_stores(
             assert [r["synchronous_commit"] for r in rows] == ["on"]
     finally:
         await pg.close()
+
+
+async def test_active_run_refs_finds_each_runbooks_active_run_per_target(store: StateStore) -> None:
+    async with store.transaction() as tx:
+        await tx.save_run(_run("a1", runbook="rb-a", target="t1"))
+        await tx.save_run(_run("a2", runbook="rb-a", target="t2", state=RunState.SUCCEEDED))
+        await tx.save_run(
+            _run("b1", runbook="rb-b", target="t1", state=RunState.RUNNING, alert_resolved=True)
+        )
+        await tx.save_run(_run("b2", runbook="rb-b", target="t3", state=RunState.CANCELLED))
+        many = [("rb-c", f"t{i}") for i in range(250)]  # over one statement's worth of targets
+        for i, (rb, target) in enumerate(many):
+            await tx.save_run(_run(f"c{i}", runbook=rb, target=target))
+        keys = {("rb-a", "t1"), ("rb-a", "t2"), ("rb-b", "t1"), ("rb-b", "t3"), ("rb-a", "t9"), *many}
+        found = await tx.active_run_refs(keys)
+    assert {k: v for k, v in found.items() if k[0] != "rb-c"} == {
+        ("rb-a", "t1"): ("a1", False),  # ended runs (a2, b2) and unknown keys are absent
+        ("rb-b", "t1"): ("b1", True),  # the same target under another runbook is its own key
+    }
+    assert {k: v[0] for k, v in found.items() if k[0] == "rb-c"} == {k: f"c{i}" for i, k in enumerate(many)}
