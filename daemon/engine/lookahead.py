@@ -18,18 +18,18 @@ replica, or before this process started) is read from the store before anything 
 
 from __future__ import annotations
 
-from collections import deque
-
 Key = tuple[str, str]
 """(runbook, target)"""
+Mark = str | Key
+"""A fingerprint (str) or a (runbook, target) key (tuple): the two kinds never compare equal."""
 
 
 class Lookahead:
     def __init__(self) -> None:
-        self._marks: dict[int, tuple[str, ...]] = {}
+        self._marks: dict[int, tuple[Mark, ...]] = {}
         """Receipt -> its marks, for each unrouted notification seen."""
-        self._holders: dict[str, deque[int]] = {}
-        """Mark -> receipts holding it, oldest first (routed ones are dropped lazily from the left)."""
+        self._held: dict[Mark, int] = {}
+        """Mark -> how many unrouted notifications seen hold it (absent: none)."""
         self._clear: dict[int, frozenset[Key]] = {}
         """Receipts that were clear when seen, all firing, with the keys they plan to."""
         self.seen_to = 0
@@ -41,40 +41,32 @@ class Lookahead:
     def reset(self, seen_to: int = 0) -> None:
         """Forget everything (a new leader term: another replica may have routed meanwhile)."""
         self._marks.clear()
-        self._holders.clear()
+        self._held.clear()
         self._clear.clear()
         self.seen_to = seen_to
 
     def see(self, seq: int, fingerprints: list[str], keys: set[Key], all_firing: bool) -> None:
-        """A notification stored after every one seen so far (receipts grow)."""
-        marks = (*fingerprints, *(f"{rb}\x00{target}" for rb, target in keys))
-        clear = True
-        for mark in marks:
-            holders = self._holders.get(mark)
-            if holders is None:
-                holders = self._holders[mark] = deque()
-            while holders and holders[0] not in self._marks:
-                holders.popleft()
-            if holders and holders[-1] != seq:
-                clear = False
-            if not holders or holders[-1] != seq:
-                holders.append(seq)
+        """A notification stored after every one seen so far (receipts grow): every unrouted one seen
+        before is older, so it is clear when none of them holds one of its marks."""
+        marks: tuple[Mark, ...] = (*fingerprints, *keys)
+        held = self._held
+        clear = not any(mark in held for mark in marks)
+        for mark in marks:  # a mark twice in one notification counts twice, and is released twice
+            held[mark] = held.get(mark, 0) + 1
         self._marks[seq] = marks
         if clear and all_firing and keys:
             self._clear[seq] = frozenset(keys)
         self.seen_to = max(self.seen_to, seq)
 
     def routed(self, seqs: list[int]) -> None:
+        held = self._held
         for seq in seqs:
             self._clear.pop(seq, None)
-            marks = self._marks.pop(seq, None)
-            for mark in marks or ():
-                holders = self._holders.get(mark)
-                while holders and holders[0] not in self._marks:
-                    holders.popleft()
-                if holders is not None and not holders:
-                    del self._holders[mark]
-
+            for mark in self._marks.pop(seq, ()):
+                if (left := held[mark] - 1) > 0:
+                    held[mark] = left
+                else:
+                    del held[mark]
     def is_clear(self, seq: int) -> bool:
         return seq in self._clear
 
