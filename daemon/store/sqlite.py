@@ -9,6 +9,7 @@ small. One process writes the file: ``serve`` holds ``state.lock`` (see ``daemon
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import queue
 import sqlite3
@@ -95,6 +96,16 @@ _LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) AS n FROM inbox"
 _event_detail = json.JSONEncoder(sort_keys=True, default=str).encode
 """An event's detail as stored (``json.dumps(detail, sort_keys=True, default=str)`` builds this encoder
 anew on each call: a third of the cost for the small details a routing batch writes by the thousand)."""
+@functools.lru_cache(maxsize=64)
+def _inbox_insert(rows: int) -> str:
+    """One INSERT of ``rows`` inbox rows, numbered by SQLite: each gets the largest receipt so far + 1
+    (the rowid rule; ``prune_inbox`` keeps the newest row, so no number is given twice)."""
+    return (
+        "INSERT INTO inbox (received_at, alerts, payload, routed_at, result) VALUES "  # noqa: S608
+        + ", ".join(["(?,?,?,?,?)"] * rows)
+    )
+
+
 _MARK_ROUTED = "UPDATE inbox SET routed_at = ?, result = ?, payload = '' WHERE seq = ?"
 """A routed notification keeps its receipt, not its payload: nothing reads it again (the timeline and
 ``alert_links`` record its alerts), and rewriting the whole row (kilobytes of JSON, in overflow pages)
@@ -608,17 +619,10 @@ class _IntakeWriter:
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA synchronous=FULL")  # journal_mode=WAL is the file's: set at open
             self._conn = conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            (last,) = conn.execute(_LAST_SEQ).fetchone()
-            first = int(last) + 1
-            conn.executemany(_INBOX_INSERT, [(first + i, *row) for i, row in enumerate(rows)])
-            conn.execute("COMMIT")
-        except BaseException:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return first
+        # One statement, its own transaction (autocommit): the thread takes the GIL back once per batch
+        # (the busy event loop holds it for up to a switch interval each time), not once per statement.
+        last = conn.execute(_inbox_insert(len(rows)), [v for row in rows for v in row]).lastrowid
+        return int(last or 0) - len(rows) + 1
 
     async def close(self) -> None:
         """Called holding the store's lock: no write is in progress or can start after this. The thread
