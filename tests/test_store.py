@@ -76,6 +76,25 @@ async def test_runs_and_steps_round_trip_and_upsert(store: StateStore) -> None:
         assert [r.id for r in await tx.list_runs("running")] == ["r1"]
 
 
+async def test_steps_saved_together_round_trip_and_upsert(store: StateStore) -> None:
+    async with store.transaction() as tx:
+        await tx.save_run(_run())
+        await tx.save_steps([_step(idx=i) for i in range(3)])
+        await tx.save_steps([])  # nothing to write
+    async with store.transaction() as tx:
+        steps = await tx.steps_of("r1")
+        assert steps == [_step(idx=i) for i in range(3)]
+        steps[1].state, steps[1].plan = StepState.AWAITING_APPROVAL, {"q": "up"}
+        await tx.save_steps(steps[1:2])  # whole-row replace of one, the others untouched
+    async with store.transaction() as tx:
+        assert [s.state for s in await tx.steps_of("r1")] == [
+            StepState.PENDING,
+            StepState.AWAITING_APPROVAL,
+            StepState.PENDING,
+        ]
+        assert (await tx.steps_of("r1"))[1].plan == {"q": "up"}
+
+
 async def test_a_failed_transaction_leaves_nothing(store: StateStore) -> None:
     class Boom(Exception):
         pass

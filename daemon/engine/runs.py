@@ -29,15 +29,19 @@ class Runs:
         """Set by stop(): no step starts any more (one started while draining would be abandoned)."""
         self.undoing = Undoing(ctx, stopping=lambda: self.stopping, wake=self.advance_waiting)
 
-    async def advance(self, tx: Tx, run: RunRecord, fx: Effects) -> None:
+    async def advance(
+        self, tx: Tx, run: RunRecord, fx: Effects, steps: list[StepRecord] | None = None
+    ) -> None:
         """Move a run forward as far as it can go without a person or an action. On a follower, only
-        record the run and hand it to the leader, which plans and starts steps."""
+        record the run and hand it to the leader, which plans and starts steps. ``steps``: the run's
+        steps as this transaction wrote them (a new run's), instead of reading them back."""
         if not fx.leading:
             run.updated_at = self._ctx.clock.now()
             await tx.save_run(run)
             fx.wakes.append(run.id)
             return
-        steps = await tx.steps_of(run.id)
+        if steps is None:
+            steps = await tx.steps_of(run.id)
         rb = self._ctx.definition(run)
         while run.state.active and run.state not in (RunState.NEEDS_ATTENTION, RunState.UNDOING):
             if run.current_step >= len(steps):

@@ -60,8 +60,8 @@ class Starter:
         )
         self._ctx.remember_definition(run.id, rb)
         await tx.save_run(run)
-        for st in planner.new_steps(run.id, rb, self._ctx.registry):
-            await tx.save_step(st)
+        steps = planner.new_steps(run.id, rb, self._ctx.registry)
+        await tx.save_steps(steps)
         await self._ctx.event(
             tx,
             run,
@@ -72,7 +72,7 @@ class Starter:
             dry_run=run.dry_run,
         )
         self._ctx.metrics.runs_started.labels(runbook=rb.name).inc()
-        await self._runs.advance(tx, run, fx)
+        await self._runs.advance(tx, run, fx, steps)
         return run
 
     def _dumped(self, rb: Runbook) -> dict[str, Any]:

@@ -96,6 +96,8 @@ _LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) AS n FROM inbox"
 _event_detail = json.JSONEncoder(sort_keys=True, default=str).encode
 """An event's detail as stored (``json.dumps(detail, sort_keys=True, default=str)`` builds this encoder
 anew on each call: a third of the cost for the small details a routing batch writes by the thousand)."""
+
+
 @functools.lru_cache(maxsize=64)
 def _inbox_insert(rows: int) -> str:
     """One INSERT of ``rows`` inbox rows, numbered by SQLite: each gets the largest receipt so far + 1
@@ -156,6 +158,16 @@ def _from_row(cls: type[R], row: Row) -> R:
     return cls(**values)
 
 
+@functools.lru_cache(maxsize=32)
+def _upsert_sql(table: str, cols: tuple[str, ...]) -> str:
+    keys = _KEYS[table]
+    sets = ", ".join(f"{k} = excluded.{k}" for k in cols if k not in keys)
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"  # noqa: S608
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+    )
+
+
 class Tx:
     """One open transaction. Only valid inside ``Store.transaction()``.
 
@@ -175,14 +187,12 @@ class Tx:
 
     async def _upsert(self, table: str, row: dict[str, Any]) -> None:
         """Insert or replace a whole row (portable SQL: SQLite and PostgreSQL both run it)."""
-        keys = _KEYS[table]
-        cols = ", ".join(row)
-        marks = ", ".join("?" * len(row))
-        sets = ", ".join(f"{k} = excluded.{k}" for k in row if k not in keys)
-        await self.db.execute(
-            f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}",  # noqa: S608
-            tuple(row.values()),
-        )
+        await self.db.execute(_upsert_sql(table, tuple(row)), tuple(row.values()))
+
+    async def _upsert_many(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """``_upsert`` for rows with the same columns, in one statement."""
+        if rows:
+            await self.db.executemany(_upsert_sql(table, tuple(rows[0])), [tuple(r.values()) for r in rows])
 
     # runs
     async def save_run(self, run: RunRecord) -> None:
@@ -250,6 +260,10 @@ class Tx:
     # steps
     async def save_step(self, step: StepRecord) -> None:
         await self._upsert("steps", _to_row(step))
+
+    async def save_steps(self, steps: list[StepRecord]) -> None:
+        """``save_step`` for many, in one statement (a new run's steps)."""
+        await self._upsert_many("steps", [_to_row(st) for st in steps])
 
     async def steps_of(self, run_id: str) -> list[StepRecord]:
         rows = await self._all("SELECT * FROM steps WHERE run_id = ? ORDER BY idx", (run_id,))
