@@ -7,6 +7,7 @@ without a traceback, and repeated identical warnings and errors are rate-limited
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -19,9 +20,15 @@ import structlog
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "credential", "signature")
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret(key: str) -> bool:
+    """Whether a log field of this name holds a secret (its name says so); the names are few."""
+    return key != "event" and any(w in key.lower() for w in _SECRET_WORDS)
+
+
 def _mask_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
-        if any(w in key.lower() for w in _SECRET_WORDS) and key != "event":
+        if _is_secret(key):
             event[key] = "***"
     return event
 

@@ -132,8 +132,19 @@ def _dumps(key: str, v: Any) -> str:
     return cached[1]
 
 
+_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _names(cls: type[Any]) -> tuple[str, ...]:
+    """A record class's field names (``dataclasses.fields`` builds them anew on every call)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _to_row(rec: RunRecord | StepRecord) -> dict[str, Any]:
-    row = {f.name: getattr(rec, f.name) for f in fields(rec)}  # shallow: JSON fields are dumped below
+    row = {name: getattr(rec, name) for name in _names(type(rec))}  # shallow: JSON fields are dumped below
     for k, v in row.items():
         if k in _JSON_FIELDS and v is not None:
             row[k] = _dumps(k, v)
@@ -146,15 +157,15 @@ def _to_row(rec: RunRecord | StepRecord) -> dict[str, Any]:
 
 def _from_row(cls: type[R], row: Row) -> R:
     values: dict[str, Any] = {}
-    for f in fields(cls):
-        v = row[f.name]
-        if f.name in _JSON_FIELDS and v is not None:
+    for name in _names(cls):
+        v = row[name]
+        if name in _JSON_FIELDS and v is not None:
             v = json.loads(v)
-        elif f.name in _BOOL_FIELDS:
+        elif name in _BOOL_FIELDS:
             v = bool(v)
-        elif f.name == "state":
+        elif name == "state":
             v = RunState(v) if cls is RunRecord else StepState(v)
-        values[f.name] = v
+        values[name] = v
     return cls(**values)
 
 
