@@ -182,15 +182,18 @@ def main() -> int:
             awaiting = db.execute("SELECT COUNT(*) FROM runs WHERE state = 'awaiting_approval'").fetchone()[0]
             tail_waits = []
             for k in range(args.tail):
+                # The receipt that started the tail target's run (a routed payload is not kept).
                 received = db.execute(
-                    "SELECT received_at FROM inbox WHERE payload LIKE ?", (f'%"tail-{k:03d}"%',)
+                    "SELECT MIN(i.received_at) FROM inbox i JOIN runs r ON instr(i.result, '\"' || r.id || '\"') > 0"
+                    " WHERE r.target = ?",
+                    (f"tail-{k:03d}",),
                 ).fetchone()
                 requested = db.execute(
                     "SELECT MIN(t.at) FROM timeline t JOIN runs r ON r.id = t.run_id"
                     " WHERE r.target = ? AND t.event = 'approval_requested'",
                     (f"tail-{k:03d}",),
                 ).fetchone()
-                if received and requested and requested[0] is not None:
+                if received and received[0] is not None and requested and requested[0] is not None:
                     tail_waits.append(requested[0] - received[0])
         finally:
             db.close()
