@@ -60,6 +60,9 @@ async def test_an_unroutable_notification_does_not_block_the_ones_behind_it(tmp_
         status, bad = await d.call("GET", "/api/v1/receipts/1")
         assert status == 200 and bad["routed_at"] is not None
         assert bad["result"]["error"].startswith("could not be routed")
+        async with d.engine.store.transaction() as tx:  # set aside with its payload, for a person to read
+            assert await tx.inbox_payload(1) == json.dumps({"status": "firing", "alerts": "x"})
+            assert await tx.inbox_payload(2) == ""  # a routed one keeps its receipt only
 
 
 @pytest.mark.usefixtures("store_backend")

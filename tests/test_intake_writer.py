@@ -19,13 +19,17 @@ def _rows(n: int, tag: str) -> list[tuple[float, int, str, None, None]]:
     return [(1.0, 1, f'{{"{tag}": {i}}}', None, None) for i in range(n)]
 
 
+def _writers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "runbookd-intake"}
+
+
 async def test_concurrent_batches_get_consecutive_receipts_in_one_thread(tmp_path: Path) -> None:
+    before = _writers()  # other tests' stores may still have theirs
     store = await Store.open(tmp_path / "state.db")
     try:
         firsts = await asyncio.gather(*(store.append_inbox(_rows(3, f"b{i}")) for i in range(20)))
         assert sorted(firsts) == list(range(1, 61, 3))  # no receipt given twice, none skipped
-        writers = [t for t in threading.enumerate() if t.name == "runbookd-intake"]
-        assert len(writers) == 1
+        assert len(_writers() - before) == 1
         async with store.transaction() as tx:
             assert await tx.last_inbox_seq() == 60
             stored = dict(await tx.unrouted(100))
@@ -33,7 +37,7 @@ async def test_concurrent_batches_get_consecutive_receipts_in_one_thread(tmp_pat
             assert [stored[first + k] for k in range(3)] == [f'{{"b{i}": {k}}}' for k in range(3)]
     finally:
         await store.close()
-    assert not [t for t in threading.enumerate() if t.name == "runbookd-intake"]  # close ends it
+    assert not _writers() - before  # close ends it
 
 
 async def test_a_cancelled_append_finishes_before_the_store_is_free(tmp_path: Path) -> None:
@@ -86,3 +90,64 @@ async def test_a_closed_store_refuses_without_waiting(tmp_path: Path) -> None:
     async with asyncio.timeout(2):
         with pytest.raises(StoreUnavailable, match="closed"):
             await store.append_inbox(_rows(1, "b"))
+
+
+async def test_a_cancellation_repeated_still_waits_for_the_thread(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await Store.open(path, busy_timeout=5.0)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, blocker.rollback).start()
+        task = asyncio.create_task(store.append_inbox(_rows(5, "x")))
+        await asyncio.sleep(0.05)
+        for _ in range(3):  # a shutdown cancelling again and again
+            task.cancel()
+            await asyncio.sleep(0.02)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        reader = sqlite3.connect(path)
+        try:
+            assert reader.execute("SELECT COUNT(*) FROM inbox").fetchone() == (5,)
+        finally:
+            reader.close()
+    finally:
+        blocker.close()
+        await store.close()
+
+
+async def test_a_thread_that_cannot_start_is_a_503_and_the_next_batch_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await Store.open(tmp_path / "state.db")
+    try:
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(StoreUnavailable, match="cannot start the intake thread"):
+            await store.append_inbox(_rows(1, "a"))
+        monkeypatch.undo()
+        async with asyncio.timeout(5):  # not waiting on a thread that never ran
+            assert await store.append_inbox(_rows(1, "b")) == 1
+    finally:
+        await store.close()
+
+
+async def test_a_batch_over_the_statement_variable_limit_is_split_in_one_commit(tmp_path: Path) -> None:
+    """SQLite before 3.32 allows 999 variables a statement: 199 inbox rows. Such a limit is set on the
+    writer's own connection (after its first batch opened it); a 500-row batch still commits whole."""
+    store = await Store.open(tmp_path / "state.db")
+    try:
+        assert await store.append_inbox(_rows(1, "a")) == 1
+        conn = store._intake._conn if store._intake is not None else None
+        assert conn is not None
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        assert await store.append_inbox(_rows(500, "b")) == 2
+        async with store.transaction() as tx:
+            assert await tx.last_inbox_seq() == 501
+            stored = dict(await tx.unrouted(1000))
+        assert [stored[2 + k] for k in range(500)] == [f'{{"b": {k}}}' for k in range(500)]
+    finally:
+        await store.close()

@@ -98,7 +98,11 @@ _event_detail = json.JSONEncoder(sort_keys=True, default=str).encode
 anew on each call: a third of the cost for the small details a routing batch writes by the thousand)."""
 
 
-@functools.lru_cache(maxsize=64)
+_INBOX_COLUMNS = 5
+"""Values per row of ``_inbox_insert``."""
+
+
+@functools.lru_cache(maxsize=512)
 def _inbox_insert(rows: int) -> str:
     """One INSERT of ``rows`` inbox rows, numbered by SQLite: each gets the largest receipt so far + 1
     (the rowid rule; ``prune_inbox`` keeps the newest row, so no number is given twice)."""
@@ -112,6 +116,14 @@ _MARK_ROUTED = "UPDATE inbox SET routed_at = ?, result = ?, payload = '' WHERE s
 """A routed notification keeps its receipt, not its payload: nothing reads it again (the timeline and
 ``alert_links`` record its alerts), and rewriting the whole row (kilobytes of JSON, in overflow pages)
 with its receipt was a quarter of routing's SQLite work."""
+_MARK_UNROUTABLE = "UPDATE inbox SET routed_at = ?, result = ? WHERE seq = ?"
+"""One that could not be routed (its result is an ``error``) keeps its payload: nothing else records
+which alerts it held, and a person may need them."""
+
+
+def _mark_statement(result: dict[str, Any]) -> str:
+    return _MARK_UNROUTABLE if "error" in result else _MARK_ROUTED
+
 
 _MANY_ROWS = 100
 """Rows per multi-row statement (8 parameters a row stays under SQLite's oldest variable limit, 999)."""
@@ -368,7 +380,7 @@ class Tx:
         return [(int(r["seq"]), str(r["payload"])) for r in rows]
 
     async def mark_routed(self, seq: int, at: float, result: dict[str, Any]) -> None:
-        await self.db.execute(_MARK_ROUTED, (at, json.dumps(result), seq))
+        await self.db.execute(_mark_statement(result), (at, json.dumps(result), seq))
 
     async def receipt(self, seq: int) -> dict[str, Any] | None:
         row = await self._one(
@@ -544,10 +556,14 @@ class Tx:
 
     async def mark_routed_many(self, rows: list[tuple[int, float, dict[str, Any]]]) -> None:
         """``mark_routed`` for many (seq, at, result)."""
-        await self.db.executemany(
-            _MARK_ROUTED,
-            [(at, json.dumps(result), seq) for seq, at, result in rows],
-        )
+        for statement in (_MARK_ROUTED, _MARK_UNROUTABLE):
+            these = [
+                (at, json.dumps(result), seq)
+                for seq, at, result in rows
+                if _mark_statement(result) == statement
+            ]
+            if these:
+                await self.db.executemany(statement, these)
 
     async def unrouted_after(self, seq: int, limit: int) -> list[int]:
         """Receipts of unrouted notifications after ``seq``, oldest first (the partial index only)."""
@@ -612,14 +628,20 @@ class _IntakeWriter:
             raise StoreUnavailable("the state store is closed")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="runbookd-intake", daemon=True)
-            self._thread.start()
+        if self._thread is None or not self._thread.is_alive():
+            thread = threading.Thread(target=self._run, name="runbookd-intake", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # the process may start no more threads (its limit): 503
+                raise StoreUnavailable(f"cannot start the intake thread: {exc}") from exc
+            self._thread = thread
         self._jobs.put((rows, loop, done))
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
-            await asyncio.wait([done])
+            while not done.done():  # however often the caller is cancelled, the lock waits for the thread
+                with suppress(asyncio.CancelledError):
+                    await asyncio.wait([done])
             raise
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"state store could not store the notifications: {exc}") from exc
@@ -646,8 +668,24 @@ class _IntakeWriter:
             self._conn = conn
         # One statement, its own transaction (autocommit): the thread takes the GIL back once per batch
         # (the busy event loop holds it for up to a switch interval each time), not once per statement.
-        last = conn.execute(_inbox_insert(len(rows)), [v for row in rows for v in row]).lastrowid
-        return int(last or 0) - len(rows) + 1
+        # A batch over the statement's variable limit (999 before SQLite 3.32) is split in one transaction.
+        per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _INBOX_COLUMNS)
+        if len(rows) <= per:
+            last = conn.execute(_inbox_insert(len(rows)), [v for row in rows for v in row]).lastrowid
+            return int(last or 0) - len(rows) + 1
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            first = 0
+            for i in range(0, len(rows), per):
+                chunk = rows[i : i + per]
+                last = conn.execute(_inbox_insert(len(chunk)), [v for row in chunk for v in row]).lastrowid
+                first = first or int(last or 0) - len(chunk) + 1
+            conn.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return first
 
     async def close(self) -> None:
         """Called holding the store's lock: no write is in progress or can start after this. The thread
