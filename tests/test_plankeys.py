@@ -4,6 +4,7 @@ plan a fresh render gives."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from support.engines import make_engine
 
 from daemon.engine import planner
 from daemon.engine.engine import Engine
-from daemon.engine.events import Alert
+from daemon.engine.events import Alert, WebhookPayload
 from daemon.runbooks.templating import alert_reads
 from daemon.store.sqlite import Store
 
@@ -42,6 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
         ("{% set alert = {'labels': {}} %}{{ alert.labels.x }}", None),
         ("{% for alert in [1] %}{{ alert }}{% endfor %}", None),
         ("{{ alert.nosuchfield }}", None),
+        # renders differently each time: never one plan for several alerts
+        ("{{ ['a', 'b'] | random }}", None),
+        ("{{ lipsum(1) }}", None),
+        ("{{ cycler(1, 2) }}", None),
     ],
 )
 def test_what_a_template_reads_of_the_alert(source: str, reads: set[tuple[str, ...]] | None) -> None:
@@ -75,6 +80,8 @@ SYNTHETIC = {
     # an error names the first label missing of those the text mentions, even inside a string
     "error-wording": _runbook("error-wording", {"n": "{{ 'alert.labels.zone' ~ alert.labels.node }}"}, "t"),
     "whole-alert": _runbook("whole-alert", {"a": "{{ alert.labels.items() | list | length }}"}, "t"),
+    # fails at render time with Jinja's own runtime error, for every alert
+    "runtime-error": _runbook("runtime-error", {"j": "{% set alert.x = 1 %}{{ alert.labels.job }}"}, "t"),
 }
 SHIPPED = {
     path.stem: path.read_text()
@@ -169,3 +176,20 @@ async def test_new_instances_of_a_target_render_nothing(
         plan = router._plan(by_label, Alert.model_validate({"status": "firing", "labels": labels}))
         assert plan == ({"job": labels["job"]}, labels["job"])
     assert len(rendered) == 2  # once per job
+
+
+async def test_a_template_jinja_fails_at_render_sets_its_runbook_aside_and_routing_goes_on(
+    engine: Engine,
+) -> None:
+    payload = {
+        "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Synthetic", "job": "a", "node": "n1"}}],
+    }
+    receipt = await engine.submit(WebhookPayload.model_validate(payload), json.dumps(payload))
+    await engine.route_pending()
+    result = (await engine.receipt(receipt))["result"]
+    assert "error" not in result  # the notification was routed, not set aside whole
+    reasons = {s["runbook"]: s["reason"] for s in result["suppressed"]}
+    assert reasons["runtime-error"].startswith("render_error: ")
+    assert "cannot assign attribute" in reasons["runtime-error"]
+    assert len(result["started"]) >= 5  # the other runbooks it matches started their runs

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -68,6 +69,8 @@ _MISS = object()
 ALERT_FIELDS = frozenset({"name", "status", "fingerprint", "startsAt", "endsAt", "generatorURL"})
 """The scalar fields of the ``alert`` a template sees (``daemon.engine.events.Alert.as_context``)."""
 ALERT_MAPS = frozenset({"labels", "annotations"})
+_VARYING_GLOBALS = frozenset({"lipsum", "cycler", "joiner"})
+"""Jinja globals whose output differs between renders (random text, objects printed with their address)."""
 
 
 def alert_reads(source: str) -> frozenset[tuple[str, ...]] | None:
@@ -79,6 +82,10 @@ def alert_reads(source: str) -> frozenset[tuple[str, ...]] | None:
         tree = check_syntax(source)
     except TemplateSyntaxError:
         return None
+    if any(f.name == "random" for f in tree.find_all(nodes.Filter)) or any(
+        n.name in _VARYING_GLOBALS for n in tree.find_all(nodes.Name)
+    ):
+        return None  # renders differently each time, whatever it reads: never shared between alerts
     parents: dict[int, nodes.Node] = {}
     for each in tree.find_all(nodes.Node):
         for child in each.iter_child_nodes():
@@ -177,7 +184,8 @@ def render_value(source: str, context: dict[str, Any]) -> Any:
         raise TemplateError(f"not allowed in a template: {exc}") from None
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+    except (TypeError, ValueError, ArithmeticError, LookupError, JinjaTemplateError) as exc:
+        # JinjaTemplateError: the rest of Jinja's own (TemplateRuntimeError: {% set alert.x = 1 %})
         raise TemplateError(f"cannot render {source!r}: {exc}") from None
 
 
