@@ -150,7 +150,7 @@ async def route(
     await asyncio.gather(*(engine.submit(WebhookPayload.model_validate_json(b), b) for b in bodies))
     stored = time.perf_counter()
     async with store.transaction() as tx:  # the rest were settled at intake: no runbook acts on them
-        to_route = len(await tx.unrouted(len(bodies) + 1))
+        to_route = len(await tx.unrouted_heads(len(bodies) + 1))  # (receipt, alerts): no payload read
     profiler: Any = None
     if profile:
         import cProfile
