@@ -556,14 +556,11 @@ class Tx:
 
     async def mark_routed_many(self, rows: list[tuple[int, float, dict[str, Any]]]) -> None:
         """``mark_routed`` for many (seq, at, result)."""
-        for statement in (_MARK_ROUTED, _MARK_UNROUTABLE):
-            these = [
-                (at, json.dumps(result), seq)
-                for seq, at, result in rows
-                if _mark_statement(result) == statement
-            ]
-            if these:
-                await self.db.executemany(statement, these)
+        by_statement: dict[str, list[tuple[float, str, int]]] = {}
+        for seq, at, result in rows:
+            by_statement.setdefault(_mark_statement(result), []).append((at, json.dumps(result), seq))
+        for statement, these in by_statement.items():
+            await self.db.executemany(statement, these)
 
     async def unrouted_after(self, seq: int, limit: int) -> list[int]:
         """Receipts of unrouted notifications after ``seq``, oldest first (the partial index only)."""
@@ -594,7 +591,7 @@ class Tx:
 
 
 def _undo_from_row(row: Row) -> UndoRecord:
-    values: dict[str, Any] = {f.name: row[f.name] for f in fields(UndoRecord)}
+    values: dict[str, Any] = {name: row[name] for name in _names(UndoRecord)}
     for k in ("approved", "params", "output"):
         if values[k] is not None:
             values[k] = json.loads(values[k])
@@ -672,21 +669,16 @@ class _IntakeWriter:
         # A batch over the statement's variable limit (999 before SQLite 3.32) is split in one transaction.
         per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _INBOX_COLUMNS)
         if len(rows) <= per:
-            last = conn.execute(_inbox_insert(len(rows)), [v for row in rows for v in row]).lastrowid
-            return int(last or 0) - len(rows) + 1
+            return _insert_inbox(conn, rows)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            first = 0
-            for i in range(0, len(rows), per):
-                chunk = rows[i : i + per]
-                last = conn.execute(_inbox_insert(len(chunk)), [v for row in chunk for v in row]).lastrowid
-                first = first or int(last or 0) - len(chunk) + 1
+            firsts = [_insert_inbox(conn, rows[i : i + per]) for i in range(0, len(rows), per)]
             conn.execute("COMMIT")
         except BaseException:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-        return first
+        return firsts[0]
 
     async def close(self) -> None:
         """Called holding the store's lock: no write is in progress or can start after this. The thread
@@ -697,6 +689,12 @@ class _IntakeWriter:
             return
         self._jobs.put(None)
         await asyncio.to_thread(thread.join, 10.0)  # at once: nothing is queued behind the lock
+
+
+def _insert_inbox(conn: sqlite3.Connection, rows: Sequence[InboxRow]) -> int:
+    """One INSERT of ``rows``; the receipt SQLite gave the first of them."""
+    last = conn.execute(_inbox_insert(len(rows)), [v for row in rows for v in row]).lastrowid
+    return int(last or 0) - len(rows) + 1
 
 
 _IntakeJob = tuple[Sequence[InboxRow], asyncio.AbstractEventLoop, "asyncio.Future[int]"]
