@@ -16,7 +16,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from support.kube_api import KubeApiEmulator
 from support.ports import closed_port
 from support.procs import base_env
 from support.prom import MetricsExporter, PrometheusServer
-from support.runs import states, steps_of, walk
+from support.runs import Hook, states, steps_of, walk
 from support.s3 import MotoS3Server
 from support.safety_seed import OBJSTORE_SECRET, objstore_secret, prometheus_replica
 from support.thanos_blocks import FakeThanosBucket
@@ -196,30 +197,65 @@ def deletes(kube: KubeApiEmulator) -> list[tuple[str, str]]:
     return [(r.method, r.path) for r in kube.mutations]
 
 
-# -- end to end --------------------------------------------------------------------------------------------
+def daemon(
+    tmp_path: Path, s3: str, kube: KubeApiEmulator, prom: PrometheusServer | None
+) -> contextlib.AbstractAsyncContextManager[Daemon]:
+    """The in-process daemon with the real runbook, the S3 keys and a frozen clock."""
+    return serve(
+        tmp_path, RUNBOOKS, config=config(tmp_path, s3, kube, prom), secrets=S3_SECRETS, clock=clock()
+    )
 
 
-async def test_other_replica_not_scraping_means_no_restart_and_the_report_says_why(
+@dataclass
+class Scene:
+    """The end to end set-up: moto with the Thanos bucket, the emulator, both replicas' exporters and the
+    Prometheus scraping them."""
+
+    tmp_path: Path
+    s3: MotoS3Server
+    kube: KubeApiEmulator
+    replicas: Replicas
+    prom: PrometheusServer
+
+    async def run(
+        self,
+        *,
+        secret_rotated: bool,
+        other_stops_scraping: bool = False,
+        before: Mapping[str, Hook] | None = None,
+        stop_at: str | None = None,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """With the replicas' metrics moving and seen by Prometheus (and the objstore Secret updated now if
+        ``secret_rotated``), fire the alert and walk the run; returns the run and the steps approved."""
+        async with self.replicas.moving():
+            await metrics_ready(self.prom)
+            if secret_rotated:
+                await keys_rotated(self.replicas, self.prom)
+            if other_stops_scraping:
+                await other_replica_stops_scraping(self.replicas, self.prom)
+            async with daemon(self.tmp_path, self.s3.endpoint_url, self.kube, self.prom) as d:
+                return await walk(d, await start(d, sidecar_alert()), before=before, stop_at=stop_at)
+
+
+@pytest.fixture
+def scene(
     tmp_path: Path,
     moto_s3: MotoS3Server,
     kube_api: KubeApiEmulator,
     replicas: Replicas,
     prom: PrometheusServer,
-) -> None:
+) -> Scene:
     FakeThanosBucket(moto_s3)
-    seed(kube_api)
-    async with replicas.moving():
-        await metrics_ready(prom)
-        await keys_rotated(replicas, prom)  # a restart would cure the cause: only the guard stops it
-        await other_replica_stops_scraping(replicas, prom)
-        async with serve(
-            tmp_path,
-            RUNBOOKS,
-            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
-            secrets=S3_SECRETS,
-            clock=clock(),
-        ) as d:
-            run, approved = await walk(d, await start(d, sidecar_alert()))
+    return Scene(tmp_path, moto_s3, kube_api, replicas, prom)
+
+
+# -- end to end --------------------------------------------------------------------------------------------
+
+
+async def test_other_replica_not_scraping_means_no_restart_and_the_report_says_why(scene: Scene) -> None:
+    seed(scene.kube)
+    # The Secret changed, so a restart would cure the cause: only the guard stops it.
+    run, approved = await scene.run(secret_rotated=True, other_stops_scraping=True)
     assert approved == ["s3-reachable", "other-sidecars", "sidecar-logs", "diagnose", "not-restarted"]
     assert states(run)["restart"] == "skipped"
     diag = steps_of(run)["diagnose"]["output"]
@@ -232,59 +268,25 @@ async def test_other_replica_not_scraping_means_no_restart_and_the_report_says_w
         f"no other replica of Prometheus k8s is Ready, scraping and shipping ({OTHER}: not scraping"
         in message
     )
-    assert deletes(kube_api) == []
+    assert deletes(scene.kube) == []
 
 
-async def test_other_replica_not_ready_means_no_restart(
-    tmp_path: Path,
-    moto_s3: MotoS3Server,
-    kube_api: KubeApiEmulator,
-    replicas: Replicas,
-    prom: PrometheusServer,
-) -> None:
-    FakeThanosBucket(moto_s3)
-    seed(kube_api, other_ready=False)
-    async with replicas.moving():
-        await metrics_ready(prom)
-        await keys_rotated(replicas, prom)
-        async with serve(
-            tmp_path,
-            RUNBOOKS,
-            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
-            secrets=S3_SECRETS,
-            clock=clock(),
-        ) as d:
-            run, _ = await walk(d, await start(d, sidecar_alert()))
+async def test_other_replica_not_ready_means_no_restart(scene: Scene) -> None:
+    seed(scene.kube, other_ready=False)
+    run, _ = await scene.run(secret_rotated=True)
     assert states(run)["restart"] == "skipped"
     assert f"{OTHER}: pod not Ready" in steps_of(run)["not-restarted"]["output"]["message"]
-    assert deletes(kube_api) == []
+    assert deletes(scene.kube) == []
 
 
-async def test_other_replica_not_shipping_for_4h_means_no_restart(
-    tmp_path: Path,
-    moto_s3: MotoS3Server,
-    kube_api: KubeApiEmulator,
-    replicas: Replicas,
-    prom: PrometheusServer,
-) -> None:
+async def test_other_replica_not_shipping_for_4h_means_no_restart(scene: Scene) -> None:
     """Ready and scraping, but its last upload was 5h ago and its shipper counter is flat: with 2h local
     retention it is losing blocks itself, and must not be left alone."""
-    FakeThanosBucket(moto_s3)
-    seed(kube_api)
-    replicas.exporters[OTHER].set(
+    seed(scene.kube)
+    scene.replicas.exporters[OTHER].set(
         "thanos_objstore_bucket_last_successful_upload_time", time.time() - 5 * HOUR, {"bucket": "thanos"}
     )
-    async with replicas.moving():
-        await metrics_ready(prom)
-        await keys_rotated(replicas, prom)
-        async with serve(
-            tmp_path,
-            RUNBOOKS,
-            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
-            secrets=S3_SECRETS,
-            clock=clock(),
-        ) as d:
-            run, _ = await walk(d, await start(d, sidecar_alert()))
+    run, _ = await scene.run(secret_rotated=True)
     assert states(run)["restart"] == "skipped"
     (peer,) = steps_of(run)["diagnose"]["output"]["replicas"]["peers"]
     assert peer["ready"] is True and peer["up"] is True and peer["uploads_in_window"] == 0
@@ -292,7 +294,7 @@ async def test_other_replica_not_shipping_for_4h_means_no_restart(
         f"{OTHER}: its sidecar shipped no block in the last 4h"
         in steps_of(run)["not-restarted"]["output"]["message"]
     )
-    assert deletes(kube_api) == []
+    assert deletes(scene.kube) == []
 
 
 @pytest.mark.parametrize(
@@ -308,54 +310,21 @@ async def test_other_replica_not_shipping_for_4h_means_no_restart(
     ],
 )
 async def test_causes_a_restart_does_not_cure_are_reported_not_restarted(
-    tmp_path: Path,
-    moto_s3: MotoS3Server,
-    kube_api: KubeApiEmulator,
-    replicas: Replicas,
-    prom: PrometheusServer,
-    err: str,
-    cause: str,
-    said: str,
+    scene: Scene, err: str, cause: str, said: str
 ) -> None:
-    FakeThanosBucket(moto_s3)
-    seed(kube_api)
-    kube_api.set_logs(NS, POD, "thanos-sidecar", [f'level=error msg="shipping failed" err="{err}"'])
-    async with replicas.moving():
-        await metrics_ready(prom)
-        async with serve(
-            tmp_path,
-            RUNBOOKS,
-            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
-            secrets=S3_SECRETS,
-            clock=clock(),
-        ) as d:
-            run, _ = await walk(d, await start(d, sidecar_alert()))
+    seed(scene.kube)
+    scene.kube.set_logs(NS, POD, "thanos-sidecar", [f'level=error msg="shipping failed" err="{err}"'])
+    run, _ = await scene.run(secret_rotated=False)
     diag = steps_of(run)["diagnose"]["output"]
     assert (diag["cause"], diag["verdict"], diag["replicas"]["ok"]) == (cause, "report", True)
     message = steps_of(run)["not-restarted"]["output"]["message"]
     assert f"Cause: {cause} (failing operations: upload)." in message and said in message
-    assert deletes(kube_api) == []
+    assert deletes(scene.kube) == []
 
 
-async def test_access_denied_with_an_unchanged_secret_is_reported_not_restarted(
-    tmp_path: Path,
-    moto_s3: MotoS3Server,
-    kube_api: KubeApiEmulator,
-    replicas: Replicas,
-    prom: PrometheusServer,
-) -> None:
-    FakeThanosBucket(moto_s3)
-    seed(kube_api)
-    async with replicas.moving():
-        await metrics_ready(prom)
-        async with serve(
-            tmp_path,
-            RUNBOOKS,
-            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
-            secrets=S3_SECRETS,
-            clock=clock(),
-        ) as d:
-            run, _ = await walk(d, await start(d, sidecar_alert()))
+async def test_access_denied_with_an_unchanged_secret_is_reported_not_restarted(scene: Scene) -> None:
+    seed(scene.kube)
+    run, _ = await scene.run(secret_rotated=False)
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert states(run)["restart"] == "skipped"
     logs = out["sidecar-logs"]
@@ -370,29 +339,12 @@ async def test_access_denied_with_an_unchanged_secret_is_reported_not_restarted(
     message = out["not-restarted"]["message"]
     assert "Cause: credentials (failing operations: upload)." in message
     assert "the keys themselves (or the bucket policy) are wrong" in message
-    assert deletes(kube_api) == []
+    assert deletes(scene.kube) == []
 
 
-async def test_access_denied_after_the_secret_changed_restarts_the_pod(
-    tmp_path: Path,
-    moto_s3: MotoS3Server,
-    kube_api: KubeApiEmulator,
-    replicas: Replicas,
-    prom: PrometheusServer,
-) -> None:
-    FakeThanosBucket(moto_s3)
-    seed(kube_api)
-    async with replicas.moving():
-        await metrics_ready(prom)
-        await keys_rotated(replicas, prom)
-        async with serve(
-            tmp_path,
-            RUNBOOKS,
-            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
-            secrets=S3_SECRETS,
-            clock=clock(),
-        ) as d:
-            run, approved = await walk(d, await start(d, sidecar_alert()), stop_at="verify")
+async def test_access_denied_after_the_secret_changed_restarts_the_pod(scene: Scene) -> None:
+    seed(scene.kube)
+    run, approved = await scene.run(secret_rotated=True, stop_at="verify")
     assert approved == ["s3-reachable", "other-sidecars", "sidecar-logs", "diagnose", "restart"]
     diag = steps_of(run)["diagnose"]["output"]
     assert diag["cause"] == "credentials" and diag["secret_changed_after_start"] is True
@@ -400,52 +352,28 @@ async def test_access_denied_after_the_secret_changed_restarts_the_pod(
     restart = steps_of(run)["restart"]["output"]
     assert restart["owner"] == {"kind": "StatefulSet", "name": "prometheus-k8s"}
     assert restart["replicas"]["peers"][0]["healthy"] is True
-    assert deletes(kube_api) == [DELETE_POD]
+    assert deletes(scene.kube) == [DELETE_POD]
 
 
-async def test_the_restart_action_rechecks_the_other_replica_right_before_deleting(
-    tmp_path: Path,
-    moto_s3: MotoS3Server,
-    kube_api: KubeApiEmulator,
-    replicas: Replicas,
-    prom: PrometheusServer,
-) -> None:
+async def test_the_restart_action_rechecks_the_other_replica_right_before_deleting(scene: Scene) -> None:
     """Healthy at the diagnosis, down by the time the restart is approved: nothing is deleted."""
-    FakeThanosBucket(moto_s3)
-    seed(kube_api)
-    async with replicas.moving():
-        await metrics_ready(prom)
-        await keys_rotated(replicas, prom)
-        async with serve(
-            tmp_path,
-            RUNBOOKS,
-            config=config(tmp_path, moto_s3.endpoint_url, kube_api, prom),
-            secrets=S3_SECRETS,
-            clock=clock(),
-        ) as d:
-            run, _ = await walk(
-                d,
-                await start(d, sidecar_alert()),
-                before={"restart": lambda: other_replica_stops_scraping(replicas, prom)},
-            )
+    seed(scene.kube)
+    run, _ = await scene.run(
+        secret_rotated=True,
+        before={"restart": lambda: other_replica_stops_scraping(scene.replicas, scene.prom)},
+    )
     assert steps_of(run)["diagnose"]["output"]["verdict"] == "restart"
     assert states(run)["restart"] == "failed"
     message = steps_of(run)["not-restarted"]["output"]["message"]
     assert f"The restart was refused: refusing to restart {NS}/{POD}: no other replica" in message
     assert "Nothing was deleted." in message
-    assert deletes(kube_api) == []
+    assert deletes(scene.kube) == []
 
 
 async def test_s3_down_means_no_restart(tmp_path: Path, kube_api: KubeApiEmulator) -> None:
     seed(kube_api)
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    async with serve(
-        tmp_path,
-        RUNBOOKS,
-        config=config(tmp_path, endpoint, kube_api, None),
-        secrets=S3_SECRETS,
-        clock=clock(),
-    ) as d:
+    async with daemon(tmp_path, endpoint, kube_api, None) as d:
         run, _ = await walk(d, await start(d, sidecar_alert()))
     assert states(run)["s3-reachable"] == "failed" and states(run)["restart"] == "skipped"
     message = steps_of(run)["not-restarted"]["output"]["message"]
@@ -461,13 +389,7 @@ async def test_hostile_pod_label_is_refused_before_any_request(
 ) -> None:
     FakeThanosBucket(moto_s3)
     hostile = 'x"} or vector(1) or up{pod="'
-    async with serve(
-        tmp_path,
-        RUNBOOKS,
-        config=config(tmp_path, moto_s3.endpoint_url, kube_api, None),
-        secrets=S3_SECRETS,
-        clock=clock(),
-    ) as d:
+    async with daemon(tmp_path, moto_s3.endpoint_url, kube_api, None) as d:
         run, _ = await walk(d, await start(d, sidecar_alert(pod=hostile)))
     for step in ("sidecar-logs", "diagnose"):
         assert steps_of(run)[step]["state"] == "failed"
@@ -495,6 +417,13 @@ async def run_action(name: str, ctx: ActionContext, **params: Any) -> Output:
     return await act.run(ctx, act.params.model_validate(params))
 
 
+async def sidecar_logs(ctx: ActionContext, **params: Any) -> Output:
+    """``kubernetes.pod_logs`` of the failing pod's thanos-sidecar container."""
+    return await run_action(
+        "kubernetes.pod_logs", ctx, namespace=NS, pod=POD, container="thanos-sidecar", **params
+    )
+
+
 async def test_restart_refuses_the_only_replica_of_a_set(
     kube_api: KubeApiEmulator, kube_client: KubernetesClient
 ) -> None:
@@ -520,16 +449,7 @@ async def test_pod_logs_are_bounded_and_redacted(
     ]
     kube_api.set_logs(NS, POD, "thanos-sidecar", [*lines, (1.0, "x" * 5000)])
     ctx = ctx_with(kube_client, None)
-    out = await run_action(
-        "kubernetes.pod_logs",
-        ctx,
-        namespace=NS,
-        pod=POD,
-        container="thanos-sidecar",
-        tail_lines=30,
-        since="1h",
-        max_lines=10,
-    )
+    out = await sidecar_logs(ctx, tail_lines=30, since="1h", max_lines=10)
     assert out["count"] == 10 and out["truncated"] is True
     assert out["lines"][0] == "line 41 secret_key=[REDACTED]"
     assert out["lines"][-1].endswith(" [...cut]") and len(out["lines"][-1]) < 1100
@@ -542,15 +462,7 @@ async def test_pod_logs_are_bounded_and_redacted(
         "limitBytes": "32768",
     }
     # limitBytes: a short limit cuts the log and the partial last line is dropped.
-    out = await run_action(
-        "kubernetes.pod_logs",
-        ctx,
-        namespace=NS,
-        pod=POD,
-        container="thanos-sidecar",
-        max_bytes=1024,
-        tail_lines=2000,
-    )
+    out = await sidecar_logs(ctx, max_bytes=1024, tail_lines=2000)
     assert out["truncated"] is True and out["bytes_read"] <= 1024
     assert all(line.startswith(("old line", "line ")) for line in out["lines"])
 
@@ -612,14 +524,6 @@ async def test_pod_logs_reads_a_large_log_up_to_its_byte_limit(
     prometheus_replica(kube_api, POD, started_at=time.time() - HOUR)
     lines = [f"{i:05d} " + "x" * 94 for i in range(3000)]  # 101 bytes a line with its newline
     kube_api.set_logs(NS, POD, "thanos-sidecar", lines)
-    out = await run_action(
-        "kubernetes.pod_logs",
-        ctx_with(kube_client, None),
-        namespace=NS,
-        pod=POD,
-        container="thanos-sidecar",
-        tail_lines=2000,
-        max_bytes=256 * 1024,
-    )
+    out = await sidecar_logs(ctx_with(kube_client, None), tail_lines=2000, max_bytes=256 * 1024)
     assert out["bytes_read"] == 2000 * 101
     assert out["lines"][-1] == lines[-1] and out["count"] == 100 and out["truncated"] is True
