@@ -16,7 +16,7 @@ from support.action_memory import DictActionMemory
 from support.kube_api import KubeApiEmulator
 from support.minio_health import FakeMinio, self_signed
 from support.ports import closed_port
-from support.prom import MetricsExporter, PrometheusServer
+from support.prom import MetricsExporter, PrometheusServer, Scraped, scraped_exporter
 from support.prometheus_crs import add_prometheus, volume_metrics
 from support.s3 import MotoS3Server
 from support.thanos_blocks import HOUR_MS, FakeThanosBucket, s3_client
@@ -25,9 +25,7 @@ from daemon.actions import minio
 from daemon.actions.base import ActionContext, Clients
 from daemon.actions.kubernetes import prometheus_retention as pr
 from daemon.actions.thanos import shipped
-from daemon.clients.http import JsonHttpClient
 from daemon.clients.kubernetes import KubernetesClient
-from daemon.clients.prometheus import PrometheusClient
 from daemon.errors import GuardRefused
 from daemon.kits.clock import FrozenClock, iso
 
@@ -146,14 +144,10 @@ async def test_stream_shipped_reads_the_newest_block_of_every_live_stream(moto_s
 @pytest.fixture
 async def kubelet(
     exporter_factory: Callable[..., MetricsExporter], prometheus_factory: Callable[..., PrometheusServer]
-) -> AsyncIterator[tuple[MetricsExporter, PrometheusServer, PrometheusClient]]:
-    exporter = exporter_factory()
-    prom = prometheus_factory(targets=[exporter.target], job_name="kubelet")
-    client = PrometheusClient(JsonHttpClient(prom.url, timeout=10.0, name="prometheus"))
-    try:
-        yield exporter, prom, client
-    finally:
-        await client.close()
+) -> AsyncIterator[Scraped]:
+    """The kubelet's volume stats (a test exporter), the Prometheus scraping them, and its client."""
+    async with scraped_exporter(exporter_factory, prometheus_factory, "kubelet") as scraped:
+        yield scraped
 
 
 def raise_params(**overrides: Any) -> pr.RaiseParams:
@@ -168,20 +162,27 @@ def raise_params(**overrides: Any) -> pr.RaiseParams:
     )
 
 
-async def volumes_seen(prom: PrometheusServer, available: float) -> None:
-    await prom.wait_for_async(f"min(kubelet_volume_stats_available_bytes) == {available}")
+async def volumes_free(kubelet: Scraped, available: float) -> None:
+    """Both Prometheus claims have ``available`` bytes free (2 GiB used), and Prometheus has seen it."""
+    volume_metrics(kubelet.exporter, "k8s", available=available, used=2 * GI)
+    await kubelet.prom.wait_for_async(f"min(kubelet_volume_stats_available_bytes) == {available}")
+
+
+async def raise_retention(
+    kube_client: KubernetesClient, kubelet: Scraped, memory: DictActionMemory | None = None
+) -> dict[str, Any]:
+    """``kubernetes.patch_prometheus_retention`` with ``raise_params()``."""
+    return await pr.patch_prometheus_retention.run(
+        ctx(memory, kubernetes=kube_client, prometheus=kubelet.client), raise_params()
+    )
 
 
 async def test_retention_raised_with_room_and_the_originals_recorded(
-    kube_api: KubeApiEmulator,
-    kube_client: KubernetesClient,
-    kubelet: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient, kubelet: Scraped
 ) -> None:
-    exporter, prom, pc = kubelet
     add_prometheus(kube_api, retention="2h")
-    volume_metrics(exporter, "k8s", available=40 * GI, used=2 * GI)  # 1 GiB/h steady: 22 GiB x1.5 needed
-    await volumes_seen(prom, 40 * GI)
-    out = await pr.patch_prometheus_retention.run(ctx(kubernetes=kube_client, prometheus=pc), raise_params())
+    await volumes_free(kubelet, 40 * GI)  # 1 GiB/h steady: 22 GiB x1.5 needed
+    out = await raise_retention(kube_client, kubelet)
     assert out["changed"] is True
     assert kube_api.get("Prometheus", "k8s", NS)["spec"]["retention"] == "24h"
     assert [(r.method, r.path) for r in kube_api.mutations] == [("PATCH", PROM_PATH)]
@@ -203,16 +204,12 @@ async def test_retention_raised_with_room_and_the_originals_recorded(
 
 
 async def test_retention_refused_without_room_changes_nothing(
-    kube_api: KubeApiEmulator,
-    kube_client: KubernetesClient,
-    kubelet: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient, kubelet: Scraped
 ) -> None:
-    exporter, prom, pc = kubelet
     add_prometheus(kube_api, retention="2h")
-    volume_metrics(exporter, "k8s", available=10 * GI, used=2 * GI)
-    await volumes_seen(prom, 10 * GI)
+    await volumes_free(kubelet, 10 * GI)
     with pytest.raises(GuardRefused) as err:
-        await pr.patch_prometheus_retention.run(ctx(kubernetes=kube_client, prometheus=pc), raise_params())
+        await raise_retention(kube_client, kubelet)
     assert (
         "retention NOT raised: k8s: volume prometheus-k8s-db-prometheus-k8s-0 has 10Gi free but needs 33Gi"
         in str(err.value)
@@ -222,28 +219,21 @@ async def test_retention_refused_without_room_changes_nothing(
 
 
 async def test_retention_refused_for_a_tsdb_in_an_emptydir(
-    kube_api: KubeApiEmulator,
-    kube_client: KubernetesClient,
-    kubelet: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient, kubelet: Scraped
 ) -> None:
     """The patch restarts the pods: an emptyDir TSDB would lose exactly the blocks to be kept."""
-    _, _, pc = kubelet
     add_prometheus(kube_api, storage=False)
     with pytest.raises(GuardRefused, match="keep their TSDB in no PersistentVolumeClaim"):
-        await pr.patch_prometheus_retention.run(ctx(kubernetes=kube_client, prometheus=pc), raise_params())
+        await raise_retention(kube_client, kubelet)
     assert kube_api.mutations == []
 
 
 async def test_retention_size_is_raised_only_with_room_and_reported(
-    kube_api: KubeApiEmulator,
-    kube_client: KubernetesClient,
-    kubelet: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient, kubelet: Scraped
 ) -> None:
-    exporter, prom, pc = kubelet
     add_prometheus(kube_api, retention="2h", retention_size="3GB")
-    volume_metrics(exporter, "k8s", available=40 * GI, used=2 * GI)
-    await volumes_seen(prom, 40 * GI)
-    out = await pr.patch_prometheus_retention.run(ctx(kubernetes=kube_client, prometheus=pc), raise_params())
+    await volumes_free(kubelet, 40 * GI)
+    out = await raise_retention(kube_client, kubelet)
     spec = kube_api.get("Prometheus", "k8s", NS)["spec"]
     assert spec["retention"] == "24h" and spec["retentionSize"] == f"{3 * 1024 + 33 * 1024}MB"
     assert out["restore"][0]["retention_size"] == "3GB"
@@ -251,21 +241,13 @@ async def test_retention_size_is_raised_only_with_room_and_reported(
 
 
 async def test_a_rerun_after_a_crash_keeps_the_true_originals(
-    kube_api: KubeApiEmulator,
-    kube_client: KubernetesClient,
-    kubelet: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient, kubelet: Scraped
 ) -> None:
-    exporter, prom, pc = kubelet
     add_prometheus(kube_api, retention="2h")
-    volume_metrics(exporter, "k8s", available=40 * GI, used=2 * GI)
-    await volumes_seen(prom, 40 * GI)
+    await volumes_free(kubelet, 40 * GI)
     memory = DictActionMemory()
-    await pr.patch_prometheus_retention.run(
-        ctx(memory, kubernetes=kube_client, prometheus=pc), raise_params()
-    )
-    again = await pr.patch_prometheus_retention.run(
-        ctx(memory.restart(), kubernetes=kube_client, prometheus=pc), raise_params()
-    )
+    await raise_retention(kube_client, kubelet, memory)
+    again = await raise_retention(kube_client, kubelet, memory.restart())
     assert again["restore"][0]["retention"] == "2h"  # not the 24h the first attempt set
     assert len(kube_api.mutations) == 1
 

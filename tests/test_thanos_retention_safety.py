@@ -8,17 +8,16 @@ plays the compactor's metrics (thanos_compact_halted, thanos_compact_iterations_
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from support.prom import MetricsExporter, PrometheusServer
+from support.prom import MetricsExporter, PrometheusServer, Scraped, scraped_exporter
 from support.s3 import MotoS3Server
 from support.thanos_blocks import DAY_MS, SIDECAR_A, SIDECAR_B, Block, FakeThanosBucket, action_ctx, s3_client
 
 from daemon.actions.thanos import retention
-from daemon.clients.http import JsonHttpClient
 from daemon.clients.prometheus import PrometheusClient
 from daemon.clients.s3 import S3Client
 
@@ -216,14 +215,17 @@ def test_compactor_selector_is_matchers_only() -> None:
 @pytest.fixture
 async def prom_client(
     exporter_factory: Callable[..., MetricsExporter], prometheus_factory: Callable[..., PrometheusServer]
-) -> AsyncIterator[tuple[MetricsExporter, PrometheusServer, PrometheusClient]]:
-    exporter = exporter_factory()
-    prom = prometheus_factory(targets=[exporter.target], job_name="thanos-compact")
-    client = PrometheusClient(JsonHttpClient(prom.url, timeout=10.0, name="prometheus"))
-    try:
-        yield exporter, prom, client
-    finally:
-        await client.close()
+) -> AsyncIterator[Scraped]:
+    """The compactor's metrics (a test exporter), the Prometheus scraping them, and its client."""
+    async with scraped_exporter(exporter_factory, prometheus_factory, "thanos-compact") as scraped:
+        yield scraped
+
+
+def compactor_metrics(
+    exporter: MetricsExporter, *, halted: int, iterations: int, labels: Mapping[str, str] = COMPACTOR
+) -> None:
+    exporter.set("thanos_compact_halted", halted, labels)
+    exporter.set("thanos_compact_iterations_total", iterations, labels, type="counter")
 
 
 def covered_bucket(bucket: FakeThanosBucket) -> list[str]:
@@ -234,14 +236,11 @@ def covered_bucket(bucket: FakeThanosBucket) -> list[str]:
 
 
 async def test_a_halted_compactor_holds_everything_back(
-    client: S3Client,
-    bucket: FakeThanosBucket,
-    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    client: S3Client, bucket: FakeThanosBucket, prom_client: Scraped
 ) -> None:
     exporter, prom, pc = prom_client
     old = covered_bucket(bucket)
-    exporter.set("thanos_compact_halted", 1, COMPACTOR)
-    exporter.set("thanos_compact_iterations_total", 5, COMPACTOR, type="counter")
+    compactor_metrics(exporter, halted=1, iterations=5)
     await prom.wait_for_async("thanos_compact_halted == 1")
     out = await plan(client, pc)
     assert out["count"] == 0 and out["held_by_compactor"] == 3
@@ -254,9 +253,7 @@ async def test_a_halted_compactor_holds_everything_back(
 
 
 async def test_no_compactor_series_holds_everything_back(
-    client: S3Client,
-    bucket: FakeThanosBucket,
-    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    client: S3Client, bucket: FakeThanosBucket, prom_client: Scraped
 ) -> None:
     exporter, prom, pc = prom_client
     old = covered_bucket(bucket)
@@ -270,14 +267,11 @@ async def test_no_compactor_series_holds_everything_back(
 
 
 async def test_an_idle_compactor_holds_back_and_a_working_one_lets_through(
-    client: S3Client,
-    bucket: FakeThanosBucket,
-    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    client: S3Client, bucket: FakeThanosBucket, prom_client: Scraped
 ) -> None:
     exporter, prom, pc = prom_client
     old = covered_bucket(bucket)
-    exporter.set("thanos_compact_halted", 0, COMPACTOR)
-    exporter.set("thanos_compact_iterations_total", 7, COMPACTOR, type="counter")
+    compactor_metrics(exporter, halted=0, iterations=7)
     await prom.wait_for_async("count_over_time(thanos_compact_iterations_total[1m]) >= 2")
     idle = await plan(client, pc)
     assert idle["count"] == 0 and "completed no iteration" in idle["compactor"]["reason"]
@@ -290,9 +284,7 @@ async def test_an_idle_compactor_holds_back_and_a_working_one_lets_through(
 
 
 async def test_one_idle_compactor_is_not_hidden_by_a_working_one(
-    client: S3Client,
-    bucket: FakeThanosBucket,
-    prom_client: tuple[MetricsExporter, PrometheusServer, PrometheusClient],
+    client: S3Client, bucket: FakeThanosBucket, prom_client: Scraped
 ) -> None:
     """Two compactors behind the selector (shards, or another bucket's on a shared Thanos Query): one
     completes iterations, the other none in 24h. Downsampling may be behind: nothing is marked."""
@@ -300,8 +292,7 @@ async def test_one_idle_compactor_is_not_hidden_by_a_working_one(
     old = covered_bucket(bucket)
     idle = {**COMPACTOR, "pod": "thanos-compact-shard-1"}
     for labels in (COMPACTOR, idle):
-        exporter.set("thanos_compact_halted", 0, labels)
-        exporter.set("thanos_compact_iterations_total", 7, labels, type="counter")
+        compactor_metrics(exporter, halted=0, iterations=7, labels=labels)
     await prom.wait_for_async("count_over_time(thanos_compact_iterations_total[1m]) >= 2")
     exporter.set("thanos_compact_iterations_total", 8, COMPACTOR, type="counter")
     await prom.wait_for_async(

@@ -7,16 +7,20 @@ target appear 5-6 s after start: always ``wait_for`` (polls the query API), neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from aiohttp import web
+
+from daemon.clients.http import JsonHttpClient
+from daemon.clients.prometheus import PrometheusClient
 
 from . import httpclient
 from .ports import LOOPBACK, free_port
@@ -370,3 +374,32 @@ class MetricsExporter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# An exporter, the Prometheus scraping it, and runbookd's client of that Prometheus
+# ------------------------------------------------------------------------------------------------------------
+
+
+class Scraped(NamedTuple):
+    exporter: MetricsExporter
+    prom: PrometheusServer
+    client: PrometheusClient
+
+
+@contextlib.asynccontextmanager
+async def scraped_exporter(
+    exporter_factory: Callable[..., MetricsExporter],
+    prometheus_factory: Callable[..., PrometheusServer],
+    job_name: str,
+) -> AsyncIterator[Scraped]:
+    """One test exporter scraped by a real Prometheus as ``job_name``, and a ``PrometheusClient`` of that
+    Prometheus (closed on exit), for tests of actions that query it. Use it from a fixture:
+    ``async with scraped_exporter(exporter_factory, prometheus_factory, "kubelet") as s: yield s``."""
+    exporter = exporter_factory()
+    prom = prometheus_factory(targets=[exporter.target], job_name=job_name)
+    client = PrometheusClient(JsonHttpClient(prom.url, timeout=10.0, name="prometheus"))
+    try:
+        yield Scraped(exporter, prom, client)
+    finally:
+        await client.close()
