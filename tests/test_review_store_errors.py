@@ -28,9 +28,15 @@ steps:
 """
 
 
-def _sql(db: Path, statement: str) -> None:
-    with sqlite3.connect(db, timeout=5) as conn:
-        conn.execute(statement)
+async def _sql(db: Path, statement: str) -> None:
+    """From a thread: the daemon under test runs on this event loop, and may hold a transaction open
+    while it waits for the loop (a blocking call here would wait for the lock it holds)."""
+
+    def run() -> None:
+        with sqlite3.connect(db, timeout=5) as conn:
+            conn.execute(statement)
+
+    await asyncio.to_thread(run)
 
 
 async def _receipt(d: Daemon, seq: int) -> dict[str, object]:
@@ -52,7 +58,7 @@ async def _routed(d: Daemon, seq: int, timeout: float = 5.0) -> bool:
 async def test_routing_survives_a_failing_statement(tmp_path: Path) -> None:
     async with serve(tmp_path, {"one-step": ONE_STEP}) as d:
         db = tmp_path / "state.db"
-        _sql(
+        await _sql(
             db,
             "CREATE TRIGGER fail_routing BEFORE INSERT ON alert_links "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
@@ -64,7 +70,7 @@ async def test_routing_survives_a_failing_statement(tmp_path: Path) -> None:
         first = int(body["receipt"])
         await asyncio.sleep(0.3)  # the router tries, and fails
         assert (await _receipt(d, first))["routed_at"] is None
-        _sql(db, "DROP TRIGGER fail_routing")
+        await _sql(db, "DROP TRIGGER fail_routing")
 
         status, body = await d.call(
             "POST", "/api/v1/alertmanager", token="webhook", json=alert_payload(job="b", fingerprint="fp-b")
@@ -80,7 +86,7 @@ async def test_routing_survives_a_failing_statement(tmp_path: Path) -> None:
 
 async def test_a_failing_statement_answers_503_not_500(tmp_path: Path) -> None:
     async with serve(tmp_path, {"one-step": ONE_STEP}) as d:
-        _sql(
+        await _sql(
             tmp_path / "state.db",
             "CREATE TRIGGER fail_runs BEFORE INSERT ON runs "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
@@ -106,7 +112,7 @@ async def test_the_tick_loop_survives_a_failing_statement(tmp_path: Path) -> Non
         engine._tick_interval = 0.02
         engine._ticker = asyncio.create_task(engine._tick_loop(), name="engine.tick")
         db = tmp_path / "state.db"
-        _sql(
+        await _sql(
             db,
             "CREATE TRIGGER fail_steps BEFORE INSERT ON steps "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
@@ -117,7 +123,7 @@ async def test_the_tick_loop_survives_a_failing_statement(tmp_path: Path) -> Non
         assert ticker is not None
         await asyncio.sleep(0.2)
         assert not ticker.done(), "the tick loop died on the store error"
-        _sql(db, "DROP TRIGGER fail_steps")
+        await _sql(db, "DROP TRIGGER fail_steps")
         end = loop.time() + 5
         while loop.time() < end and (await d.run(run["id"]))["state"] != "expired":
             await asyncio.sleep(0.05)
@@ -150,7 +156,7 @@ async def test_a_step_result_is_recorded_once_the_store_heals(tmp_path: Path) ->
         assert (await d.approve(run["id"], "change", who="bob"))[0] == 200
         await wait_until(lambda: gates.started == ["db"])
         db = tmp_path / "state.db"
-        _sql(
+        await _sql(
             db,
             "CREATE TRIGGER fail_steps BEFORE INSERT ON steps "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
@@ -159,7 +165,7 @@ async def test_a_step_result_is_recorded_once_the_store_heals(tmp_path: Path) ->
         await wait_until(lambda: gates.finished == ["db"])
         await asyncio.sleep(0.3)  # the result cannot be recorded yet
         assert (await d.run(run["id"]))["steps"][0]["state"] == "running"
-        _sql(db, "DROP TRIGGER fail_steps")
+        await _sql(db, "DROP TRIGGER fail_steps")
         await wait_until(_state_is(d, run["id"], "succeeded"), timeout=10)
 
 
