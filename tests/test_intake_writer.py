@@ -5,6 +5,7 @@ store refuses instead of hanging."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import StoreUnavailable
+from daemon.store import sqlite as sqlite_store
 from daemon.store.sqlite import Store
 
 
@@ -136,18 +138,32 @@ async def test_a_thread_that_cannot_start_is_a_503_and_the_next_batch_tries_agai
 
 
 async def test_a_batch_over_the_statement_variable_limit_is_split_in_one_commit(tmp_path: Path) -> None:
-    """SQLite before 3.32 allows 999 variables a statement: 199 inbox rows. Such a limit is set on the
-    writer's own connection (after its first batch opened it); a 500-row batch still commits whole."""
+    """SQLite before 3.32 allows 999 variables a statement: 199 inbox rows. With that limit on the
+    writer's connection, a 500-row batch still commits whole, in order."""
     store = await Store.open(tmp_path / "state.db")
     try:
         assert await store.append_inbox(_rows(1, "a")) == 1
-        conn = store._intake._conn if store._intake is not None else None
-        assert conn is not None
-        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-        assert await store.append_inbox(_rows(500, "b")) == 2
+        conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        try:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+            assert sqlite_store._append_batch(conn, _rows(500, "b")) == 2  # the intake thread's own step
+        finally:
+            conn.close()
         async with store.transaction() as tx:
             assert await tx.last_inbox_seq() == 501
             stored = dict(await tx.unrouted(1000))
         assert [stored[2 + k] for k in range(500)] == [f'{{"b": {k}}}' for k in range(500)]
     finally:
         await store.close()
+
+
+async def test_a_store_dropped_without_close_ends_its_thread(tmp_path: Path) -> None:
+    before = _writers()
+    store = await Store.open(tmp_path / "state.db")
+    assert await store.append_inbox(_rows(1, "a")) == 1
+    (mine,) = _writers() - before
+    await store._db.close()  # the engine's connection; the intake writer is left to the collector
+    del store
+    gc.collect()
+    await asyncio.to_thread(mine.join, 5.0)
+    assert not mine.is_alive()

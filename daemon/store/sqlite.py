@@ -14,6 +14,7 @@ import json
 import queue
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, fields
@@ -616,8 +617,9 @@ class _IntakeWriter:
         self._path, self._busy_timeout = path, busy_timeout
         self._jobs: queue.SimpleQueue[_IntakeJob | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
         self._closed = False
+        # A store dropped without close() still ends its thread (which holds no reference to this object).
+        weakref.finalize(self, self._jobs.put, None)
 
     async def append(self, rows: Sequence[InboxRow]) -> int:
         """Called holding the store's lock, which is held until the thread is done even if the caller is
@@ -627,7 +629,12 @@ class _IntakeWriter:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
         if self._thread is None or not self._thread.is_alive():
-            thread = threading.Thread(target=self._run, name="runbookd-intake", daemon=True)
+            thread = threading.Thread(
+                target=_intake_thread,
+                args=(self._jobs, self._path, self._busy_timeout),
+                name="runbookd-intake",
+                daemon=True,
+            )
             try:
                 thread.start()
             except RuntimeError as exc:  # the process may start no more threads (its limit): 503
@@ -644,42 +651,6 @@ class _IntakeWriter:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"state store could not store the notifications: {exc}") from exc
 
-    def _run(self) -> None:  # the intake thread
-        while (job := self._jobs.get()) is not None:
-            rows, loop, done = job
-            try:
-                first = self._append(rows)
-            except BaseException as exc:  # handed to the waiting request: 503
-                _answer(loop, done, None, exc)
-            else:
-                _answer(loop, done, first, None)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _append(self, rows: Sequence[InboxRow]) -> int:  # on the intake thread
-        conn = self._conn
-        if conn is None:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA synchronous=FULL")  # journal_mode=WAL is the file's: set at open
-            self._conn = conn
-        # One statement, its own transaction (autocommit): the thread takes the GIL back once per batch
-        # (the busy event loop holds it for up to a switch interval each time), not once per statement.
-        # A batch over the statement's variable limit (999 before SQLite 3.32) is split in one transaction.
-        per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _INBOX_COLUMNS)
-        if len(rows) <= per:
-            return _insert_inbox(conn, rows)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            firsts = [_insert_inbox(conn, rows[i : i + per]) for i in range(0, len(rows), per)]
-            conn.execute("COMMIT")
-        except BaseException:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return firsts[0]
-
     async def close(self) -> None:
         """Called holding the store's lock: no write is in progress or can start after this. The thread
         closes its connection and ends."""
@@ -689,6 +660,45 @@ class _IntakeWriter:
             return
         self._jobs.put(None)
         await asyncio.to_thread(thread.join, 10.0)  # at once: nothing is queued behind the lock
+
+
+def _intake_thread(jobs: queue.SimpleQueue[_IntakeJob | None], path: Path, busy_timeout: float) -> None:
+    """The intake thread: one connection of its own, a batch per job, until ``None``."""
+    conn: sqlite3.Connection | None = None
+    try:
+        while (job := jobs.get()) is not None:
+            rows, loop, done = job
+            try:
+                if conn is None:  # opened here, so that a failure to open is a 503 too
+                    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+                    conn.execute("PRAGMA synchronous=FULL")  # journal_mode=WAL is the file's: set at open
+                first = _append_batch(conn, rows)
+            except BaseException as exc:  # handed to the waiting request: 503
+                _answer(loop, done, None, exc)
+            else:
+                _answer(loop, done, first, None)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _append_batch(conn: sqlite3.Connection, rows: Sequence[InboxRow]) -> int:  # on the intake thread
+    # One statement, its own transaction (autocommit): the thread takes the GIL back once per batch
+    # (the busy event loop holds it for up to a switch interval each time), not once per statement.
+    # A batch over the statement's variable limit (999 before SQLite 3.32) is split in one transaction.
+    per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _INBOX_COLUMNS)
+    if len(rows) <= per:
+        return _insert_inbox(conn, rows)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        firsts = [_insert_inbox(conn, rows[i : i + per]) for i in range(0, len(rows), per)]
+        conn.execute("COMMIT")
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return firsts[0]
 
 
 def _insert_inbox(conn: sqlite3.Connection, rows: Sequence[InboxRow]) -> int:
