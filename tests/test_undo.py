@@ -8,7 +8,8 @@ fixture, so these tests can run against every store backend behind the same inte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,36 @@ def undo_states(run: dict[str, Any]) -> dict[str, str]:
     return {s["id"]: s["undo"]["state"] for s in run["steps"] if s["undo"]}
 
 
+def daemon(
+    tmp_path: Path,
+    state: dict[str, Any],
+    ledger: UndoLedger,
+    book: str | None = None,
+    *,
+    gates: Gates | None = None,
+    more: Mapping[str, str] | None = None,
+    **config: Any,
+) -> contextlib.AbstractAsyncContextManager[Daemon]:
+    """The daemon on the store under test with ``book`` (default ``runbook()``) as runbook ``u``, any
+    ``more`` runbooks, and the ledger's test actions (and ``gates``'); ``config`` overrides the config."""
+    runbooks = {"u": runbook() if book is None else book, **(more or {})}
+    return serve(
+        tmp_path, runbooks, config=_config(tmp_path, state, **config), registry=ledger.registry(gates)
+    )
+
+
+async def tick(d: Daemon, *, after: float | None = None) -> None:
+    """Advance the frozen clock ``after`` seconds (if given), tick the engine and wait for what it started."""
+    if after is not None:
+        d.clock.advance(after)
+    await d.engine.tick()
+    await d.engine.wait_idle()
+
+
+async def reject(d: Daemon, run_id: str, reason: str) -> tuple[int, Any]:
+    return await d.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": reason})
+
+
 # ------------------------------------------------------------------------------------------ shown, approved
 
 
@@ -131,9 +162,7 @@ async def test_the_undo_is_shown_with_its_step_and_bound_into_its_plan_hash(
     tmp_path: Path, state: dict[str, Any]
 ) -> None:
     ledger = UndoLedger()
-    async with serve(
-        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger) as d:
         run_id = await start(d)
         run = await wait_for(d, run_id, lambda r: _asks(r, "a"))
         undo = steps_of(run)["a"]["undo"]
@@ -159,9 +188,7 @@ async def test_a_succeeded_run_undoes_its_changes_latest_first_without_asking(
 ) -> None:
     ledger = UndoLedger()
     ledger.values["k-b"] = "original"
-    async with serve(
-        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger) as d:
         run_id = await start(d)
         run = await approve_through(d, run_id, "a", "b", "middle", "last")
         assert run["state"] == "succeeded", run
@@ -182,12 +209,7 @@ async def test_a_succeeded_run_undoes_its_changes_latest_first_without_asking(
 
 async def test_a_failed_middle_step_still_undoes_every_change(tmp_path: Path, state: dict[str, Any]) -> None:
     ledger, gates = UndoLedger(), Gates()
-    async with serve(
-        tmp_path,
-        {"u": runbook("test.fail")},
-        config=_config(tmp_path, state),
-        registry=ledger.registry(gates),
-    ) as d:
+    async with daemon(tmp_path, state, ledger, runbook("test.fail"), gates=gates) as d:
         run_id = await start(d)
         run = await approve_through(d, run_id, "a", "b", "middle")
         assert run["state"] == "failed", run
@@ -198,13 +220,11 @@ async def test_a_failed_middle_step_still_undoes_every_change(tmp_path: Path, st
 
 async def test_a_rejected_run_undoes_only_the_steps_that_ran(tmp_path: Path, state: dict[str, Any]) -> None:
     ledger = UndoLedger()
-    async with serve(
-        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger) as d:
         run_id = await start(d)
         await approve_through(d, run_id, "a")
         await wait_for(d, run_id, lambda r: _asks(r, "b"))
-        status, body = await d.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "not now"})
+        status, body = await reject(d, run_id, "not now")
         assert status == 200, body
         await d.engine.wait_idle()
         run = await d.run(run_id)
@@ -215,15 +235,11 @@ async def test_a_rejected_run_undoes_only_the_steps_that_ran(tmp_path: Path, sta
 
 async def test_an_expired_run_undoes_what_ran(tmp_path: Path, state: dict[str, Any]) -> None:
     ledger = UndoLedger()
-    async with serve(
-        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger) as d:
         run_id = await start(d)
         await approve_through(d, run_id, "a", "b")
         await wait_for(d, run_id, lambda r: _asks(r, "middle"))
-        d.clock.advance(31 * 60)
-        await d.engine.tick()
-        await d.engine.wait_idle()
+        await tick(d, after=31 * 60)
         run = await d.run(run_id)
         assert run["state"] == "expired", run
         assert ledger.restored() == ["k-b", "k-a"] and ledger.values == {}
@@ -231,8 +247,7 @@ async def test_an_expired_run_undoes_what_ran(tmp_path: Path, state: dict[str, A
 
 async def test_dry_run_undo_records_its_request(tmp_path: Path, state: dict[str, Any]) -> None:
     ledger = UndoLedger()
-    cfg = _config(tmp_path, state, dry_run=True)
-    async with serve(tmp_path, {"u": runbook()}, config=cfg, registry=ledger.registry()) as d:
+    async with daemon(tmp_path, state, ledger, dry_run=True) as d:
         run_id = await start(d)
         run = await approve_through(d, run_id, "a", "b", "middle", "last")
         assert run["state"] == "succeeded"
@@ -251,9 +266,7 @@ def _guarded(timeout: str = "10m") -> str:
 
 async def test_an_undo_waits_undoing_until_its_when_holds(tmp_path: Path, state: dict[str, Any]) -> None:
     ledger = UndoLedger()
-    async with serve(
-        tmp_path, {"u": _guarded()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger, _guarded()) as d:
         run_id = await start(d)
         run = await approve_through(d, run_id, "a", "b", "middle", "last")
         assert run["state"] == "undoing", run
@@ -263,7 +276,7 @@ async def test_an_undo_waits_undoing_until_its_when_holds(tmp_path: Path, state:
         await d.engine.tick()
         assert (await d.run(run_id))["state"] == "undoing"
         # an operator cannot approve or reject it meanwhile
-        status, body = await d.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "x"})
+        status, body = await reject(d, run_id, "x")
         assert status == 409 and "undoing" in body["error"]
         # a new alert for the target attaches to the open run instead of starting another
         status, body = await d.webhook(alert_payload("UndoTest", instance="k", fingerprint="fp-k2"))
@@ -271,8 +284,7 @@ async def test_an_undo_waits_undoing_until_its_when_holds(tmp_path: Path, state:
 
         for fp in ("fp-k", "fp-k2"):
             await d.webhook(alert_payload("UndoTest", status="resolved", instance="k", fingerprint=fp))
-        await d.engine.tick()
-        await d.engine.wait_idle()
+        await tick(d)
         run = await d.run(run_id)
         assert run["state"] == "succeeded", run
         assert ledger.restored() == ["k-b", "k-a"]
@@ -283,17 +295,13 @@ async def test_an_undo_whose_when_stays_false_past_its_timeout_needs_attention(
     tmp_path: Path, state: dict[str, Any]
 ) -> None:
     ledger = UndoLedger()
-    async with serve(
-        tmp_path, {"u": _guarded()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger, _guarded()) as d:
         run_id = await start(d)
         await approve_through(d, run_id, "a", "b", "middle", "last")
         d.clock.advance(9 * 60)
         await d.engine.tick()
         assert (await d.run(run_id))["state"] == "undoing"
-        d.clock.advance(2 * 60)
-        await d.engine.tick()
-        await d.engine.wait_idle()
+        await tick(d, after=2 * 60)
         run = await d.run(run_id)
         assert run["state"] == "needs_attention", run
         assert undo_states(run) == {"a": "succeeded", "b": "failed"}  # a's undo still ran
@@ -316,7 +324,7 @@ async def test_a_failed_undo_needs_attention_and_a_person_closes_the_run(
 ) -> None:
     ledger = UndoLedger()
     book = runbook(undo_b=_restore("b", "{{ params.key }}-b", action="test.restore_fails"))
-    async with serve(tmp_path, {"u": book}, config=_config(tmp_path, state), registry=ledger.registry()) as d:
+    async with daemon(tmp_path, state, ledger, book) as d:
         run_id = await start(d)
         run = await approve_through(d, run_id, "a", "b", "middle", "last")
         assert run["state"] == "needs_attention", run
@@ -326,9 +334,7 @@ async def test_a_failed_undo_needs_attention_and_a_person_closes_the_run(
         reply = msgs.attention_reply(run, steps_of(run)["b"]).blocks[0]["text"]["text"]
         assert "The undo of step `b` (test.restore_fails) did not complete" in reply
 
-        status, body = await d.call(
-            "POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "restored by hand"}
-        )
+        status, body = await reject(d, run_id, "restored by hand")
         assert status == 200, body
         run = await d.run(run_id)
         assert run["state"] == "succeeded" and "restored by hand" in run["outcome"]
@@ -341,12 +347,7 @@ async def test_an_undo_that_cannot_be_rendered_needs_attention(tmp_path: Path, s
     book = yaml.safe_load(runbook())  # b: a failing mutating step, whose output has no `before`
     book["steps"][1]["action"] = "test.fail"
     book["steps"][1]["with"] = {"name": "b"}
-    async with serve(
-        tmp_path,
-        {"u": yaml.safe_dump(book)},
-        config=_config(tmp_path, state),
-        registry=ledger.registry(gates),
-    ) as d:
+    async with daemon(tmp_path, state, ledger, yaml.safe_dump(book), gates=gates) as d:
         run_id = await start(d)
         run = await approve_through(d, run_id, "a", "b")
         assert run["state"] == "needs_attention", run
@@ -368,12 +369,7 @@ async def test_an_undo_waits_for_the_budget_but_not_for_pause(tmp_path: Path, st
             "steps": [{"id": "hold", "action": "test.gate", "with": {"name": "h"}}],
         }
     )
-    async with serve(
-        tmp_path,
-        {"u": runbook(), "h": hold},
-        config=_config(tmp_path, state),
-        registry=ledger.registry(gates),
-    ) as d:
+    async with daemon(tmp_path, state, ledger, gates=gates, more={"h": hold}) as d:
         run_id = await start(d)
         await approve_through(d, run_id, "a", "b", "middle")
         await wait_for(d, run_id, lambda r: _asks(r, "last"))
@@ -402,9 +398,7 @@ async def test_the_approver_sees_the_undo_in_slack_and_the_cli(tmp_path: Path, s
     from daemon.cli import render
 
     ledger = UndoLedger()
-    async with serve(
-        tmp_path, {"u": runbook()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger) as d:
         run_id = await start(d)
         run = await wait_for(d, run_id, lambda r: _asks(r, "a"))
         blocks = msgs.step_request(run, steps_of(run)["a"])
@@ -417,32 +411,35 @@ async def test_the_approver_sees_the_undo_in_slack_and_the_cli(tmp_path: Path, s
         assert "Undos (run when the run ends, latest step first):" in shown
 
 
+def _not_yet_until_ready(timeout: str) -> str:
+    """b's undo is ``test.restore_when_ready``: it answers "not yet" until ``ledger.ready``."""
+    undo = _restore("b", "{{ params.key }}-b", action="test.restore_when_ready", timeout=timeout)
+    return runbook(undo_b=undo)
+
+
+def _when_ready_calls(ledger: UndoLedger) -> list[Any]:
+    return [c for c in ledger.calls if c[0] == "restore_when_ready"]
+
+
 async def test_an_undo_whose_action_says_not_yet_waits_and_is_asked_again(
     tmp_path: Path, state: dict[str, Any]
 ) -> None:
     ledger = UndoLedger()
-    undo = _restore("b", "{{ params.key }}-b", action="test.restore_when_ready", timeout="10m")
-    async with serve(
-        tmp_path, {"u": runbook(undo_b=undo)}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger, _not_yet_until_ready(timeout="10m")) as d:
         run_id = await start(d)
         run = await approve_through(d, run_id, "a", "b", "middle", "last")
         assert run["state"] == "undoing", run
         assert steps_of(run)["b"]["undo"]["state"] == "waiting"
         assert "not shipped yet" in steps_of(run)["b"]["undo"]["error"]
-        asked = [c for c in ledger.calls if c[0] == "restore_when_ready"]
+        asked = _when_ready_calls(ledger)
         await d.engine.tick()  # too soon: not asked again
-        assert [c for c in ledger.calls if c[0] == "restore_when_ready"] == asked
-        d.clock.advance(31)
-        await d.engine.tick()
-        await d.engine.wait_idle()
-        assert len([c for c in ledger.calls if c[0] == "restore_when_ready"]) == 2
+        assert _when_ready_calls(ledger) == asked
+        await tick(d, after=31)
+        assert len(_when_ready_calls(ledger)) == 2
         assert (await d.run(run_id))["state"] == "undoing"
 
         ledger.ready = True
-        d.clock.advance(31)
-        await d.engine.tick()
-        await d.engine.wait_idle()
+        await tick(d, after=31)
         run = await d.run(run_id)
         assert run["state"] == "succeeded", run
         assert ledger.values == {} and events(run).count("undo_not_yet") == 1
@@ -452,16 +449,11 @@ async def test_an_undo_saying_not_yet_past_its_timeout_needs_attention(
     tmp_path: Path, state: dict[str, Any]
 ) -> None:
     ledger = UndoLedger()
-    undo = _restore("b", "{{ params.key }}-b", action="test.restore_when_ready", timeout="2m")
-    async with serve(
-        tmp_path, {"u": runbook(undo_b=undo)}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger, _not_yet_until_ready(timeout="2m")) as d:
         run_id = await start(d)
         await approve_through(d, run_id, "a", "b", "middle", "last")
         for _ in range(5):
-            d.clock.advance(31)
-            await d.engine.tick()
-            await d.engine.wait_idle()
+            await tick(d, after=31)
         run = await d.run(run_id)
         assert run["state"] == "needs_attention", run
         error = steps_of(run)["b"]["undo"]["error"]
@@ -469,7 +461,9 @@ async def test_an_undo_saying_not_yet_past_its_timeout_needs_attention(
         assert ledger.values == {"k-b": "changed"}
 
 
-async def test_a_rejection_on_the_follower_has_the_leader_run_the_undo(tmp_path: Path, postgres_url: str) -> None:
+async def test_a_rejection_on_the_follower_has_the_leader_run_the_undo(
+    tmp_path: Path, postgres_url: str
+) -> None:
     """Two replicas on one PostgreSQL: the follower records the rejection and ends the run's steps; only
     the leader runs the undo of what step a changed (a follower never starts an action)."""
     ledger = UndoLedger()
@@ -482,13 +476,12 @@ async def test_a_rejection_on_the_follower_has_the_leader_run_the_undo(tmp_path:
         run_id = await start(leader)
         await approve_through(leader, run_id, "a")
         await wait_for(leader, run_id, lambda r: _asks(r, "b"))
-        status, body = await follower.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "stop"})
+        status, body = await reject(follower, run_id, "stop")
         assert status == 200, body
         await follower.engine.wait_idle()
         assert ledger.restored() == []  # the follower started nothing
         assert (await follower.run(run_id))["state"] == "undoing"
-        await leader.engine.tick()
-        await leader.engine.wait_idle()
+        await tick(leader)
         run = await wait_for(leader, run_id, lambda r: r["state"] == "rejected")
         assert ledger.restored() == ["k-a"] and ledger.values == {}
         assert undo_states(run) == {"a": "succeeded", "b": "skipped"}
@@ -498,9 +491,7 @@ async def test_recovery_advances_an_undoing_run_by_itself(tmp_path: Path, state:
     """Recovery pages through the runs to advance (``Tx.runs_to_advance``): an ``undoing`` run is among
     them, so its undo's timeout is seen by recovery alone, before any tick."""
     ledger = UndoLedger()
-    async with serve(
-        tmp_path, {"u": _guarded()}, config=_config(tmp_path, state), registry=ledger.registry()
-    ) as d:
+    async with daemon(tmp_path, state, ledger, _guarded()) as d:
         run_id = await start(d)
         await approve_through(d, run_id, "a", "b", "middle", "last")
         assert (await d.run(run_id))["state"] == "undoing"
