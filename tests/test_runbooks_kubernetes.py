@@ -11,6 +11,7 @@ example payloads in docs/examples/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -52,6 +53,9 @@ def eviction(namespace: str, name: str) -> tuple[str, str, str, Any]:
 
 
 EVICTIONS = [eviction(NS, "grafana-7d9f-x2k4q"), eviction(NS, "thanos-store-0")]
+# The read-only steps each runbook starts with, in order.
+NODE_CHECKS = ["node-status", "cluster-health", "longhorn-volumes", "capacity"]
+PVC_CHECKS = ["pvc", "free-space", "growth"]
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -108,9 +112,24 @@ def degraded_node(kube: KubeApiEmulator, *, ready: bool = False, pressure: tuple
     kube.add_pod("grafana-7d9f-m4q8z", NS, node="node-197", owner=("ReplicaSet", "grafana-7d9f"))
 
 
-def kube_config(tmp_path: Path, kube: KubeApiEmulator, **overrides: Any) -> dict[str, Any]:
+def kube_config(
+    tmp_path: Path, kube: KubeApiEmulator, prom: PrometheusServer | None = None, **overrides: Any
+) -> dict[str, Any]:
     kubernetes = {"host": kube.url, "timeout": "5s", "retries": 1, **overrides.pop("kubernetes", {})}
+    if prom is not None:
+        overrides["prometheus"] = {"url": prom.url, "timeout": "5s"}
     return base_config(tmp_path, kubernetes=kubernetes, **{"dry_run": False, **overrides})
+
+
+def daemon(
+    tmp_path: Path, kube: KubeApiEmulator, prom: PrometheusServer | None = None, **overrides: Any
+) -> contextlib.AbstractAsyncContextManager[Daemon]:
+    """The in-process daemon with both shipped runbooks, on ``kube_config(...)``."""
+    return serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube, prom, **overrides))
+
+
+def outputs(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: s["output"] for k, s in steps_of(run).items()}
 
 
 # -- node-degradation --------------------------------------------------------------------------------------
@@ -118,7 +137,7 @@ def kube_config(tmp_path: Path, kube: KubeApiEmulator, **overrides: Any) -> dict
 
 async def test_node_notready_cordon_drain_wait_uncordon(tmp_path: Path, kube_api: KubeApiEmulator) -> None:
     degraded_node(kube_api)
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, node_alert())
         run = await d.run(run_id)
         assert run["target"] == NODE
@@ -129,17 +148,7 @@ async def test_node_notready_cordon_drain_wait_uncordon(tmp_path: Path, kube_api
             d, run_id, before={"wait-ready": lambda: kube_api.set_node_ready(NODE, True)}
         )
         assert run["state"] == "succeeded", run
-        assert approved == [
-            "node-status",
-            "cluster-health",
-            "longhorn-volumes",
-            "capacity",
-            "cordon",
-            "out-of-service",
-            "drain",
-            "wait-ready",
-            "uncordon",
-        ]
+        assert approved == [*NODE_CHECKS, "cordon", "out-of-service", "drain", "wait-ready", "uncordon"]
         assert states(run) == {
             "node-status": "succeeded",
             "cluster-health": "succeeded",
@@ -153,7 +162,7 @@ async def test_node_notready_cordon_drain_wait_uncordon(tmp_path: Path, kube_api
             "wait-pressure-cleared": "skipped",  # a NotReady alert: no pressure to wait for
             "uncordon": "succeeded",
         }
-        out = {k: s["output"] for k, s in steps_of(run).items()}
+        out = outputs(run)
         assert out["node-status"]["ready"] is False and out["node-status"]["pod_count"] == 4
         assert out["cluster-health"]["ok"] is True and out["cluster-health"]["not_ready"] == [NODE]
         assert out["cordon"]["changed"] is True
@@ -189,17 +198,10 @@ async def test_node_alert_resolved_after_the_cordon_skips_the_drain_but_uncordon
     tmp_path: Path, kube_api: KubeApiEmulator
 ) -> None:
     degraded_node(kube_api)
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id, stop_at="drain")
-        assert approved == [
-            "node-status",
-            "cluster-health",
-            "longhorn-volumes",
-            "capacity",
-            "cordon",
-            "out-of-service",
-        ]
+        assert approved == [*NODE_CHECKS, "cordon", "out-of-service"]
         assert mutations(kube_api) == [CORDON]
 
         # The node recovers and the alert resolves while the drain waits for approval: the run has
@@ -220,7 +222,7 @@ async def test_node_alert_resolved_before_anything_changed_cancels(
     tmp_path: Path, kube_api: KubeApiEmulator
 ) -> None:
     degraded_node(kube_api)
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, node_alert())
         await walk(d, run_id, stop_at="cordon")
         status, body = await d.webhook(node_alert(status="resolved"))
@@ -237,17 +239,14 @@ async def test_node_drain_refused_is_reported_and_the_node_still_comes_back(
     refuses before evicting anything; the run reports it and still waits for the node and uncordons."""
     degraded_node(kube_api)
     kube_api.add_pod("debug-shell", "default", node=NODE, owner=None)
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, node_alert())
         run, approved = await walk(
             d, run_id, before={"wait-ready": lambda: kube_api.set_node_ready(NODE, True)}
         )
         assert run["state"] == "succeeded", run
         assert approved == [
-            "node-status",
-            "cluster-health",
-            "longhorn-volumes",
-            "capacity",
+            *NODE_CHECKS,
             "cordon",
             "out-of-service",
             "drain",
@@ -269,11 +268,11 @@ async def test_node_drain_refused_is_reported_and_the_node_still_comes_back(
 async def test_node_a_person_cordoned_is_left_to_them(tmp_path: Path, kube_api: KubeApiEmulator) -> None:
     degraded_node(kube_api)
     kube_api.add_node(NODE, ready=False, unschedulable=True)  # someone is already on it
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id)
         assert run["state"] == "succeeded", run
-        assert approved == ["node-status", "cluster-health", "longhorn-volumes", "capacity", "cordon"]
+        assert approved == [*NODE_CHECKS, "cordon"]
         cordon = steps_of(run)["cordon"]["output"]
         assert cordon["changed"] is False and cordon["cordoned_by_runbookd"] is False
         assert "already cordoned (by someone else)" in cordon["message"]
@@ -293,7 +292,7 @@ async def test_node_cluster_already_at_its_limit_fails_before_any_change(
 ) -> None:
     degraded_node(kube_api)
     kube_api.set_node_ready("node-197", False)  # a second node is down
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id)
         assert approved == ["node-status", "cluster-health"]
@@ -330,17 +329,10 @@ async def test_node_guard_refuses_the_cordon_and_the_run_fails_unchanged(
         kube_api.set_node_ready("node-197", False)
     else:
         kube_api.add_node("node-197", unschedulable=True)
-    cfg = kube_config(tmp_path, kube_api, limits={"max_unavailable_nodes": max_unavailable})
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, limits={"max_unavailable_nodes": max_unavailable}) as d:
         run_id = await start(d, node_alert(condition="MemoryPressure"))
         run, approved = await walk(d, run_id)
-        assert approved == [
-            "node-status",
-            "cluster-health",
-            "longhorn-volumes",
-            "capacity",
-            "cordon",
-        ]  # health was within limits
+        assert approved == [*NODE_CHECKS, "cordon"]  # health was within limits
         assert run["state"] == "failed"
         error = steps_of(run)["cordon"]["error"]
         assert error.startswith(f"refusing to cordon control-plane node {NODE}") or error.startswith(
@@ -357,25 +349,15 @@ async def test_node_dry_run_records_exact_requests_and_changes_nothing(
 ) -> None:
     degraded_node(kube_api)
     before = {key: json.dumps(obj, sort_keys=True) for key, obj in kube_api.objects.items()}
-    cfg = kube_config(tmp_path, kube_api, dry_run=True)
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, dry_run=True) as d:
         run_id = await start(d, node_alert())
         run, approved = await walk(d, run_id)
         assert run["state"] == "succeeded" and run["dry_run"] is True, run
         # Reads run for real; the waits are skipped (nothing changed, nothing to wait for); the
         # uncordon finds the node schedulable and would send nothing.
-        assert approved == [
-            "node-status",
-            "cluster-health",
-            "longhorn-volumes",
-            "capacity",
-            "cordon",
-            "out-of-service",
-            "drain",
-            "uncordon",
-        ]
+        assert approved == [*NODE_CHECKS, "cordon", "out-of-service", "drain", "uncordon"]
         assert states(run)["wait-ready"] == "skipped" and states(run)["drain-incomplete"] == "skipped"
-        out = {k: s["output"] for k, s in steps_of(run).items()}
+        out = outputs(run)
 
         def described(requests: list[dict[str, Any]]) -> list[tuple[str, str, str, Any]]:
             for r in requests:
@@ -402,7 +384,7 @@ async def test_hostile_node_label_fails_the_first_step_before_any_request(
     tmp_path: Path, kube_api: KubeApiEmulator, node: str
 ) -> None:
     degraded_node(kube_api)
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, node_alert(node=node))
         await d.engine.wait_idle()
         run = await d.run(run_id)
@@ -421,7 +403,7 @@ async def test_hostile_node_label_fails_the_first_step_before_any_request(
 async def test_hostile_pvc_labels_fail_the_first_step_before_any_request(
     tmp_path: Path, kube_api: KubeApiEmulator, namespace: str, pvc: str
 ) -> None:
-    async with serve(tmp_path, RUNBOOKS, config=kube_config(tmp_path, kube_api)) as d:
+    async with daemon(tmp_path, kube_api) as d:
         run_id = await start(d, pvc_alert(namespace, pvc))
         await d.engine.wait_idle()
         run = await d.run(run_id)
@@ -458,16 +440,12 @@ async def test_node_pressure_waits_for_the_condition_to_clear_in_prometheus(
             'kube_node_status_condition{cluster="thanos-ha", status="false"} == 1', timeout=30
         )
 
-    cfg = kube_config(tmp_path, kube_api, prometheus={"url": prom.url, "timeout": "5s"})
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, prom) as d:
         run_id = await start(d, node_alert(condition="MemoryPressure"))
         run, approved = await walk(d, run_id, before={"wait-pressure-cleared": pressure_clears})
         assert run["state"] == "succeeded", run
         assert approved == [
-            "node-status",
-            "cluster-health",
-            "longhorn-volumes",
-            "capacity",
+            *NODE_CHECKS,
             "cordon",
             "drain",
             "wait-ready",
@@ -554,16 +532,15 @@ async def test_pvc_expanded_waited_for_and_verified(
         stats.set(13 * GI, 3.5 * GI)
         await prom.wait_for_async(RATIO, lambda r: float(r[0]["value"][1]) > 0.2)
 
-    cfg = kube_config(tmp_path, kube_api, prometheus={"url": prom.url, "timeout": "5s"})
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, prom) as d:
         run_id = await start(d, pvc_alert())
         assert (await d.run(run_id))["target"] == f"{NS}/{PVC}"
         run, approved = await walk(d, run_id, before={"verify": filesystem_grows})
         assert run["state"] == "succeeded", run
-        assert approved == ["pvc", "free-space", "growth", "longhorn-room", "expand", "wait-resize", "verify"]
+        assert approved == [*PVC_CHECKS, "longhorn-room", "expand", "wait-resize", "verify"]
         assert states(run)["person-must-act"] == "skipped"
         assert states(run)["opensearch-cause"] == "skipped"
-        out = {k: s["output"] for k, s in steps_of(run).items()}
+        out = outputs(run)
         assert out["pvc"]["allow_expansion"] is True and out["pvc"]["storage_class"] == "longhorn"
         assert [p["name"] for p in out["pvc"]["pods"]] == ["prometheus-0"]
         # Only this cluster's series: the other cluster's PVC of the same name is not ours.
@@ -591,12 +568,11 @@ async def test_pvc_without_expansion_reports_that_a_person_must_act(
 ) -> None:
     prom, _ = volume_prometheus
     pvc_cluster(kube_api, expandable=False)
-    cfg = kube_config(tmp_path, kube_api, prometheus={"url": prom.url, "timeout": "5s"})
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, prom) as d:
         run_id = await start(d, pvc_alert())
         run, approved = await walk(d, run_id)
         assert run["state"] == "succeeded", run
-        assert approved == ["pvc", "free-space", "growth", "person-must-act"]
+        assert approved == [*PVC_CHECKS, "person-must-act"]
         assert {k: v for k, v in states(run).items() if v == "skipped"} == {
             "opensearch-cause": "skipped",
             "longhorn-room": "skipped",
@@ -620,16 +596,10 @@ async def test_pvc_at_the_configured_cap_is_refused_and_the_run_fails(
 ) -> None:
     prom, _ = volume_prometheus
     pvc_cluster(kube_api, expandable=True)
-    cfg = kube_config(
-        tmp_path,
-        kube_api,
-        kubernetes={"max_pvc_size": "10Gi"},
-        prometheus={"url": prom.url, "timeout": "5s"},
-    )
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, prom, kubernetes={"max_pvc_size": "10Gi"}) as d:
         run_id = await start(d, pvc_alert())
         run, approved = await walk(d, run_id)
-        assert approved == ["pvc", "free-space", "growth", "longhorn-room", "person-must-act"]
+        assert approved == [*PVC_CHECKS, "longhorn-room", "person-must-act"]
         assert states(run)["longhorn-room"] == "failed" and states(run)["expand"] == "skipped"
         refusal = (
             f"refusing to expand {NS}/{PVC}: it is already at kubernetes.max_pvc_size 10Gi (from the config); "
@@ -647,10 +617,9 @@ async def test_pvc_growth_the_longhorn_disks_cannot_hold_is_refused_with_the_num
     leave the PVC resizing; runbookd refuses before asking, and the run reports the numbers."""
     prom, _ = volume_prometheus
     volume = pvc_cluster(kube_api, expandable=True, disk_available=26 * 10**9)
-    cfg = kube_config(tmp_path, kube_api, prometheus={"url": prom.url, "timeout": "5s"})
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, prom) as d:
         run, approved = await walk(d, await start(d, pvc_alert()))
-    assert approved == ["pvc", "free-space", "growth", "longhorn-room", "person-must-act"]
+    assert approved == [*PVC_CHECKS, "longhorn-room", "person-must-act"]
     assert states(run)["expand"] == "skipped"
     room = steps_of(run)["longhorn-room"]["output"]
     assert room["ok"] is False and room["growth_bytes"] == 3 * GI
@@ -674,8 +643,7 @@ async def test_pvc_in_logging_points_at_opensearch_retention(
     prom, _ = volume_prometheus
     kube_api.add_storage_class("longhorn", allow_expansion=False)
     kube_api.add_pvc("data-opensearch-0", "logging")
-    cfg = kube_config(tmp_path, kube_api, prometheus={"url": prom.url, "timeout": "5s"})
-    async with serve(tmp_path, RUNBOOKS, config=cfg) as d:
+    async with daemon(tmp_path, kube_api, prom) as d:
         run, _ = await walk(d, await start(d, pvc_alert(namespace="logging", pvc="data-opensearch-0")))
     note = steps_of(run)["opensearch-cause"]["output"]["message"]
     assert (
@@ -737,12 +705,9 @@ async def test_plan_renders_the_node_notready_example(tmp_path: Path, kube_api: 
         "drain_timeout": "10m",
         "recovery_timeout": "30m",
     }
-    steps = {s["id"]: s for s in run["steps"]}
+    steps = steps_of(run)
     assert list(steps) == [
-        "node-status",
-        "cluster-health",
-        "longhorn-volumes",
-        "capacity",
+        *NODE_CHECKS,
         "cordon",
         "out-of-service",
         "drain",
@@ -804,11 +769,9 @@ async def test_plan_renders_the_pvc_full_example(tmp_path: Path, kube_api: KubeA
         "cluster": "thanos-ha",
         "growth_percent": 30,
     }
-    steps = {s["id"]: s for s in run["steps"]}
+    steps = steps_of(run)
     assert list(steps) == [
-        "pvc",
-        "free-space",
-        "growth",
+        *PVC_CHECKS,
         "opensearch-cause",
         "longhorn-room",
         "expand",
@@ -858,7 +821,7 @@ async def test_plan_escapes_hostile_pvc_labels_in_queries(tmp_path: Path, kube_a
     alert = tmp_path / "hostile.json"
     alert.write_text(json.dumps(payload))
     result = json.loads(await run_plan(plan_config(tmp_path, kube_api), alert, "--output", "json"))
-    steps = {s["id"]: s for s in result["runs"][0]["steps"]}
+    steps = steps_of(result["runs"][0])
     assert 'persistentvolumeclaim="x\\"} or vector(1) or up{a=\\""' in steps["free-space"]["plan"]["query"]
     assert "DNS-1123 subdomain" in steps["pvc"]["error"]  # and the Kubernetes step refuses it outright
     assert kube_api.requests == []
