@@ -4,6 +4,10 @@ Every test runs the daemon as a subprocess on a state file that survives the kil
 HTTP and the CLI, and holds a step open with the test actions of ``tests/support/slow_actions.py``
 (loaded as a config plugin): the step appends a line to a "started" file when it starts, so the tests know
 it runs and how often it ran, and waits until the test creates its "release" file.
+
+Every test runs on SQLite and on PostgreSQL (``store_backend``): on PostgreSQL the daemon is a lone replica
+on a fresh database (state.url, a short HA lease), so after a ``kill -9`` its next start first waits for
+the dead process's lease to expire; ``restart`` waits until it leads and has recovered.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from support.runbookd import RunbookdProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0  # upper bound of every poll; nothing here is timed
+LEASE = {"lease": "4s", "renew": "1s"}
+"""PostgreSQL: a restart after kill -9 waits out the dead leader's lease (at most 4 s, not the default 15 s);
+3 s of freshness left to the leader between renewals on a busy CI machine."""
 
 
 # ------------------------------------------------------------------------------------------ runbooks, config
@@ -81,9 +88,10 @@ def marks(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def daemon(
-    runbookd_factory: Callable[..., RunbookdProcess], tmp_path: Path, marks: Path
+    runbookd_factory: Callable[..., RunbookdProcess], tmp_path: Path, marks: Path, store_backend: str
 ) -> Callable[..., RunbookdProcess]:
-    """``daemon()`` starts runbookd with the test runbooks and the slow_actions plugin, dry_run off."""
+    """``daemon()`` starts runbookd with the test runbooks and the slow_actions plugin, dry_run off, on
+    the SQLite file or on the test's PostgreSQL database (``store_backend``)."""
     rb_dir = tmp_path / "runbooks"
     rb_dir.mkdir()
     books = [
@@ -94,9 +102,14 @@ def daemon(
     ]
     for book in books:
         (rb_dir / f"{book['name']}.yaml").write_text(yaml.safe_dump(book, sort_keys=False))
+    if store_backend == "sqlite":
+        state: dict[str, Any] = {"path": str(tmp_path / "unused.db")}  # --state (the factory's) overrides it
+    else:
+        state = {"url": store_backend}  # state.url wins over --state
     config = {
         "plugins": ["tests.support.slow_actions"],
-        "state": {"path": str(tmp_path / "unused.db")},  # --state (the factory's state file) overrides it
+        "state": state,
+        **({} if store_backend == "sqlite" else {"ha": LEASE}),
         "runbooks": {"paths": [str(rb_dir)]},
         "dry_run": False,
         "auth": {
@@ -179,6 +192,18 @@ def wait_run(
     return dict(wait_until(f"run {run_id} {state} at {current}", probe, timeout))
 
 
+def restart(rb: RunbookdProcess) -> None:
+    """Start the stopped (or killed) daemon again on the same port and store; return once it leads and has
+    recovered (``routing_live``): on PostgreSQL only after the killed process's lease expired."""
+    rb.start()
+
+    def live() -> bool:
+        r = rb.get("/api/v1/status")
+        return r.status == 200 and bool(r.json()["routing_live"])
+
+    wait_until("the restarted daemon to lead and recover", live, WAIT)
+
+
 def approve(rb: RunbookdProcess, run_id: str, step_id: str) -> dict[str, Any]:
     """Approve over the HTTP API, bound to the plan hash currently shown."""
     plan_hash = step(get_run(rb, run_id), step_id)["plan_hash"]
@@ -229,7 +254,7 @@ def test_pending_approval_survives_kill9_with_its_deadline_and_plan(
     assert hold_before["deadline"] and hold_before["plan_hash"]
 
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()  # same port, same state file
+    restart(rb)  # same port, same store
 
     after = get_run(rb, run_id)
     assert after["state"] == "awaiting_approval"
@@ -273,7 +298,7 @@ def test_kill9_during_non_idempotent_step_needs_attention(
     first_pid = rb.pid
 
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()
+    restart(rb)
 
     run = get_run(rb, run_id)
     assert run["state"] == "needs_attention"
@@ -332,7 +357,7 @@ def test_kill9_during_idempotent_step_reruns_it(daemon: Callable[..., RunbookdPr
     first_pid = rb.pid
 
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()
+    restart(rb)
 
     # re-run on start without anyone approving again
     wait_until("the idempotent step to start again", lambda: len(lines(started)) == 2)
@@ -379,7 +404,7 @@ def test_duplicate_payload_cooldown_and_daily_limit_hold_across_kill9(
         daily_runs.append(run_id)
 
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()
+    restart(rb)
 
     # the duplicate again, after the crash: still the one run, attached
     after = post_alert(rb, same)
@@ -391,7 +416,7 @@ def test_duplicate_payload_cooldown_and_daily_limit_hold_across_kill9(
     approve(rb, cool_run, "say")
     wait_run(rb, cool_run, "succeeded")
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()
+    restart(rb)
 
     blocked = post_alert(rb, alert_payload("CooldownTest", "c1"))
     assert blocked["started"] == [] and blocked["attached"] == []
@@ -437,7 +462,7 @@ def test_sigterm_drains_the_running_step_then_exits_0(
     assert _wait_exit(rb) == 0
     assert "engine.cancelling_step" not in rb.log_text()
 
-    rb.start()
+    restart(rb)
     run = get_run(rb, run_id)
     hold = step(run, "hold")
     assert hold["state"] == "succeeded" and hold["attempts"] == 1
@@ -460,7 +485,7 @@ def test_sigterm_past_the_grace_cancels_the_step_and_the_next_start_asks_a_perso
     assert _wait_exit(rb) == 0
     assert "engine.cancelling_step" in rb.log_text()
 
-    rb.start()
+    restart(rb)
     run = get_run(rb, run_id)
     assert run["state"] == "needs_attention"
     assert step(run, "hold")["state"] == "awaiting_approval"
@@ -493,7 +518,7 @@ def test_sigterm_starts_no_new_step_while_draining(
     assert not (marks / "second.started").exists()
 
     (marks / "second.release").touch()
-    rb.start()
+    restart(rb)
     run = wait_run(rb, second, "awaiting_approval", "report")
     assert step(run, "hold")["attempts"] == 1
     assert "needs_attention" not in events(run)
