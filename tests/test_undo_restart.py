@@ -4,7 +4,9 @@
   shipped prometheus-scrape-failure runbook, real Prometheus and Alertmanager: the silence is expired).
 - Killed while an undo runs: an idempotent undo is run again; any other needs a person, who retries it.
 
-As in test_restart.py, steps are held open by the actions of ``tests/support/slow_actions.py``."""
+As in test_restart.py, steps are held open by the actions of ``tests/support/slow_actions.py``, and every
+test runs on SQLite and on PostgreSQL (``store_backend``: state.url and a short HA lease, so a start after
+``kill -9`` first waits out the dead process's lease; ``restart`` waits until it leads and has recovered)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,27 @@ from support.runbookd import RunbookdProcess, daemon_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = REPO_ROOT / "runbooks" / "prometheus-scrape-failure.yaml"
 WAIT = 30.0
+LEASE = {"lease": "4s", "renew": "1s"}
+"""PostgreSQL: a restart after kill -9 waits out the dead leader's lease (at most 4 s, not the default 15 s)."""
+
+
+def on_store(config: dict[str, Any], store_backend: str) -> dict[str, Any]:
+    """The config on the test's store: the SQLite file (``--state``) as it is, or the PostgreSQL database."""
+    if store_backend == "sqlite":
+        return config
+    return {**config, "state": {"url": store_backend}, "ha": LEASE}  # state.url wins over --state
+
+
+def restart(rb: RunbookdProcess) -> None:
+    """Start the killed daemon again on the same port and store; return once it leads and has recovered
+    (``routing_live``): on PostgreSQL only after the killed process's lease expired."""
+    rb.start()
+
+    def live() -> bool:
+        r = rb.get("/api/v1/status")
+        return r.status == 200 and bool(r.json()["routing_live"])
+
+    wait_until("the restarted daemon to lead and recover", live, WAIT)
 
 
 def get_run(rb: RunbookdProcess, run_id: str) -> dict[str, Any]:
@@ -85,6 +108,7 @@ def test_kill9_between_the_silence_and_the_end_still_expires_it(
     prometheus_factory: Callable[..., PrometheusServer],
     alertmanager_factory: Callable[..., AlertmanagerServer],
     runbookd_factory: Callable[..., RunbookdProcess],
+    store_backend: str,
 ) -> None:
     down = f"127.0.0.1:{closed_port()}"
     prom = prometheus_factory(
@@ -92,7 +116,8 @@ def test_kill9_between_the_silence_and_the_end_still_expires_it(
     )
     prom.wait_for('up{job="restart"} == 0', bool, timeout=60)
     am = alertmanager_factory()
-    rb = runbookd_factory(daemon_config(RUNBOOK, prometheus=prom.url, alertmanager=am.url, dry_run=False))
+    config = daemon_config(RUNBOOK, prometheus=prom.url, alertmanager=am.url, dry_run=False)
+    rb = runbookd_factory(on_store(config, store_backend))
     labels = {
         "alertname": "PrometheusScrapeFailure",
         "job": "restart",
@@ -115,7 +140,7 @@ def test_kill9_between_the_silence_and_the_end_still_expires_it(
     assert [s["status"]["state"] for s in am.silences() if s["id"] == silence_id] == ["active"]
 
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()
+    restart(rb)
 
     res = rb.cli("reject", run_id, "--reason", "the exporter is being replaced")
     assert res.returncode == 0, res.stderr
@@ -156,7 +181,7 @@ def _undo_runbook(name: str, alert: str, undo_action: str, marks: Path) -> dict[
 
 @pytest.fixture
 def undo_daemon(
-    runbookd_factory: Callable[..., RunbookdProcess], tmp_path: Path
+    runbookd_factory: Callable[..., RunbookdProcess], tmp_path: Path, store_backend: str
 ) -> tuple[RunbookdProcess, Path]:
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -180,7 +205,7 @@ def undo_daemon(
         "log": {"format": "json", "level": "info"},
     }
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return runbookd_factory(config, env={"PYTHONPATH": pythonpath}), marks
+    return runbookd_factory(on_store(config, store_backend), env={"PYTHONPATH": pythonpath}), marks
 
 
 def _to_running_undo(rb: RunbookdProcess, marks: Path, alert: str, name: str) -> str:
@@ -202,7 +227,7 @@ def test_kill9_during_a_non_idempotent_undo_needs_a_person_who_retries_it(
     first_pid = rb.pid
 
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()
+    restart(rb)
 
     run = get_run(rb, run_id)
     assert run["state"] == "needs_attention", run
@@ -225,7 +250,7 @@ def test_kill9_during_an_idempotent_undo_runs_it_again(undo_daemon: tuple[Runboo
     run_id = _to_running_undo(rb, marks, "UndoHoldIdempotent", "again")
 
     assert rb.kill9() == -signal.SIGKILL
-    rb.start()
+    restart(rb)
 
     wait_until("the undo to run again", lambda: len(lines(marks / "again.undo.started")) == 2, WAIT)
     run = get_run(rb, run_id)
