@@ -3,7 +3,8 @@ starts a run only when its ``when:`` is true, follows the schedules' restart rul
 result for ``GET /api/v1/checks``, ``runbookd checks`` and the metrics.
 
 The check's action is ``test.look`` (tests/support/check_actions.py): a read-only action whose answer,
-failure or hang the test sets, counting its calls. The daemon is the real app in-process, over HTTP."""
+failure or hang the test sets, counting its calls. The daemon is the real app in-process, over HTTP, on
+SQLite and on PostgreSQL (``store_backend``; the restarts reopen the same database)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from support.check_actions import Probe
 from support.inproc import TOKENS, Daemon, base_config, serve
@@ -21,6 +23,8 @@ from support.inproc import TOKENS, Daemon, base_config, serve
 from daemon.errors import RunbookError
 from daemon.kits.clock import FrozenClock
 from daemon.runbooks.loader import load_all
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on SQLite and on PostgreSQL
 
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 NIGHTLY = """
@@ -126,7 +130,9 @@ async def test_a_check_missed_while_down_runs_once_on_start(tmp_path: Path) -> N
     assert 'runbookd_check_last_fire_timestamp_seconds{runbook="nightly-look"} 1.8000684e+09' in text
 
 
-async def test_a_check_cut_off_by_a_stop_runs_once_on_the_next_start(tmp_path: Path) -> None:
+async def test_a_check_cut_off_by_a_stop_runs_once_on_the_next_start(
+    tmp_path: Path, store_backend: str
+) -> None:
     probe = Probe()
     probe.hang = True
     probe.items = ["pvc-a"]
@@ -139,7 +145,7 @@ async def test_a_check_cut_off_by_a_stop_runs_once_on_the_next_start(tmp_path: P
             await asyncio.sleep(0.01)
         await d.engine.stop(grace=0.1)  # the daemon stops while the check runs
         assert (await checks(d))["nightly-look"]["pending"] is True
-    assert await_runs_file(tmp_path) == 0
+    assert stored_runs(tmp_path, store_backend) == 0
     probe.hang = False
     async with serve(tmp_path, slow, registry=probe.registry(), clock=clock) as d:
         await d.engine.wait_idle()
@@ -151,9 +157,15 @@ async def test_a_check_cut_off_by_a_stop_runs_once_on_the_next_start(tmp_path: P
         assert c["outcome"] == "work" and c["pending"] is False and c["last_fire"] == "2027-01-16T03:00:00Z"
 
 
-def await_runs_file(tmp_path: Path) -> int:
+def stored_runs(tmp_path: Path, store_backend: str) -> int:
+    """Runs in the store, read directly while no daemon is serving it."""
     import sqlite3
 
+    if store_backend != "sqlite":
+        with psycopg.connect(store_backend, connect_timeout=10) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+            assert row is not None
+            return int(row[0])
     db = sqlite3.connect(tmp_path / "state.db")
     try:
         return int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
