@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from support.inproc import serve
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # on SQLite and on PostgreSQL (a lease released)
 
 RUNBOOK = {
     "noop": """
