@@ -2,8 +2,9 @@
 
 Every alert firing and none matching a trigger: the inbox row is written routed, with its receipt, in the
 intake's own commit; nothing is left for the router and no alert is recorded. Anything else (one matching
-alert, one resolved alert) is stored with its payload and routed after, as before. Both store backends;
-the engine is started without its background router, so "routed" is never a race with it."""
+alert, one resolved alert) is stored with its payload and routed after, as before. Both store backends
+(the ``engine`` fixture, ``store_backend`` for the in-process daemon, ``backend`` for the follower); the
+engine is started without its background router, so "routed" is never a race with it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from daemon.engine import routing
 from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
 from daemon.store.leadership import SoleLeader
-from daemon.store.sqlite import Store
 
 SCRAPE = """
 name: scrape
@@ -128,6 +128,7 @@ async def test_pruning_never_forgets_the_newest_receipt_so_numbers_are_not_reuse
     assert await _submit(engine, _payload(("DiskFull", "fp-3", "firing"))) == last + 1 > first
 
 
+@pytest.mark.usefixtures("store_backend")  # on SQLite and on PostgreSQL
 async def test_the_webhook_answers_with_the_settled_receipt(tmp_path: Path) -> None:
     async with serve(tmp_path, {"scrape": SCRAPE}) as d:
         status, body = await d.call(
@@ -176,9 +177,12 @@ class _Follower(SoleLeader):
         return False
 
 
-async def test_a_follower_leaves_even_an_unmatched_notification_to_the_leader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_follower_leaves_even_an_unmatched_notification_to_the_leader(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The leader's runbooks decide (a follower's may differ while the runbooks change)."""
-    store = await Store.open(tmp_path / "state.db")
+    store = await open_test_store(request, tmp_path, backend)
     try:
         follower = make_engine(tmp_path, store, {"scrape": SCRAPE}, leadership=_Follower())
         receipt = await _submit(follower, _payload(("DiskFull", "fp-1", "firing")))
