@@ -167,3 +167,158 @@ async def test_the_queue_is_sent_when_it_grows_large(
             )
         assert len(handoffs) == 2  # not held until COMMIT
     assert len(_kv(tmp_path / "state.db")) == len(rows)
+
+
+# Found by review (each failed before the fix): errors that are not sqlite3's, cancellations, savepoints.
+
+
+def _in_transaction_elsewhere(db: Path) -> bool:
+    """Whether another connection holds the write lock (the engine's left inside a transaction)."""
+    conn = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+async def test_a_value_sqlite_cannot_take_sent_with_commit_is_rolled_back(
+    store: Store, tmp_path: Path
+) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        async with store.transaction() as tx:
+            await tx.kv_put("t", "a", {"v": 1})
+            await tx.db.execute(
+                "UPDATE runs SET outcome = ? WHERE id = 'none'", ("\ud800",)
+            )  # a lone surrogate
+    assert not _in_transaction_elsewhere(tmp_path / "state.db")
+    assert _kv(tmp_path / "state.db") == {}
+    async with store.transaction() as tx:
+        await tx.kv_put("t", "b", {"v": 2})
+    assert _kv(tmp_path / "state.db") == {"b": '{"v": 2}'}
+
+
+def _slow_handoffs(monkeypatch: pytest.MonkeyPatch, when: Any) -> asyncio.Event:
+    """Hand-offs for which ``when(queued)`` holds still reach the thread at once, but their caller waits
+    30 s for the answer (to be cancelled meanwhile). Set: one such hand-off began."""
+    real = sqlite_store._on_thread
+    began = asyncio.Event()
+
+    async def slow(db: aiosqlite.Connection, fn: Any, queued: Any, read: Any) -> Any:
+        inner = asyncio.ensure_future(real(db, fn, queued, read))
+        if not when(queued):
+            return await inner
+        began.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.wait([inner])  # it ran on the thread, whatever became of its caller
+        return inner.result()
+
+    monkeypatch.setattr(sqlite_store, "_on_thread", slow)
+    return began
+
+
+async def test_cancelled_while_a_failing_commit_is_on_its_way_rolls_back(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON kv WHEN NEW.key = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    began = _slow_handoffs(monkeypatch, lambda queued: any(sql == "COMMIT" for sql, _, _ in queued))
+
+    async def body() -> None:
+        async with store.transaction() as tx:
+            await tx.kv_put("t", "a", {"v": 1})
+            await tx.kv_put("t", "bad", {"v": 2})  # fails on the thread: COMMIT never runs
+
+    task = asyncio.create_task(body())
+    await began.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert not _in_transaction_elsewhere(tmp_path / "state.db")
+    async with store.transaction() as tx:
+        await tx.kv_put("t", "b", {"v": 3})
+    assert _kv(tmp_path / "state.db") == {"b": '{"v": 3}'}
+
+
+async def test_a_read_given_up_by_its_caller_fails_the_transaction(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body that times a read out and goes on: the writes sent with that read may or may not have run,
+    so the transaction must not commit what came after as if they had."""
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON kv WHEN NEW.key = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    _slow_handoffs(monkeypatch, lambda queued: any(p == ("t", "bad", "{}") for _, p, _ in queued))
+    with pytest.raises(StoreUnavailable, match="did not all run"):
+        async with store.transaction() as tx:
+            await tx.kv_put("t", "a", {"v": 1})
+            await tx.db.execute("INSERT INTO kv (namespace, key, value) VALUES (?,?,?)", ("t", "bad", "{}"))
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await tx.kv_get("t", "a")
+            await tx.kv_put("t", "c", {"v": 3})
+    monkeypatch.undo()
+    assert _kv(tmp_path / "state.db") == {}
+    assert not _in_transaction_elsewhere(tmp_path / "state.db")
+
+
+async def test_a_statement_fails_inside_the_savepoint_it_was_made_in(store: Store, tmp_path: Path) -> None:
+    """Routing's fallback routes notifications one by one, each in a savepoint, and sets aside the one
+    that fails: a write-only error of the first must not surface in (and be blamed on) the second."""
+    outcomes: dict[str, str] = {}
+    async with store.transaction() as tx:
+        for name in ("A", "B", "C"):
+            try:
+                async with tx.savepoint("route_one"):
+                    await tx.kv_get("t", f"ref-{name}")
+                    await tx.kv_put("t", f"run-of-{name}", {"started": True})
+                    if name == "A":  # a value SQLite cannot bind, in a write nothing reads back
+                        await tx.db.execute("UPDATE runs SET outcome = ? WHERE id = 'none'", ("\ud800",))
+                outcomes[name] = "routed"
+            except UnicodeEncodeError:
+                outcomes[name] = "set aside"
+    assert outcomes == {"A": "set aside", "B": "routed", "C": "routed"}
+    assert sorted(_kv(tmp_path / "state.db")) == ["run-of-B", "run-of-C"]
+
+
+async def test_the_intake_connection_is_configured_whole_or_opened_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[list[str]] = []
+
+    class FailsSynchronousOnce(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+            pragmas = opened[-1]
+            pragmas.append(sql)
+            if sql == "PRAGMA synchronous=FULL" and len(opened) == 1:
+                raise sqlite3.OperationalError("disk I/O error")
+            return super().execute(sql, *args)
+
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append([])
+        return real_connect(*args, factory=FailsSynchronousOnce, **kwargs)
+
+    store = await Store.open(tmp_path / "state.db")
+    try:
+        monkeypatch.setattr(sqlite_store.sqlite3, "connect", connect)
+        with pytest.raises(StoreUnavailable, match="disk I/O error"):
+            await store.append_inbox([(1.0, 1, "{}", None, None)])
+        assert await store.append_inbox([(1.0, 1, "{}", None, None)]) == 1
+        assert len(opened) == 2  # the half-configured connection was not kept
+        assert "PRAGMA synchronous=FULL" in opened[1]
+    finally:
+        monkeypatch.undo()
+        await store.close()

@@ -23,13 +23,21 @@ Row: TypeAlias = Any
 
 
 class SqlDb(Protocol):
-    """The statement-level calls ``Tx`` makes (aiosqlite's connection has them; so does the PG adapter)."""
+    """The statement-level calls ``Tx`` makes: SQLite's ``_WriteBehind`` and PostgreSQL's ``PgDb`` have them."""
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Awaitable[Any]: ...
 
     def execute_fetchall(self, sql: str, parameters: Any = ..., /) -> Awaitable[Iterable[Row]]: ...
 
     def executemany(self, sql: str, parameters: Iterable[Iterable[Any]], /) -> Awaitable[Any]: ...
+
+    def flush(self) -> Awaitable[None]:
+        """Send statements still queued (SQLite's write-behind; nothing to do where none are)."""
+        ...
+
+    def rollback_to(self, savepoint: str, /) -> Awaitable[None]:
+        """``ROLLBACK TO`` and ``RELEASE`` the savepoint, now."""
+        ...
 
 
 class Fence(Protocol):

@@ -133,6 +133,13 @@ class PgDb:
         except psycopg.Error as exc:
             raise StoreUnavailable(f"state store error: {_safe(exc)}") from exc
 
+    async def flush(self) -> None:
+        return None  # every statement was sent when it was made
+
+    async def rollback_to(self, savepoint: str, /) -> None:
+        await self.execute(f"ROLLBACK TO {savepoint}")
+        await self.execute(f"RELEASE {savepoint}")
+
 
 class PgTx(Tx):
     """``Tx`` on PostgreSQL: the same SQL, plus what only a shared store needs."""

@@ -420,13 +420,16 @@ class Tx:
 
     @asynccontextmanager
     async def savepoint(self, name: str) -> AsyncIterator[None]:
-        """A nested transaction: on error, undo only what was done inside it, and re-raise."""
+        """A nested transaction: on error, undo only what was done inside it, and re-raise. On SQLite,
+        statements still queued are sent as it begins and before it ends (``_WriteBehind``), so that a
+        statement fails inside the savepoint it was made in."""
+        await self.db.flush()
         await self.db.execute(f"SAVEPOINT {name}")
         try:
             yield
+            await self.db.flush()
         except BaseException:
-            await self.db.execute(f"ROLLBACK TO {name}")
-            await self.db.execute(f"RELEASE {name}")
+            await self.db.rollback_to(name)
             raise
         await self.db.execute(f"RELEASE {name}")
 
@@ -670,9 +673,7 @@ def _intake_thread(jobs: queue.SimpleQueue[_IntakeJob | None], path: Path, busy_
             rows, loop, done = job
             try:
                 if conn is None:  # opened here, so that a failure to open is a 503 too
-                    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-                    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-                    conn.execute("PRAGMA synchronous=FULL")  # journal_mode=WAL is the file's: set at open
+                    conn = _open_intake(path, busy_timeout)
                 first = _append_batch(conn, rows)
             except BaseException as exc:  # handed to the waiting request: 503
                 _answer(loop, done, None, exc)
@@ -681,6 +682,18 @@ def _intake_thread(jobs: queue.SimpleQueue[_IntakeJob | None], path: Path, busy_
     finally:
         if conn is not None:
             conn.close()
+
+
+def _open_intake(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """The intake thread's connection, configured whole or not at all."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        conn.execute("PRAGMA synchronous=FULL")  # journal_mode=WAL is the file's: set at open
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _append_batch(conn: sqlite3.Connection, rows: Sequence[InboxRow]) -> int:  # on the intake thread
@@ -741,10 +754,13 @@ class _WriteBehind:
     made 14 of them (bench/README.md, "Fewer hand-offs per transaction").
 
     The thread runs the queue in order, so a read sees every write before it. A queued statement's error
-    is raised by the read or commit that sent it; from then on every read and the commit raise it again
-    and nothing more is sent (writes are dropped): whoever catches the error cannot go on writing as if
-    the transaction were still whole. Any store error rolls the whole transaction back (``transaction``),
-    so an error raised a few statements later changes where it is raised, not what is kept."""
+    (or a cancellation while the queue was on its way) is raised by the read or commit that sent it; from
+    then on every read and the commit fail too and nothing more is sent (writes are dropped): whoever
+    catches the error cannot go on writing as if the transaction were still whole, and ``transaction``
+    rolls it back. A savepoint is the one way back: it sends the queue when it begins and before it ends
+    (``Tx.savepoint``), so a statement made inside it fails inside it, and rolling back to it (which
+    undoes everything sent since it began, and nothing was dropped before it) makes the transaction
+    whole again."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -753,6 +769,7 @@ class _WriteBehind:
         self.sent = False
         """Something reached SQLite (BEGIN included): a rollback has something to undo."""
         self._failed: sqlite3.Error | None = None
+        """Why the queue could not be sent whole: every later read and the commit raise it."""
 
     async def execute(self, sql: str, parameters: Any = (), /) -> None:
         if self._failed is None:
@@ -772,6 +789,21 @@ class _WriteBehind:
     async def execute_fetchall(self, sql: str, parameters: Any = (), /) -> list[Row]:
         return await self._send((sql, parameters))
 
+    async def flush(self) -> None:
+        """Send what is queued now (raise its error here)."""
+        if self._failed is not None:
+            raise self._failed
+        if self._queued:
+            await self._send(None)
+
+    async def rollback_to(self, savepoint: str) -> None:
+        """Undo everything since ``savepoint`` began, and release it; the transaction is whole again."""
+        self._queued, self._rows = [], 0  # made inside the savepoint: undone with it
+        rollback = [(f"ROLLBACK TO {savepoint}", (), False), (f"RELEASE {savepoint}", (), False)]
+        self.sent = True
+        await _on_thread(self._db, _run_queued, rollback, None)
+        self._failed = None
+
     async def commit(self) -> None:
         await self.execute("COMMIT")
         await self._send(None)
@@ -783,8 +815,14 @@ class _WriteBehind:
         self.sent = True
         try:
             return await _on_thread(self._db, _run_queued, queued, read)
-        except sqlite3.Error as exc:
-            self._failed = exc
+        except BaseException as exc:  # cancelled too: what of the queue ran is not known here
+            self._failed = (
+                exc
+                if isinstance(exc, sqlite3.Error)
+                else sqlite3.OperationalError(
+                    f"statements sent together did not all run ({type(exc).__name__}: {exc})"
+                )
+            )
             raise
 
 
@@ -869,6 +907,9 @@ class Store:
             except sqlite3.Error as exc:
                 await self._rollback(db)
                 raise StoreUnavailable(f"state store could not commit: {exc}") from exc
+            except BaseException:  # a value SQLite cannot take (sent with COMMIT), or a cancellation
+                await self._rollback(db)
+                raise
 
     async def _rollback(self, db: _WriteBehind) -> None:
         if db.sent:  # else BEGIN never reached SQLite: nothing to undo
