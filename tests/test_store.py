@@ -259,6 +259,26 @@ async def test_a_nul_character_in_text_never_makes_the_store_unavailable(store: 
     assert steps[0].error in ("remote said: a\x00b", "remote said: a\ufffdb")
 
 
+async def test_a_lone_surrogate_in_text_never_fails_a_statement(store: StateStore) -> None:
+    """Review: JSON from a remote system may escape a lone surrogate ("\\ud800"), which json.loads keeps
+    and neither SQLite nor psycopg can encode: a step's result carrying such an error message could never
+    be recorded (the same error on every try). It is stored with U+FFFD in its place, on both stores, in
+    single statements, many-row statements and reads alike."""
+    step = _step()
+    step.error = "remote said: \ud800oops"
+    async with store.transaction() as tx:
+        await tx.save_run(_run(outcome="failed: \udfff"))
+        await tx.save_step(step)
+        await tx.add_events([EventRecord("r1", 1.0, "step_failed", "runbookd", {"error": "\ud800"})])
+        await tx.kv_put("ns", "k\ud800", {"v": 1})
+        assert await tx.kv_get("ns", "k\ud800") == {"v": 1}  # a read's parameters too
+    async with store.transaction() as tx:
+        run = await tx.get_run("r1")
+        steps = await tx.steps_of("r1")
+    assert run is not None and run.outcome == "failed: \ufffd"
+    assert steps[0].error == "remote said: \ufffdoops"
+
+
 async def test_commits_are_durable_on_disk_on_both_stores(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

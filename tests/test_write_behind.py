@@ -188,12 +188,12 @@ def _in_transaction_elsewhere(db: Path) -> bool:
 async def test_a_value_sqlite_cannot_take_sent_with_commit_is_rolled_back(
     store: Store, tmp_path: Path
 ) -> None:
-    with pytest.raises(UnicodeEncodeError):
+    with pytest.raises(OverflowError):
         async with store.transaction() as tx:
             await tx.kv_put("t", "a", {"v": 1})
             await tx.db.execute(
-                "UPDATE runs SET outcome = ? WHERE id = 'none'", ("\ud800",)
-            )  # a lone surrogate
+                "UPDATE runs SET current_step = ? WHERE id = 'none'", (2**64,)
+            )  # over 64 bits
     assert not _in_transaction_elsewhere(tmp_path / "state.db")
     assert _kv(tmp_path / "state.db") == {}
     async with store.transaction() as tx:
@@ -284,9 +284,9 @@ async def test_a_statement_fails_inside_the_savepoint_it_was_made_in(store: Stor
                     await tx.kv_get("t", f"ref-{name}")
                     await tx.kv_put("t", f"run-of-{name}", {"started": True})
                     if name == "A":  # a value SQLite cannot bind, in a write nothing reads back
-                        await tx.db.execute("UPDATE runs SET outcome = ? WHERE id = 'none'", ("\ud800",))
+                        await tx.db.execute("UPDATE runs SET current_step = ? WHERE id = 'none'", (2**64,))
                 outcomes[name] = "routed"
-            except UnicodeEncodeError:
+            except OverflowError:
                 outcomes[name] = "set aside"
     assert outcomes == {"A": "set aside", "B": "routed", "C": "routed"}
     assert sorted(_kv(tmp_path / "state.db")) == ["run-of-B", "run-of-C"]

@@ -7,6 +7,7 @@ placeholders. A new store method written once in ``Tx`` therefore works on both 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -20,6 +21,33 @@ at intake (``routed_at`` and ``result`` set) when none of its alerts is anything
 
 Row: TypeAlias = Any
 """A result row: ``sqlite3.Row`` or the PostgreSQL adapter's row; both read as ``row["col"]`` and ``row[i]``."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(parameters: Iterable[Any], *, nul: bool = False) -> tuple[Any, ...]:
+    """Statement parameters as a store can take them. A lone surrogate (JSON from a remote system may
+    escape one, ``"\\ud800"``, and ``json.loads`` keeps it) cannot be encoded as UTF-8, and PostgreSQL
+    text cannot hold NUL (``nul``): either would fail the statement on every try, so that, say, a step's
+    result carrying a remote error message could never be recorded. Each becomes U+FFFD, as a decoder
+    does with bytes it cannot read. The API refuses both at the door; this is for what came from
+    elsewhere."""
+    values = parameters if type(parameters) is tuple else tuple(parameters)
+    if any(isinstance(v, str) and _unstorable(v, nul) for v in values):
+        return tuple(_storable_text(v, nul) if isinstance(v, str) else v for v in values)
+    return values
+
+
+def _unstorable(text: str, nul: bool) -> bool:
+    if nul and "\x00" in text:
+        return True
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _storable_text(text: str, nul: bool) -> str:
+    text = _SURROGATE.sub("\ufffd", text)
+    return text.replace("\x00", "\ufffd") if nul else text
 
 
 class SqlDb(Protocol):

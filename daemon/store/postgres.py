@@ -20,7 +20,7 @@ from psycopg.rows import RowMaker
 
 from daemon.errors import StoreUnavailable
 from daemon.store import migrations
-from daemon.store.base import Fence, InboxRow, Row
+from daemon.store.base import Fence, InboxRow, Row, storable
 from daemon.store.sqlite import SCHEMA, Tx
 
 log = structlog.get_logger("runbookd.store")
@@ -97,11 +97,8 @@ def _params(parameters: Any) -> tuple[Any, ...]:
     """The parameters as psycopg takes them. PostgreSQL cannot store a NUL character in text, and psycopg
     refuses one before sending: a deterministic error that would be reported as "store unavailable, retry"
     (routing, say, retrying one record for ever). The API refuses NUL at the door; whatever still carries
-    one (a remote system's error message) is kept with U+FFFD in its place."""
-    values = tuple(parameters or ())
-    if any(isinstance(v, str) and "\x00" in v for v in values):
-        return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in values)
-    return values
+    one (a remote system's error message) is kept with U+FFFD in its place (``storable``)."""
+    return storable(parameters or (), nul=True)
 
 
 class PgDb:

@@ -25,7 +25,7 @@ import aiosqlite
 
 from daemon.errors import StoreUnavailable
 from daemon.store import migrations
-from daemon.store.base import Fence, InboxRow, Row, SqlDb, StateStore
+from daemon.store.base import Fence, InboxRow, Row, SqlDb, StateStore, storable
 from daemon.store.records import (
     ApprovalRecord,
     EventRecord,
@@ -423,8 +423,8 @@ class Tx:
         """A nested transaction: on error, undo only what was done inside it, and re-raise. On SQLite,
         statements still queued are sent as it begins and before it ends (``_WriteBehind``), so that a
         statement fails inside the savepoint it was made in."""
-        await self.db.flush()
         await self.db.execute(f"SAVEPOINT {name}")
+        await self.db.flush()  # what came before fails here, outside it; the savepoint exists from now
         try:
             yield
             await self.db.flush()
@@ -773,21 +773,21 @@ class _WriteBehind:
 
     async def execute(self, sql: str, parameters: Any = (), /) -> None:
         if self._failed is None:
-            self._queued.append((sql, parameters, False))
+            self._queued.append((sql, storable(parameters), False))
             self._rows += 1
             if self._rows >= _QUEUE_ROWS:
                 await self._send(None)
 
     async def executemany(self, sql: str, parameters: Any, /) -> None:
         if self._failed is None:
-            rows = list(parameters)
+            rows = [storable(row) for row in parameters]
             self._queued.append((sql, rows, True))
             self._rows += len(rows)
             if self._rows >= _QUEUE_ROWS:
                 await self._send(None)
 
     async def execute_fetchall(self, sql: str, parameters: Any = (), /) -> list[Row]:
-        return await self._send((sql, parameters))
+        return await self._send((sql, storable(parameters)))
 
     async def flush(self) -> None:
         """Send what is queued now (raise its error here)."""
