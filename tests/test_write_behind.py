@@ -322,3 +322,29 @@ async def test_the_intake_connection_is_configured_whole_or_opened_again(
     finally:
         monkeypatch.undo()
         await store.close()
+
+
+async def test_a_savepoint_that_cannot_roll_back_fails_the_transaction(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sqlite_store._run_queued
+
+    def refuse_rollback_to(conn: sqlite3.Connection, queued: Any, read: Any) -> Any:
+        if any(sql.startswith("ROLLBACK TO") for sql, _, _ in queued):
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(conn, queued, read)
+
+    monkeypatch.setattr(sqlite_store, "_run_queued", refuse_rollback_to)
+    with pytest.raises(StoreUnavailable, match="disk I/O error"):
+        async with store.transaction() as tx:
+            await tx.kv_put("t", "a", {"v": 1})
+            try:
+                async with tx.savepoint("sp"):
+                    await tx.kv_put("t", "b", {"v": 2})
+                    await tx.kv_get("t", "b")  # sent: SQLite holds b, to be undone
+                    raise ValueError("bad notification")
+            except (ValueError, sqlite3.Error):
+                pass  # a caller that goes on: b is still there, so nothing may commit
+            await tx.kv_put("t", "c", {"v": 3})
+    monkeypatch.undo()
+    assert _kv(tmp_path / "state.db") == {}

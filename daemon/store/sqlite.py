@@ -801,7 +801,11 @@ class _WriteBehind:
         self._queued, self._rows = [], 0  # made inside the savepoint: undone with it
         rollback = [(f"ROLLBACK TO {savepoint}", (), False), (f"RELEASE {savepoint}", (), False)]
         self.sent = True
-        await _on_thread(self._db, _run_queued, rollback, None)
+        try:
+            await _on_thread(self._db, _run_queued, rollback, None)
+        except BaseException as exc:  # not whole again: the transaction fails as for a lost hand-off
+            self._failed = exc if isinstance(exc, sqlite3.Error) else sqlite3.OperationalError(str(exc))
+            raise
         self._failed = None
 
     async def commit(self) -> None:
