@@ -34,15 +34,11 @@ def storable(parameters: Iterable[Any], *, nul: bool = False) -> tuple[Any, ...]
     does with bytes it cannot read. The API refuses both at the door; this is for what came from
     elsewhere."""
     values = parameters if type(parameters) is tuple else tuple(parameters)
-    if any(isinstance(v, str) and _unstorable(v, nul) for v in values):
-        return tuple(_storable_text(v, nul) if isinstance(v, str) else v for v in values)
+    for v in values:  # a plain loop: every statement's parameters pass here (any() over a generator
+        # cost a tenth of routing's time)
+        if isinstance(v, str) and ((not v.isascii() and _SURROGATE.search(v)) or (nul and "\x00" in v)):
+            return tuple(_storable_text(v, nul) if isinstance(v, str) else v for v in values)
     return values
-
-
-def _unstorable(text: str, nul: bool) -> bool:
-    if nul and "\x00" in text:
-        return True
-    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def _storable_text(text: str, nul: bool) -> str:
