@@ -67,6 +67,7 @@ class Lookahead:
                     held[mark] = left
                 else:
                     del held[mark]
+
     def is_clear(self, seq: int) -> bool:
         return seq in self._clear
 

@@ -804,7 +804,7 @@ class _WriteBehind:
         try:
             await _on_thread(self._db, _run_queued, rollback, None)
         except BaseException as exc:  # not whole again: the transaction fails as for a lost hand-off
-            self._failed = exc if isinstance(exc, sqlite3.Error) else sqlite3.OperationalError(str(exc))
+            self._failed = _lost(exc)
             raise
         self._failed = None
 
@@ -820,14 +820,15 @@ class _WriteBehind:
         try:
             return await _on_thread(self._db, _run_queued, queued, read)
         except BaseException as exc:  # cancelled too: what of the queue ran is not known here
-            self._failed = (
-                exc
-                if isinstance(exc, sqlite3.Error)
-                else sqlite3.OperationalError(
-                    f"statements sent together did not all run ({type(exc).__name__}: {exc})"
-                )
-            )
+            self._failed = _lost(exc)
             raise
+
+
+def _lost(exc: BaseException) -> sqlite3.Error:
+    """What every later read and the commit of a transaction raise once a hand-off failed with ``exc``."""
+    if isinstance(exc, sqlite3.Error):
+        return exc
+    return sqlite3.OperationalError(f"statements sent together did not all run ({type(exc).__name__}: {exc})")
 
 
 def _run_queued(
