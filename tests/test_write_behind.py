@@ -292,38 +292,6 @@ async def test_a_statement_fails_inside_the_savepoint_it_was_made_in(store: Stor
     assert sorted(_kv(tmp_path / "state.db")) == ["run-of-B", "run-of-C"]
 
 
-async def test_the_intake_connection_is_configured_whole_or_opened_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened: list[list[str]] = []
-
-    class FailsSynchronousOnce(sqlite3.Connection):
-        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
-            pragmas = opened[-1]
-            pragmas.append(sql)
-            if sql == "PRAGMA synchronous=FULL" and len(opened) == 1:
-                raise sqlite3.OperationalError("disk I/O error")
-            return super().execute(sql, *args)
-
-    real_connect = sqlite3.connect
-
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        opened.append([])
-        return real_connect(*args, factory=FailsSynchronousOnce, **kwargs)
-
-    store = await Store.open(tmp_path / "state.db")
-    try:
-        monkeypatch.setattr(sqlite_store.sqlite3, "connect", connect)
-        with pytest.raises(StoreUnavailable, match="disk I/O error"):
-            await store.append_inbox([(1.0, 1, "{}", None, None)])
-        assert await store.append_inbox([(1.0, 1, "{}", None, None)]) == 1
-        assert len(opened) == 2  # the half-configured connection was not kept
-        assert "PRAGMA synchronous=FULL" in opened[1]
-    finally:
-        monkeypatch.undo()
-        await store.close()
-
-
 async def test_a_savepoint_that_cannot_roll_back_fails_the_transaction(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

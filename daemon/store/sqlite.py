@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import queue
 import sqlite3
-import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, fields
@@ -26,6 +23,7 @@ import aiosqlite
 from daemon.errors import StoreUnavailable
 from daemon.store import migrations
 from daemon.store.base import Fence, InboxRow, Row, SqlDb, StateStore, storable
+from daemon.store.intake import IntakeWriter
 from daemon.store.records import (
     ApprovalRecord,
     EventRecord,
@@ -97,20 +95,6 @@ _LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) AS n FROM inbox"
 _event_detail = json.JSONEncoder(sort_keys=True, default=str).encode
 """An event's detail as stored (``json.dumps(detail, sort_keys=True, default=str)`` builds this encoder
 anew on each call: a third of the cost for the small details a routing batch writes by the thousand)."""
-
-
-_INBOX_COLUMNS = 5
-"""Values per row of ``_inbox_insert``."""
-
-
-@functools.lru_cache(maxsize=512)
-def _inbox_insert(rows: int) -> str:
-    """One INSERT of ``rows`` inbox rows, numbered by SQLite: each gets the largest receipt so far + 1
-    (the rowid rule; ``prune_inbox`` keeps the newest row, so no number is given twice)."""
-    return (
-        "INSERT INTO inbox (received_at, alerts, payload, routed_at, result) VALUES "  # noqa: S608
-        + ", ".join(["(?,?,?,?,?)"] * rows)
-    )
 
 
 _MARK_ROUTED = "UPDATE inbox SET routed_at = ?, result = ?, payload = '' WHERE seq = ?"
@@ -603,143 +587,6 @@ def _undo_from_row(row: Row) -> UndoRecord:
     return UndoRecord(**values)
 
 
-class _IntakeWriter:
-    """The inbox's own connection to the state file, used from a thread of its own: a batch of
-    notifications is numbered, inserted and committed (fsynced) in one hand-off from the event loop,
-    instead of one per statement. The caller holds the store's lock, so it never writes beside the
-    engine's connection (SQLite has one writer).
-
-    The thread is a plain one fed by a queue, not an executor: every step of a hand-off that runs Python
-    on the thread needs the GIL back from the busy event loop, and an executor's hand-off takes several
-    such steps (its work queue, its future's lock and callbacks). Here the thread takes the GIL back
-    once for the batch's one statement and once to answer (``call_soon_threadsafe``). Measured
-    (bench/README.md, "Plans keyed by what templates read..."): commit wall time p50 0.455 -> 0.384 ms;
-    intake rate ~10% higher at most, inside the noise."""
-
-    def __init__(self, path: Path, busy_timeout: float) -> None:
-        self._path, self._busy_timeout = path, busy_timeout
-        self._jobs: queue.SimpleQueue[_IntakeJob | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        # A store dropped without close() still ends its thread (which holds no reference to this object).
-        weakref.finalize(self, self._jobs.put, None)
-
-    async def append(self, rows: Sequence[InboxRow]) -> int:
-        """Called holding the store's lock, which is held until the thread is done even if the caller is
-        cancelled: the engine's connection must not find the file locked by this one."""
-        if self._closed:
-            raise StoreUnavailable("the state store is closed")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[int] = loop.create_future()
-        if self._thread is None or not self._thread.is_alive():
-            thread = threading.Thread(
-                target=_intake_thread,
-                args=(self._jobs, self._path, self._busy_timeout),
-                name="runbookd-intake",
-                daemon=True,
-            )
-            try:
-                thread.start()
-            except RuntimeError as exc:  # the process may start no more threads (its limit): 503
-                raise StoreUnavailable(f"cannot start the intake thread: {exc}") from exc
-            self._thread = thread
-        self._jobs.put((rows, loop, done))
-        try:
-            return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            while not done.done():  # however often the caller is cancelled, the lock waits for the thread
-                with suppress(asyncio.CancelledError):
-                    await asyncio.wait([done])
-            raise
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"state store could not store the notifications: {exc}") from exc
-
-    async def close(self) -> None:
-        """Called holding the store's lock: no write is in progress or can start after this. The thread
-        closes its connection and ends."""
-        self._closed = True
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._jobs.put(None)
-        await asyncio.to_thread(thread.join, 10.0)  # at once: nothing is queued behind the lock
-
-
-def _intake_thread(jobs: queue.SimpleQueue[_IntakeJob | None], path: Path, busy_timeout: float) -> None:
-    """The intake thread: one connection of its own, a batch per job, until ``None``."""
-    conn: sqlite3.Connection | None = None
-    try:
-        while (job := jobs.get()) is not None:
-            rows, loop, done = job
-            try:
-                if conn is None:  # opened here, so that a failure to open is a 503 too
-                    conn = _open_intake(path, busy_timeout)
-                first = _append_batch(conn, rows)
-            except BaseException as exc:  # handed to the waiting request: 503
-                _answer(loop, done, None, exc)
-            else:
-                _answer(loop, done, first, None)
-    finally:
-        if conn is not None:
-            conn.close()
-
-
-def _open_intake(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """The intake thread's connection, configured whole or not at all."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        conn.execute("PRAGMA synchronous=FULL")  # journal_mode=WAL is the file's: set at open
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _append_batch(conn: sqlite3.Connection, rows: Sequence[InboxRow]) -> int:  # on the intake thread
-    # One statement, its own transaction (autocommit): the thread takes the GIL back once per batch
-    # (the busy event loop holds it for up to a switch interval each time), not once per statement.
-    # A batch over the statement's variable limit (999 before SQLite 3.32) is split in one transaction.
-    per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _INBOX_COLUMNS)
-    if len(rows) <= per:
-        return _insert_inbox(conn, rows)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        firsts = [_insert_inbox(conn, rows[i : i + per]) for i in range(0, len(rows), per)]
-        conn.execute("COMMIT")
-    except BaseException:
-        with suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    return firsts[0]
-
-
-def _insert_inbox(conn: sqlite3.Connection, rows: Sequence[InboxRow]) -> int:
-    """One INSERT of ``rows``; the receipt SQLite gave the first of them."""
-    last = conn.execute(_inbox_insert(len(rows)), [v for row in rows for v in row]).lastrowid
-    return int(last or 0) - len(rows) + 1
-
-
-_IntakeJob = tuple[Sequence[InboxRow], asyncio.AbstractEventLoop, "asyncio.Future[int]"]
-
-
-def _answer(
-    loop: asyncio.AbstractEventLoop, done: asyncio.Future[int], first: int | None, exc: BaseException | None
-) -> None:
-    """From the intake thread: settle ``done`` on its loop (if that loop still runs)."""
-
-    def settle() -> None:
-        if done.done():
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(first or 0)
-
-    with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-        loop.call_soon_threadsafe(settle)
-
-
 _QUEUE_ROWS = 2_000
 """``_WriteBehind`` sends its queue once it holds this many rows (a store copy queues whole tables)."""
 
@@ -864,7 +711,7 @@ class Store:
         self._db = db
         self._lock = asyncio.Lock()
         self.path = path
-        self._intake = _IntakeWriter(path, busy_timeout) if str(path) != ":memory:" else None
+        self._intake = IntakeWriter(path, busy_timeout) if str(path) != ":memory:" else None
 
     @classmethod
     async def open(cls, path: Path, busy_timeout: float = 5.0) -> Store:
@@ -925,7 +772,7 @@ class Store:
         return None  # one process writes the file: its own inbox wakes its router
 
     async def append_inbox(self, rows: Sequence[InboxRow]) -> int:
-        """Between the engine's transactions (one writer), in one hand-off to the intake's own thread."""
+        """Between the engine's transactions (one writer), in one hand-off to the intake's writer process."""
         if self._intake is None:  # ":memory:" is one connection's own database
             async with self.transaction() as tx:
                 return await tx.append_inbox(rows)
