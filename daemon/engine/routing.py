@@ -116,12 +116,19 @@ class Router:
         Nothing else can change what routing makes of such a notification: matching reads the alert and
         the runbooks only, and an alert no runbook matches starts, attaches to and cancels nothing. A
         resolved alert is always routed: a run may be linked to it (even one of a runbook since changed)."""
+        by_name = self._index()
         unmatched = []
-        for alert in payload.alerts:
-            if alert.status != "firing" or self._matching(alert):
+        for alert in payload.alerts:  # _matching() and Alert.name/key() written out: the webhook's hot path
+            labels = alert.labels
+            name = labels["alertname"]
+            if alert.status != "firing":
                 return None
-            unmatched.append(f'{{"alert": {_json_str(alert.name)}, "fingerprint": {_json_str(alert.key())}}}')
-        # json.dumps(_summary(...)) with the list filled in, written out: this is the webhook's hot path.
+            runbooks = by_name.get(name)
+            if runbooks and any(t.matches_alert(labels) for rb in runbooks for t in rb.triggers):
+                return None
+            key = alert.fingerprint or alert.key()
+            unmatched.append(f'{{"alert": {_json_str(name)}, "fingerprint": {_json_str(key)}}}')
+        # json.dumps(_summary(...)) with the list filled in, written out.
         return _SETTLED.format(alerts=len(payload.alerts), unmatched=", ".join(unmatched))
 
     def _stored(self, rows: list[tuple[int, Any]]) -> None:
