@@ -189,6 +189,19 @@ shipped = {p.stem for p in runbooks.glob("*.yaml")}
 if names != shipped:
     sys.exit(f"image test FAILED: the image serves runbooks {sorted(names)}, the repository ships {sorted(shipped)}")
 print(f"== image: /healthz and /readyz answer; {len(names)} shipped runbooks loaded")
+# A webhook is stored by the SQLite intake's writer process: it must start and write in this container
+# (read-only root, no capabilities, uid 10001).
+alert = {"status": "firing", "labels": {"alertname": "ImageSmokeTest", "job": "image"}, "fingerprint": "0123456789abcdef"}
+payload = {"version": "4", "status": "firing", "receiver": "runbookd", "groupLabels": {}, "commonLabels": {},
+           "commonAnnotations": {}, "externalURL": "", "groupKey": "{}:{}", "alerts": [alert]}
+req = urllib.request.Request(base + "/api/v1/alertmanager", data=json.dumps(payload).encode(), method="POST",
+                             headers={"Authorization": f"Bearer webhook-{token}", "Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as resp:
+    stored = json.loads(resp.read())
+if resp.status != 200 or stored.get("status") != "stored":
+    sys.exit(f"image test FAILED: the webhook answered {resp.status} {stored}")
+_, body = get(f"/api/v1/receipts/{stored['receipt']}", auth=True)
+print(f"== image: a webhook was stored (receipt {stored['receipt']}): {body.decode()[:200]}")
 PY
 
 uid="$(podman exec "${CONTAINER}" /bin/sh -c 'id -u')"
