@@ -301,14 +301,20 @@ async def closed_loop(
 # ---------------------------------------------------------------------------------------------- probes
 
 
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM / VmSize of a live process, in kB."""
+def proc_status(pid: int, *, children: bool = True) -> dict[str, int]:
+    """VmRSS / VmHWM / VmSize (kB) and Threads of a live process, each summed with its live children's
+    (runbookd's SQLite intake writer) unless ``children`` is false: memory shared between them is counted
+    twice, so it errs high."""
     out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "VmSize", "Threads"):
-                out[key] = int(value.split()[0])
+    for p in [pid, *(_children(pid) if children else [])]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in ("VmRSS", "VmHWM", "VmSize", "Threads"):
+                        out[key] = out.get(key, 0) + int(value.split()[0])
+        except FileNotFoundError:  # a child that ended meanwhile
+            continue
     return out
 
 

@@ -184,10 +184,10 @@ async def measure(endpoint: str, args: argparse.Namespace, now: float) -> Result
         await c.head_bucket("thanos")
         listings.append(await bare_listing(lister))
         print(f"  bare listing: {listings[-1][0]:.1f} s", flush=True)
-        rss_before = common.proc_status(os.getpid())["VmRSS"]
+        rss_before = common.proc_status(os.getpid(), children=False)["VmRSS"]
         cold = await plan(c, now)
         print(f"  plan, cold:   {cold[0]:.1f} s ({cold[1]['scan']['meta_reads']} meta.json read)", flush=True)
-        rss_after = common.proc_status(os.getpid())["VmRSS"]
+        rss_after = common.proc_status(os.getpid(), children=False)["VmRSS"]
         for _ in range(args.repeat):
             warm.append(await plan(c, now))
             print(f"  plan, warm:   {warm[-1][0]:.1f} s", flush=True)
