@@ -224,18 +224,19 @@ class _Child(asyncio.SubprocessProtocol):
         if self._transport is not None:
             with suppress(ProcessLookupError):
                 self._transport.kill()
-        with suppress(TimeoutError):
-            async with asyncio.timeout(_KILL_WAIT):
-                await asyncio.shield(self._exited)
+        await self._exit(_KILL_WAIT)
         self._fail_waiting(reason)
 
     async def stop(self, timeout: float) -> None:
         self.abandon()
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(self._exited)
-        except TimeoutError:
-            pass
+            await self._exit(timeout)
         finally:
             if self._transport is not None:
                 self._transport.close()  # kills it if it is still running
+
+    async def _exit(self, timeout: float) -> None:
+        """Wait for the process to end, at most ``timeout``."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._exited)

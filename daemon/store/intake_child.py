@@ -18,6 +18,7 @@ Wire format, both ways little-endian:
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import os
 import signal
@@ -34,6 +35,7 @@ INBOX_COLUMNS = 5
 """Values per row of ``inbox_insert``."""
 
 
+@functools.lru_cache(maxsize=512)
 def inbox_insert(rows: int) -> str:
     """One INSERT of ``rows`` inbox rows, numbered by SQLite: each gets the largest receipt so far + 1
     (the rowid rule; ``prune_inbox`` keeps the newest row, so no number is given twice)."""
@@ -118,8 +120,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def main(argv: list[str]) -> int:
-    # The daemon decides when this process ends (by closing stdin, after its last batch): a Ctrl-C or a
-    # SIGTERM sent to the whole process group must not end it while the daemon drains.
+    # The daemon decides when this process ends (by closing stdin, after its last batch). It starts us in
+    # a session of our own, so its process group's Ctrl-C or SIGTERM does not reach us; a signal sent to us
+    # some other way (a session-wide kill, say) must not end us while the daemon drains either.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, busy_timeout = argv[1], float(argv[2])
