@@ -332,6 +332,21 @@ def proc_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> list[int]:
+    """The machine's CPU time counters (the ``cpu`` line of /proc/stat: user, nice, system, idle, iowait,
+    irq, softirq, steal, ...), in clock ticks."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """The share of the machine's CPU time the hypervisor gave to others between two ``machine_ticks``:
+    on a VM, what the figures measured meanwhile lost to its neighbours (guest time counts in user)."""
+    delta = [b - a for a, b in zip(before[:8], after[:8], strict=True)]
+    total = sum(delta)
+    return delta[7] / total if total > 0 else 0.0
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     try:
