@@ -403,6 +403,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 """The documented variants (values.yaml, docs/deployment.md); each is linted, rendered and validated."""
 
+
 def _daemon_config(rendered: dict[str, Any]) -> Any:
     """The rendered config.yaml, checked whole by the daemon's own model."""
     config = json.loads(json.dumps(rendered))

@@ -166,6 +166,7 @@ async def test_status_reads_each_meta_json_once_then_only_lists(
     second = await status.bucket_status.run(action_ctx(client), params)
     assert (first["scan"]["meta_reads"], first["scan"]["meta_cached"]) == (5, 0)
     assert (second["scan"]["meta_reads"], second["scan"]["meta_cached"]) == (0, 5)
+
     def without_age(streams: list[dict[str, Any]]) -> list[dict[str, Any]]:  # age follows the wall clock
         return [{k: v for k, v in s.items() if k != "upload_age_seconds"} for s in streams]
 

@@ -144,7 +144,10 @@ class Checker:
 
             if await self._ctx.transact(record, leader_only=True):
                 self.observe(rb.name, fire, result)
-        except (StoreUnavailable, LostLeadership) as exc:  # still pending in the store: the leader runs it again
+        except (
+            StoreUnavailable,
+            LostLeadership,
+        ) as exc:  # still pending in the store: the leader runs it again
             self._ctx.log.warning("check.not_recorded", check=key, error=str(exc))
         finally:
             self._inflight.discard(key)
@@ -200,9 +203,7 @@ class Checker:
             return error(f"check with: {exc}", params)
         config = self._ctx.config
         log = self._ctx.log.bind(runbook=rb.name, check=check.action)
-        actx = self._ctx.action_context(
-            f"check-{rb.name}", "check", rb.name, dry_run=config.dry_run, log=log
-        )
+        actx = self._ctx.action_context(f"check-{rb.name}", "check", rb.name, dry_run=config.dry_run, log=log)
         planned = plan.get("timeout") if isinstance(plan, dict) else None
         timeout = check.timeout or action_timeout(config.limits.action_timeout, planned)
         outcome = await execute(action, actx, plan if isinstance(plan, dict) else {}, timeout)

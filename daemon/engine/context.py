@@ -69,7 +69,9 @@ class Context:
         if len(self._definitions) > _DEFINITION_CACHE:
             self._definitions.popitem(last=False)
 
-    def action_context(self, run_id: str, step_id: str, runbook: str, *, dry_run: bool, log: Any) -> ActionContext:
+    def action_context(
+        self, run_id: str, step_id: str, runbook: str, *, dry_run: bool, log: Any
+    ) -> ActionContext:
         """What an action sees when it runs: a step, an undo or a scheduled check."""
         return ActionContext(
             run_id=run_id,

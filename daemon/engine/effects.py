@@ -56,6 +56,7 @@ class Effects:
         await tx.wake_leader()
         self._notices.clear()
         self.wakes.clear()
+
     def execute_undo(self, run_id: str, idx: int) -> None:
         assert self.leading, "only the leader starts undos"
         self.undo_executions.append((run_id, idx))

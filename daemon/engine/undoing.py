@@ -291,9 +291,7 @@ class Undoing:
         assert action is not None and u.params is not None
         config = self._ctx.config
         log = self._ctx.log.bind(run_id=run.id, runbook=run.runbook, step=u.step_id, undo=u.action)
-        ctx = self._ctx.action_context(
-            run.id, f"{u.step_id}/undo", run.runbook, dry_run=run.dry_run, log=log
-        )
+        ctx = self._ctx.action_context(run.id, f"{u.step_id}/undo", run.runbook, dry_run=run.dry_run, log=log)
         timeout = action_timeout(config.limits.action_timeout, u.params.get("timeout"))
         if not self._ctx.leadership.fresh():
             # committed `running` but not sent: the next leader treats it as interrupted

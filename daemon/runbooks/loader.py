@@ -145,7 +145,9 @@ def _check_step_params(path: Path, raw: Any, rb: Runbook, registry: ActionRegist
         act, inverse = registry.get(step.action), registry.get(step.undo.action)
         where = _where(path, raw, ("steps", i, "undo"))
         if act is not None and act.read_only:
-            errors.append(f"{where}: steps.{i}.undo: only a mutating step has an undo ({step.action} only reads)")
+            errors.append(
+                f"{where}: steps.{i}.undo: only a mutating step has an undo ({step.action} only reads)"
+            )
         if inverse is not None and inverse.read_only:
             errors.append(
                 f"{where}: steps.{i}.undo.action: an undo must be a mutating action ({step.undo.action} only reads)"
@@ -183,7 +185,9 @@ def _check_templates(path: Path, raw: Any, rb: Runbook) -> list[str]:
     for i, trigger in enumerate(rb.triggers):
         if trigger.check is not None:
             c = trigger.check
-            sources += [(("triggers", i, "check", "with", *p), s) for p, s in templating.iter_templates(c.with_)]
+            sources += [
+                (("triggers", i, "check", "with", *p), s) for p, s in templating.iter_templates(c.with_)
+            ]
             sources.append((("triggers", i, "check", "when"), c.when))
     ids = [s.id for s in rb.steps]
     for loc, source in sources:
@@ -209,7 +213,11 @@ def _check_templates(path: Path, raw: Any, rb: Runbook) -> list[str]:
         for ref in sorted(templating.references(ast, "steps")):
             if ref not in ids:
                 errors.append(f"{where}: {shown}: refers to unknown step {ref!r}")
-            elif loc[0] != "steps" or ids.index(ref) > step_index or (ids.index(ref) == step_index and not in_undo):
+            elif (
+                loc[0] != "steps"
+                or ids.index(ref) > step_index
+                or (ids.index(ref) == step_index and not in_undo)
+            ):
                 errors.append(f"{where}: {shown}: refers to step {ref!r}, which has not run at this point")
     return errors
 

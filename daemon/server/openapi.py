@@ -132,7 +132,8 @@ def _schemas() -> dict[str, Schema]:
                             "type": "array",
                             "description": "what was not started, and why (cooldown, daily limit, ...)",
                             "items": _obj(
-                                {"runbook": _STR, "target": _nullable(_STR), "reason": _STR}, {"until": _nullable(_TIME)}
+                                {"runbook": _STR, "target": _nullable(_STR), "reason": _STR},
+                                {"until": _nullable(_TIME)},
                             ),
                         },
                         "unmatched": {

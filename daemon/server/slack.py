@@ -162,9 +162,7 @@ class ChatOps:
         if not valid:
             raise self._unverified(request)
         if not await self._first_delivery(request.headers["X-Slack-Signature"], timestamp):
-            log.warning(
-                "slack.replayed_request", path=request.path, remote=request.remote, error="replayed"
-            )
+            log.warning("slack.replayed_request", path=request.path, remote=request.remote, error="replayed")
             raise Unauthorized("replayed Slack request: this signed request was already received")
         return body
 

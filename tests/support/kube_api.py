@@ -116,6 +116,7 @@ def resource_for(kind: str, api: str | None = None) -> Resource:
         api, _, kind = kind.rpartition("/")
     return _BY_API_KIND[(api, kind)] if api is not None else _BY_KIND[kind]
 
+
 _MERGE_KEYS = {
     "containers": "name",
     "initContainers": "name",

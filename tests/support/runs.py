@@ -32,7 +32,9 @@ async def walk(
             return run, approved
         if run["state"] == "undoing":
             undos = [s["undo"] for s in run["steps"] if isinstance(s.get("undo"), dict)]
-            if all(u.get("state") == "waiting" for u in undos if u.get("state") not in ("succeeded", "skipped")):
+            if all(
+                u.get("state") == "waiting" for u in undos if u.get("state") not in ("succeeded", "skipped")
+            ):
                 return run, approved  # the steps are over; what is left waits for its guard
             await asyncio.sleep(0.05)
             continue
