@@ -393,6 +393,20 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU ({model}), Python {platform.python_version()}, {platform.system()}"
 
 
+_PROBE_ALERT = {"alertname": "X", "job": "job-1", "instance": "10.0.0.1:9100", "severity": "warning"}
+
+
+def speed_probe(rounds: int = 50_000) -> float:
+    """CPU milliseconds of a fixed loop of the kind of work the daemon does (JSON, dicts, sorting): how fast
+    the machine is right now. A VM's speed drifts by tens of percent within minutes (its neighbours), so
+    a CPU figure in ms is only comparable with another taken at a similar probe."""
+    t0 = time.process_time()
+    for _ in range(rounds):
+        json.dumps(_PROBE_ALERT, sort_keys=True)
+        sorted(_PROBE_ALERT.items())
+    return (time.process_time() - t0) * 1e3
+
+
 def git_rev() -> str:
     try:
         rev = subprocess.run(

@@ -287,8 +287,10 @@ async def run_shape(args: argparse.Namespace, shape: str, wl: common.Workload, w
                 if bindir is None:
                     raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
                 pg = PostgresServer(bindir, durable=True).start()  # fsync and synchronous_commit on
+            probes: list[float] = []
             for i in range(args.passes):
-                print(f"  round {i + 1}")
+                probes.append(common.speed_probe())
+                print(f"  round {i + 1} (speed probe {probes[-1]:.0f} ms)")
                 bare_passes.append(await one_pass("bare aiohttp", bare_url, bare.pid, wl.webhook, {}, args))
                 rb_passes.append(
                     await measure_runbookd(base / f"runbookd-{i}", warm_hook, wl.webhook, args, pg)
@@ -386,6 +388,12 @@ async def run_shape(args: argparse.Namespace, shape: str, wl: common.Workload, w
             vs_am[len(vs_am) // 2] >= 1.0 and all_ok,
         ),
         Check("machine: CPU stolen by the hypervisor, worst pass", f"{steal * 100:.0f}%", "", None),
+        Check(
+            "machine: speed probe before each round (larger is slower)",
+            " / ".join(f"{p:.0f} ms" for p in probes),
+            "",
+            None,
+        ),
         Check(
             "runbookd non-2xx answers",
             str(sum(p.measured.result.requests - p.measured.result.ok for p in rb_passes)),

@@ -208,7 +208,9 @@ def main() -> int:
     logs.configure("json", "info")  # as runbookd serve logs in production
     bodies = storm(args.notifications, args.alerts, args.targets, args.matched, seed=11)
     results = []
+    probes: list[float] = []
     for i in range(args.repeat):
+        probes.append(common.speed_probe())
         with (
             tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp,
             contextlib.redirect_stdout(sys.stderr),
@@ -220,7 +222,7 @@ def main() -> int:
             f"  pass {i + 1}: storm's first half {int(r['n1'])} notifications (starting runs) "
             f"{r['cpu1'] / r['n1'] * 1e3:.3f} ms CPU each; second half {int(r['n'])} notifications (attaching, "
             f"no match) {r['cpu'] / r['n'] * 1e3:.3f} ms CPU each, {r['wall']:.2f} s; tail target's approval "
-            f"request {r['tail']:.2f} s after its receipt; {int(r['runs'])} runs"
+            f"request {r['tail']:.2f} s after its receipt; {int(r['runs'])} runs; speed probe {probes[-1]:.0f} ms"
         )
     per = [r["cpu"] / r["n"] * 1e3 for r in results]
     per1 = [r["cpu1"] / r["n1"] * 1e3 for r in results]
@@ -251,6 +253,12 @@ def main() -> int:
             f"{max(tails):.2f} s ({min(tails):.2f}-{max(tails):.2f})",
             "< 2 s",
             max(tails) < 2.0,
+        ),
+        Check(
+            "machine speed probe before each pass (common.speed_probe: larger is slower)",
+            f"{statistics.median(probes):.0f} ms ({min(probes):.0f}-{max(probes):.0f})",
+            "",
+            None,
         ),
         Check(
             "left unrouted",
