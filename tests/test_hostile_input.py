@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -264,3 +265,98 @@ async def test_shutdown_gives_up_bodies_being_read(tmp_path: Path) -> None:
         assert answer.status == 503, answer
         assert d.app[BODIES].pending == 0
     await asyncio.sleep(0)
+
+
+# ---------------------------------------------------------------- compressed bodies
+
+
+def _gzip(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+def _bomb(inflated: int) -> bytes:
+    """gzip of ``inflated`` zero bytes, made a MiB at a time (~1,000:1)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    out = [packer.compress(zeros) for _ in range(inflated >> 20)]
+    return b"".join(out) + packer.flush()
+
+
+async def test_compressed_bodies_are_read_as_sent(tmp_path: Path) -> None:
+    payload = json.dumps(alert_payload(job="gz")).encode()
+    deflated = zlib.compress(payload)
+    raw_deflate = deflated[2:-4]  # no zlib header and trailer: what some clients send as "deflate"
+    async with daemon(tmp_path) as d:
+        for encoding, body in [
+            ("gzip", _gzip(payload)),
+            ("x-gzip", _gzip(payload[:10]) + _gzip(payload[10:])),  # two gzip members, one body
+            ("deflate", deflated),
+            ("deflate", raw_deflate),
+            ("identity", payload),
+        ]:
+            head = rawhttp.head(
+                "POST",
+                "/api/v1/alertmanager",
+                {
+                    "Authorization": f"Bearer {WEBHOOK}",
+                    "Content-Encoding": encoding,
+                    "Content-Length": str(len(body)),
+                },
+            )
+            answer = await rawhttp.send(d.url, head + body)
+            assert answer.status == 200, (encoding, answer)
+            receipt = json.loads(answer.body)["receipt"]
+            routed = await d.engine.routed(receipt)
+            assert routed["started"] or routed["attached"], (encoding, routed)
+
+
+async def test_a_compressed_body_is_never_inflated_past_the_limit(tmp_path: Path) -> None:
+    bomb = _bomb(64 << 20)  # 64 MiB of zeros in ~64 kB
+    async with daemon(tmp_path, max_body_bytes=200_000) as d:
+        with capture_logs() as logs:
+            for path, auth in BODY_ENDPOINTS:
+                head = rawhttp.head(
+                    "POST",
+                    path,
+                    {"Authorization": auth, "Content-Encoding": "gzip", "Content-Length": str(len(bomb))},
+                )
+                answer = await rawhttp.send(d.url, head + bomb)
+                assert answer.status == 413, (path, answer)
+                assert b"once decoded (gzip)" in answer.body, answer
+            head = rawhttp.head(
+                "POST",
+                "/api/v1/alertmanager",
+                {"Content-Encoding": "br", "Authorization": f"Bearer {WEBHOOK}", "Content-Length": "4"},
+            )
+            answer = await rawhttp.send(d.url, head + b"abcd")
+            assert answer.status == 400 and b"is not gzip or deflate" in answer.body, answer
+        no_internal_errors(logs)
+        await healthy(d)
+    # aiohttp itself would inflate a body whole on the event loop, even one it only drains after a 401
+    # (1 MiB of gzip is 1 GiB): the server must leave inflating to BodyGate.
+    assert d.app[BODIES].limit == 200_000
+
+
+async def test_unsigned_slack_bodies_cannot_take_the_webhooks_slots(tmp_path: Path) -> None:
+    async with serve_slack(tmp_path, RUNBOOKS, server={"max_pending_bodies": 2, "body_timeout": "60s"}) as sd:
+        d = sd.d
+        now = int(d.clock.now())
+        # well-formed signature headers (checked only once the body is read) and a body that never comes
+        forged = {**signed_headers(b"x" * 100, now), "Content-Length": "100"}
+        slow = [
+            await rawhttp.open_partial(d.url, rawhttp.head("POST", "/slack/commands", forged))
+            for _ in range(3)
+        ]
+        await rawhttp.until(lambda: d.app[BODIES].pending == 2, "two Slack bodies being read")
+        # the third Slack body is refused (its own pool is full) ...
+        answer = await rawhttp.read_answer(slow[2][0])
+        assert answer.status == 503, answer
+        # ... but Alertmanager's webhook and the API still read theirs
+        status, _ = await d.webhook(alert_payload(job="while-slack-hangs"))
+        assert status == 200
+        status, _ = await d.call("POST", "/api/v1/runs/r-none/reject", json={"reason": "x"})
+        assert status == 404
+        for _reader, writer in slow:
+            writer.close()
+        await rawhttp.until(lambda: d.app[BODIES].pending == 0, "the Slack bodies given up")

@@ -17,7 +17,7 @@ from daemon.actions.registry import default_registry
 from daemon.config import Config, load_config, resolve_secrets
 from daemon.errors import ConfigError, StoreUnavailable
 from daemon.runbooks.loader import load_all
-from daemon.server.app import create_app
+from daemon.server.app import app_runner, create_app
 from daemon.store.lock import StateLock, StateLocked
 
 
@@ -89,13 +89,7 @@ async def _run(app: web.Application, config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=config.server.drain_timeout,
-        keepalive_timeout=config.server.idle_timeout,
-    )
+    runner = app_runner(app, config)
     await runner.setup()
     # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's full passes,
     # which otherwise stall the loop for tens of milliseconds walking the start-up heap.

@@ -47,6 +47,23 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def app_runner(app: web.Application, config: Config) -> web.AppRunner:
+    """How runbookd serves its app (``runbookd serve``, and the tests' in-process daemons alike).
+
+    ``auto_decompress=False``: aiohttp would inflate every compressed body on the event loop, whole, even
+    one it only drains after answering 401 (1 MiB of gzip inflates to 1 GiB: tens of seconds during which
+    nothing else, ``/healthz`` included, is answered). ``BodyGate`` inflates what a handler reads instead,
+    never past ``server.max_body_bytes``."""
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=config.server.drain_timeout,
+        keepalive_timeout=config.server.idle_timeout,
+        auto_decompress=False,
+    )
+
+
 def create_app(
     config: Config,
     secrets: Secrets,

@@ -6,12 +6,21 @@ that goes away mid-body is answered 400, a body over the limit 413, a body not f
 (Alertmanager retries 5xx; the others are hostile or broken). None of them is an internal error, none
 logs a traceback. On shutdown every body still being read is given up at once, so SIGTERM never waits on
 a slow client.
+
+Compressed bodies (``Content-Encoding: gzip`` or ``deflate``) are inflated here, never more than the
+limit: the server runs with aiohttp's own inflating off (``app.app_runner``), because aiohttp inflates a
+whole body on the event loop, even one it only drains after answering 401 (1 MiB of gzip is 1 GiB).
+
+Slack's endpoints, which anyone on the internet can reach and whose signature can only be checked once
+the body is read, have bodies of their own to count (``pool="slack"``): unsigned senders that never finish
+cannot use up the slots of Alertmanager's webhook and the API.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import zlib
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -28,38 +37,55 @@ class BadBody(Exception):
         self.status, self.detail = status, detail
 
 
+Pool = Literal["api", "slack"]
+"""Whose bodies: Alertmanager's webhook and the API (authenticated first), or Slack's (signed)."""
+
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""Content-Encoding -> zlib's wbits (gzip framing; zlib framing, raw deflate tried if that fails)."""
+_MAX_MEMBERS = 64
+"""Most gzip members (concatenated streams) in one body."""
+
+
 class BodyGate:
-    """Bounds the time to read one body and the number of bodies read at once; gives them up on close."""
+    """Bounds the time to read one body and the number of bodies read at once (per pool); gives them up
+    on close."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.limit = config.max_body_bytes
         self.timeout = config.body_timeout
         self.max_pending = config.max_pending_bodies
-        self._reading: set[asyncio.Timeout] = set()
+        self._reading: dict[Pool, set[asyncio.Timeout]] = {"api": set(), "slack": set()}
         self._closed = False
 
     @property
     def pending(self) -> int:
-        return len(self._reading)
+        return sum(len(reading) for reading in self._reading.values())
 
-    async def read(self, request: web.Request) -> bytes:
+    async def read(self, request: web.Request, pool: Pool = "api") -> bytes:
         """The whole body (decoded from its Content-Encoding), or BadBody."""
         if request.content_length is not None and request.content_length > self.limit:
             raise BadBody(413, f"body larger than {self.limit} bytes")
         if self._closed:
             raise BadBody(503, "runbookd is shutting down")
-        if len(self._reading) >= self.max_pending:
+        reading = self._reading[pool]
+        if len(reading) >= self.max_pending:
             raise BadBody(503, "too many requests are still sending their bodies; retry")
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", *_ENCODINGS):
+            raise BadBody(
+                400, f"cannot read the body: Content-Encoding {encoding[:40]!r} is not gzip or deflate"
+            )
         if request.content.is_eof():  # all of it has arrived (the usual case): nothing to wait for
             deadline = None
         else:
             deadline = asyncio.timeout(self.timeout)
-            self._reading.add(deadline)
+            reading.add(deadline)
         try:
             if deadline is None:
-                return await request.read()
-            async with deadline:
-                return await request.read()
+                raw = await request.read()
+            else:
+                async with deadline:
+                    raw = await request.read()
         except TimeoutError:
             if self._closed:
                 raise BadBody(503, "runbookd is shutting down") from None
@@ -74,13 +100,40 @@ class BodyGate:
             raise BadBody(400, "the client closed the connection before sending the whole body") from None
         finally:
             if deadline is not None:
-                self._reading.discard(deadline)
+                reading.discard(deadline)
+        return raw if encoding in ("identity", "") else self._inflate(raw, encoding)
+
+    def _inflate(self, raw: bytes, encoding: str) -> bytes:
+        """``raw`` decoded, at most ``limit`` bytes of it (413 past that), in bounded steps."""
+        if not raw:
+            return raw
+        wbits = _ENCODINGS[encoding]
+        if encoding == "deflate" and raw[:1] and raw[0] & 0x0F != 8:  # no zlib header: raw deflate, as
+            wbits = -zlib.MAX_WBITS  # some clients send it (aiohttp and browsers accept it too)
+        out: list[bytes] = []
+        room, rest = self.limit, raw
+        for _ in range(_MAX_MEMBERS):
+            inflater = zlib.decompressobj(wbits)
+            try:
+                chunk = inflater.decompress(rest, room + 1)  # one byte more than fits: over the limit
+            except zlib.error:
+                raise BadBody(400, f"cannot read the body: it is not valid {encoding}") from None
+            if len(chunk) > room:
+                raise BadBody(413, f"body larger than {self.limit} bytes once decoded ({encoding})")
+            out.append(chunk)
+            room -= len(chunk)
+            if not inflater.eof:
+                raise BadBody(400, f"cannot read the body: the {encoding} stream ends early")
+            rest = inflater.unused_data
+            if not rest or wbits != _ENCODINGS["gzip"]:
+                return b"".join(out)
+        raise BadBody(400, f"cannot read the body: more than {_MAX_MEMBERS} {encoding} members")
 
     def close(self) -> None:
         """Shutdown: end every body read in progress now (their requests answer 503) and take no more."""
         self._closed = True
         now = asyncio.get_running_loop().time()
-        for deadline in list(self._reading):
+        for deadline in [d for reading in self._reading.values() for d in reading]:
             deadline.reschedule(now)
 
 

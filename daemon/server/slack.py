@@ -154,7 +154,7 @@ class ChatOps:
         timestamp = self._signed_at(request.headers)
         if timestamp is None:
             raise self._unverified(request)
-        body = await request.app[BODIES].read(request)
+        body = await request.app[BODIES].read(request, pool="slack")
         try:
             valid = self._verifier.is_valid_request(body, dict(request.headers))
         except (ValueError, UnicodeDecodeError):  # a timestamp that is not an integer, a body not UTF-8

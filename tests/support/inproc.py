@@ -22,7 +22,7 @@ from daemon.engine.engine import Engine
 from daemon.engine.notifier import Notifier
 from daemon.kits.clock import FrozenClock
 from daemon.runbooks.loader import load_all
-from daemon.server.app import create_app
+from daemon.server.app import app_runner, create_app
 from daemon.server.keys import SLOT
 
 from .payloads import webhook_payload
@@ -159,7 +159,7 @@ async def serve(
     app = create_app(
         cfg, resolved, loaded, registry=registry, clock=clock, tick_interval=3600, notifiers=notifiers
     )
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = app_runner(app, cfg)  # as runbookd serve serves it (bodies inflated by BodyGate)
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)

@@ -31,7 +31,7 @@ from daemon.config import Secrets, parse_config
 from daemon.kits.clock import FrozenClock
 from daemon.notify.slack_delivery import RetryPolicy
 from daemon.runbooks.loader import load_all
-from daemon.server.app import create_app
+from daemon.server.app import app_runner, create_app
 from daemon.server.slack import SLACK, ChatOps
 
 from . import inproc
@@ -321,10 +321,12 @@ class SlackDaemon:
         return tops[0]
 
 
-def slack_config(tmp_path: Path, slack: FakeSlack, **slack_overrides: Any) -> dict[str, Any]:
+def slack_config(
+    tmp_path: Path, slack: FakeSlack, server: Mapping[str, Any] | None = None, **slack_overrides: Any
+) -> dict[str, Any]:
     return base_config(
         tmp_path,
-        server={"listen": "127.0.0.1:0", "public_url": "https://runbookd.example.test"},
+        server={"listen": "127.0.0.1:0", "public_url": "https://runbookd.example.test", **(server or {})},
         alertmanager={"url": f"http://127.0.0.1:{closed_port()}"},
         approvers={
             "sre": ["admin", "alice", "bob", "vic", f"slack:{ALICE}", f"slack:{BOB}"],
@@ -349,6 +351,7 @@ async def serve_slack(
     registry: ActionRegistry | None = None,
     retry: RetryPolicy = FAST,
     slack: FakeSlack | None = None,
+    server: Mapping[str, Any] | None = None,
     **slack_overrides: Any,
 ) -> AsyncIterator[SlackDaemon]:
     """runbookd in-process with Slack on, against ``slack`` (default: a fresh FakeSlack, closed on exit)."""
@@ -356,7 +359,7 @@ async def serve_slack(
     slack = slack or await FakeSlack().start()
     try:
         write_runbooks(tmp_path, runbooks)
-        cfg = parse_config(slack_config(tmp_path, slack, **slack_overrides))
+        cfg = parse_config(slack_config(tmp_path, slack, server, **slack_overrides))
         if inproc.STATE_URL is not None:  # the store_backend fixture (as support.inproc.serve)
             cfg = cfg.model_copy(update={"state": cfg.state.model_copy(update={"url": inproc.STATE_URL})})
         registry = registry or default_registry()
@@ -371,7 +374,7 @@ async def serve_slack(
         app = create_app(cfg, secrets, loaded, registry=registry, clock=clock, tick_interval=3600)
         if SLACK in app:  # not when the test turned Slack off
             app[SLACK].retry = retry
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = app_runner(app, cfg)  # as runbookd serve serves it
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
