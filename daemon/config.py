@@ -538,6 +538,15 @@ class Secrets(BaseModel):
     opensearch_token: SecretStr | None = None
     state_password: SecretStr | None = None
 
+    def values(self) -> list[str]:
+        """Every secret's value: for the log to mask (``logs.mask_values``), never to be shown."""
+        found = [s.get_secret_value() for s in self.tokens.values()]
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+        return found
+
 
 def resolve_secrets(cfg: Config) -> Secrets:
     """Read every secret the config names. Raises ConfigError naming every key that cannot be read (all of

@@ -1,5 +1,10 @@
 """structlog set-up: JSON lines in production, readable lines in a terminal; secrets masked.
 
+Secrets are masked twice: a field whose name says it holds one (``token``, ``password``, ...) is written
+as ``***``, and the values of the daemon's own secrets (``mask_values``, given by ``runbookd serve``) are
+replaced by ``***`` wherever they appear in a finished line, its traceback included, whichever logger
+wrote it (aiohttp's parser errors quote the raw request, ``Authorization`` header and all).
+
 A log line must never cost the event loop much, whoever causes it: tracebacks are rendered plainly
 (never with local variables, never by rich), the HTTP server's reports of broken requests are one line
 without a traceback, and repeated identical warnings and errors are rate-limited.
@@ -9,10 +14,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -31,6 +37,53 @@ def _mask_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> 
         if _is_secret(key):
             event[key] = "***"
     return event
+
+
+_SECRET_VALUES: tuple[str, ...] = ()
+"""The daemon's secrets (``mask_values``), longest first: masked wherever they appear in a line."""
+_MIN_MASKED = 6
+"""Shorter values are not masked: they would mask ordinary words (and are no secret worth the name)."""
+
+
+def mask_values(values: Iterable[str]) -> None:
+    """Mask these values (the daemon's tokens and passwords) in every line logged from now on."""
+    global _SECRET_VALUES
+    _SECRET_VALUES = tuple(sorted({v for v in values if len(v) >= _MIN_MASKED}, key=len, reverse=True))
+
+
+def masked(text: str) -> str:
+    for value in _SECRET_VALUES:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+def _masking(render: Callable[..., Any]) -> Callable[..., Any]:
+    """A structlog renderer whose finished line has the secret values masked."""
+
+    def render_masked(logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
+        line = render(logger, name, event)
+        return masked(line) if _SECRET_VALUES and isinstance(line, str) else line
+
+    return render_masked
+
+
+class _MaskingFormatter(logging.Formatter):
+    """The standard library's lines (aiohttp, botocore, ...), their tracebacks included, masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return masked(super().format(record))
+
+
+_RAW_BYTES = re.compile(r"(?::\s*|\s+)\"?b['\"].*", re.DOTALL)
+"""Where aiohttp's parser errors start quoting the raw request (``...: b'Authorization: Bearer ...'``)."""
+
+
+def client_error_text(exc: BaseException) -> str:
+    """One line for a broken request: what was wrong, without the request's own bytes (which may hold
+    its credentials, and make every line unique to the rate limit)."""
+    text = _RAW_BYTES.sub("", str(exc))
+    return " ".join(text.split())[:200]
 
 
 class RateLimiter:
@@ -113,7 +166,7 @@ class ServerNoiseFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and _is_client_error(exc):
-            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {client_error_text(exc)}"
             record.args, record.exc_info, record.exc_text = None, None, None
         if record.levelno < logging.WARNING:
             return True
@@ -146,7 +199,7 @@ def configure(fmt: str = "json", level: str = "info") -> None:
             structlog.processors.format_exc_info
             if fmt == "json"
             else structlog.processors.StackInfoRenderer(),
-            renderer(fmt),
+            _masking(renderer(fmt)),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
@@ -155,6 +208,8 @@ def configure(fmt: str = "json", level: str = "info") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()), stream=sys.stderr, format="%(name)s %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_MaskingFormatter("%(name)s %(message)s"))
     for noisy in ("aiohttp.access", "kubernetes_asyncio", "botocore", "aiobotocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     noise = ServerNoiseFilter(RateLimiter())

@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from support.ports import closed_port
-from support.runbookd import DEFAULT_WEBHOOK_TOKEN, RunbookdProcess, daemon_config
+from support.runbookd import DEFAULT_ADMIN_TOKEN, DEFAULT_WEBHOOK_TOKEN, RunbookdProcess, daemon_config
 
 RUNBOOK = """
 name: one
@@ -149,3 +149,27 @@ def test_a_gzip_bomb_is_not_inflated_even_when_refused_unread(
     assert _cpu_seconds(rb.pid) - before < 1.0
     assert rb.get("/healthz", token="").status == 200
     assert rb.stop() == 0
+
+
+def test_requests_aiohttp_cannot_parse_never_put_a_token_in_the_log(
+    runbookd_factory: Callable[..., RunbookdProcess], tmp_path: Path
+) -> None:
+    """aiohttp's parser errors quote the raw request, its Authorization header too."""
+    rb = runbookd_factory(config(tmp_path))
+    broken = [
+        # bare LF line endings (a hand-written client): the whole head is quoted
+        b"POST /api/v1/alertmanager HTTP/1.1\nHost: x\nAuthorization: Bearer %s\nContent-Length: 0\n\n"
+        % DEFAULT_WEBHOOK_TOKEN.encode(),
+        # a control character after the token: the header line is quoted
+        b"GET /api/v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\x01\r\n\r\n"
+        % DEFAULT_ADMIN_TOKEN.encode(),
+    ]
+    for raw in broken:
+        for _ in range(3):
+            with connection(rb, raw) as sock:
+                assert answer_status(sock) == 400
+    assert rb.get("/healthz", token="").status == 200
+    assert rb.stop() == 0
+    text = rb.log_text()
+    assert "Bad status line" in text and "Invalid header value char" in text, text[-2000:]
+    assert DEFAULT_WEBHOOK_TOKEN not in text and DEFAULT_ADMIN_TOKEN not in text, text[-2000:]

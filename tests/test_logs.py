@@ -4,11 +4,12 @@ locals, no rich), broken requests reported by aiohttp are one line, identical li
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 import structlog
-from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, ContentEncodingError
 
 from daemon import logs
 
@@ -119,3 +120,48 @@ def test_aiohttp_reports_of_broken_requests_are_one_line(configured: None) -> No
     assert "127.0.0.1" in broken[0].getMessage() and "gzip" in broken[0].getMessage()
     (bug,) = [r for r in seen if r not in broken]
     assert bug.exc_info is not None  # a real failure keeps its traceback
+
+
+@pytest.fixture
+def masking() -> Iterator[None]:
+    yield
+    logs.mask_values([])
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_the_daemons_secrets_are_masked_in_every_line_whoever_logs_it(
+    fmt: str, configured: None, masking: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "s3cret-webhook-token"
+    logs.configure(fmt, "info")
+    logs.mask_values([token, "tiny"])  # "tiny" is too short to mask: it would mask ordinary words
+    structlog.get_logger("runbookd").warning("probe.failed", error=f"GET https://u:{token}@h/ refused")
+    try:
+        raise RuntimeError(f"connect with {token} failed")
+    except RuntimeError:
+        structlog.get_logger("runbookd").exception("probe.crashed")
+        record = logging.LogRecord(
+            "botocore", logging.ERROR, __file__, 1, "retrying %s", (token,), sys.exc_info()
+        )
+    structlog.get_logger("runbookd").info("a tiny word")
+    err = capsys.readouterr().err
+    assert token not in err, err
+    assert err.count("***") == 2, err  # the error field and the traceback's message
+    assert "a tiny word" in err
+    # the standard library's lines (aiohttp, botocore, kubernetes_asyncio), their tracebacks too
+    handlers = logging.getLogger().handlers
+    assert handlers and all(isinstance(h.formatter, logs._MaskingFormatter) for h in handlers)
+    line = handlers[0].format(record)
+    assert token not in line and line.count("***") == 2, line
+
+
+def test_a_broken_request_is_logged_without_its_raw_bytes(configured: None, masking: None) -> None:
+    # aiohttp's parser errors quote the raw request: its Authorization header too (and every line then
+    # differs, so the rate limit could not group them)
+    bad_lf = BadStatusLine(b"POST /api/v1/alertmanager HTTP/1.1\nAuthorization: Bearer tok-1\n\n")
+    bad_char = BadHttpMessage("Invalid header value char: b'Authorization: Bearer tok-2\\x01'")
+    for exc in (bad_lf, bad_char):
+        text = logs.client_error_text(exc)
+        assert "Bearer" not in text and "tok-" not in text, text
+        assert text.startswith("400, message:"), text
+    assert logs.client_error_text(ContentEncodingError("deflate")) == "400, message: deflate"

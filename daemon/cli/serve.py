@@ -36,6 +36,7 @@ def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run:
     config = _overrides(load_config(config_path), listen, state, dry_run)
     logs.configure(config.log.format, config.log.level)
     secrets = resolve_secrets(config)
+    logs.mask_values(secrets.values())  # in any line, whoever logs it (aiohttp quotes raw requests)
     runbooks = load_all(config.runbooks.paths, default_registry(config.plugins), list(config.approvers))
     try:
         lock = _state_lock(config)
