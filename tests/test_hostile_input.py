@@ -18,6 +18,7 @@ from support.inproc import TOKENS, WEBHOOK, Daemon, alert_payload, base_config, 
 from support.slack_api import ALICE, RUNBOOKS, command_body, serve_slack, signed_headers
 
 from daemon.config import parse_config
+from daemon.kits import strictjson
 from daemon.server.keys import BODIES
 
 RUNBOOK = """
@@ -168,6 +169,7 @@ async def test_lone_surrogates_and_non_standard_numbers_are_400(tmp_path: Path) 
             b'{"runbook": "one", "params": {"job": NaN}}',
             b'{"runbook": "one", "params": {"job": Infinity}}',
             b'{"runbook": "one", "params": {"job": -Infinity}}',
+            b'{"runbook": "one", "params": {"job": -1e400}}',  # legal syntax, but -Infinity once read
         ]
         for body in bodies:
             status, answer = await d.call("POST", "/api/v1/runs", data=body)
@@ -180,6 +182,27 @@ async def test_lone_surrogates_and_non_standard_numbers_are_400(tmp_path: Path) 
             assert status == 400 and "not valid JSON" in answer["error"], (extra, answer)
         status, runs = await d.call("GET", "/api/v1/runs")
         assert runs == {"runs": []}
+
+
+async def test_bodies_of_many_values_are_refused_without_walking_them_all(tmp_path: Path) -> None:
+    """1 MiB of ``[]`` is 340,000 values: walked in Python it held the event loop a third of a second."""
+    many = b'{"runbook": "one", "params": {"job": "x", "n": [' + b"[]," * 340_000 + b"[]]}}"
+    async with daemon(tmp_path) as d:
+        with capture_logs() as logs:
+            status, answer = await d.call("POST", "/api/v1/runs", data=many)
+        assert status == 400 and answer["error"] == "body is not valid JSON", answer
+        (line,) = [e for e in logs if e["event"] == "http.bad_body"]
+        assert f"more than {strictjson.MAX_VALUES} values" in line["detail"], line
+        # the webhook: a label value "NaN" is common and fine; a NUL in a label is not (PostgreSQL)
+        fine = alert_payload(job="x", summary="value NaN, Infinity")
+        status, answer = await d.call("POST", "/api/v1/alertmanager", token="webhook", json=fine)
+        assert status == 200, answer
+        escaped = json.dumps(alert_payload(job="x", note="a literal \\u0000, not a NUL"))
+        status, answer = await d.call("POST", "/api/v1/alertmanager", token="webhook", data=escaped.encode())
+        assert status == 200, answer
+        nul = json.dumps(alert_payload(job="x", note="a \x00 here"))
+        status, answer = await d.call("POST", "/api/v1/alertmanager", token="webhook", data=nul.encode())
+        assert status == 400 and "NUL" in answer["error"], answer
 
 
 # ---------------------------------------------------------------- 4. depth

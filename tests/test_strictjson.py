@@ -83,3 +83,20 @@ def test_audit_refuses_a_nul_in_keys_and_values() -> None:
         with pytest.raises(strictjson.JSONRefused, match="NUL"):
             strictjson.loads(raw)
     assert strictjson.loads('{"a": "\\\\u0000"}') == {"a": "\\u0000"}
+
+
+def test_numbers_out_of_range_and_documents_of_too_many_values_are_refused() -> None:
+    for text in ('{"a": 1e400}', "[-1e999]", "1E+309"):
+        with pytest.raises(strictjson.JSONRefused, match="out of range"):
+            strictjson.loads(text)
+        with pytest.raises(strictjson.JSONRefused, match="out of range"):
+            strictjson.refuse_constants(text)
+    assert strictjson.loads('{"a": 1e300, "b": -2.5e-300}') == {"a": 1e300, "b": -2.5e-300}
+    enough = "[" + ",".join(["1"] * (strictjson.MAX_VALUES - 1)) + "]"
+    assert len(strictjson.loads(enough)) == strictjson.MAX_VALUES - 1
+    with pytest.raises(strictjson.JSONRefused, match="more than"):
+        strictjson.loads("[" + ",".join(["1"] * strictjson.MAX_VALUES) + "]")
+    strictjson.refuse_constants('{"label": "NaN", "n": 1.5}')  # only what is outside strings counts
+    for text in ('{"x": NaN}', "[Infinity]"):
+        with pytest.raises(strictjson.JSONRefused, match="not standard JSON"):
+            strictjson.refuse_constants(text)

@@ -75,6 +75,18 @@ class WebhookPayload(_In):
     externalURL: str = ""
     alerts: list[Alert] = Field(max_length=10_000)
 
+    def holds_nul(self) -> bool:
+        """Whether a string runbookd keeps (a label or annotation, a field of an alert or of the group)
+        holds a NUL character, which PostgreSQL cannot store in text."""
+        texts: list[str] = [self.version, self.groupKey, self.receiver, self.externalURL]
+        for mapping in (self.groupLabels, self.commonLabels, self.commonAnnotations):
+            texts += [*mapping, *mapping.values()]
+        for alert in self.alerts:
+            texts += [alert.startsAt, alert.endsAt, alert.generatorURL, alert.fingerprint]
+            for mapping in (alert.labels, alert.annotations):
+                texts += [*mapping, *mapping.values()]
+        return any("\x00" in text for text in texts)
+
     @model_validator(mode="after")
     def _alerts_have_names(self) -> WebhookPayload:
         # One Python call per payload, not one per alert (a field validator on Alert.labels): hot path.

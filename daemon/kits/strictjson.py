@@ -16,6 +16,9 @@ from typing import Any, NoReturn
 
 MAX_DEPTH = 32
 """Deepest nesting accepted (objects and arrays); runbookd's own documents are at most 6 deep."""
+MAX_VALUES = 20_000
+"""Most values (strings, numbers, objects, arrays...) in one document: the check walks each in Python,
+and 1 MiB of ``[]`` is 340,000 of them (0.35 s of event loop); runbookd's own requests hold a few dozen."""
 
 
 class JSONRefused(ValueError):
@@ -36,10 +39,21 @@ def _check_text(text: str) -> None:
             raise JSONRefused("a string holds a lone surrogate (\\ud800-\\udfff)") from None
 
 
-def _check_tree(data: Any, max_depth: int) -> None:
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: legal JSON syntax, but Infinity once read
+        raise JSONRefused(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _check_tree(data: Any, max_depth: int, max_values: int) -> None:
     """Walk the parsed value without recursion: depth and the text of every key and string."""
     todo: list[tuple[Any, int]] = [(data, 0)]
+    seen = 0
     while todo:
+        seen += 1
+        if seen > max_values:
+            raise JSONRefused(f"more than {max_values} values")
         value, depth = todo.pop()
         if isinstance(value, str):
             _check_text(value)
@@ -54,11 +68,11 @@ def _check_tree(data: Any, max_depth: int) -> None:
                 todo.extend((v, depth + 1) for v in value)
 
 
-def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH, max_values: int = MAX_VALUES) -> Any:
     """Parse standard JSON from UTF-8 bytes or text; JSONRefused (a ValueError) for anything else."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text, parse_constant=_no_constant)
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except JSONRefused:
         raise
     except UnicodeDecodeError:
@@ -67,8 +81,19 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         raise JSONRefused(f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise JSONRefused(f"not valid JSON: {exc}") from None
-    _check_tree(data, max_depth)
+    _check_tree(data, max_depth, max_values)
     return data
+
+
+def refuse_constants(text: str) -> None:
+    """JSONRefused if ``text`` holds ``NaN``, ``Infinity`` or a number out of range outside its strings;
+    parsed in C, nothing walked in Python (for documents another parser validates)."""
+    try:
+        json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except JSONRefused:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise JSONRefused(f"not valid JSON: {exc}") from None
 
 
 def _finite(value: Any) -> Any:

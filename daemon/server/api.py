@@ -90,7 +90,7 @@ async def list_runbooks(request: web.Request) -> web.Response:
 
 async def list_checks(request: web.Request) -> web.Response:
     _who(request)
-    return web.json_response({"checks": await engine_of(request).list_checks()})
+    return json_response({"checks": await engine_of(request).list_checks()})
 
 
 async def pause(request: web.Request) -> web.Response:
