@@ -196,6 +196,19 @@ def test_runs_lists_in_table_and_json_and_filters_by_state(server: RunbookdProce
     assert run_id in human and other not in human
 
 
+def test_hostile_labels_cannot_make_the_terminal_show_another_target(server: RunbookdProcess) -> None:
+    # a carriage return and "erase line" (ESC[2K) would overwrite the real target on a terminal; a
+    # right-to-left override reverses what follows it
+    job = "payments-prod\r\x1b[2Kstaging-sandbox\u202e"
+    res = server.post_webhook(scrape_failure_payload(job, fingerprint="fp-hostile"))
+    assert res.status == 200, res
+    (run,) = json.loads(ok(server.cli("runs", "--output", "json")))
+    assert run["target"] == f"{job}/{INSTANCE}"  # JSON output: the value as it is
+    for human in (ok(server.cli("runs")), ok(server.cli("show", run["id"]))):
+        assert not any(c in human for c in "\r\x1b\u202e"), repr(human)
+        assert "payments-prod\\u000d\\u001b[2Kstaging-s" in human, human  # (the table cuts at 40)
+
+
 def test_runs_unknown_state_is_an_error(server: RunbookdProcess) -> None:
     fails(server.cli("runs", "--state", "sleeping"), "unknown state 'sleeping'", "awaiting_approval")
 
@@ -352,6 +365,7 @@ def test_trigger_errors(server: RunbookdProcess) -> None:
     fails(server.cli("trigger", "no-such-runbook"), "404", "no-such-runbook")
     fails(server.cli("trigger", "cli-walk", "--param", "who"), "KEY=VALUE")
     fails(server.cli("trigger", "cli-walk", "--param", "=x"), "KEY=VALUE")
+    fails(server.cli("trigger", "cli-walk", "--param", "who=a", "--param", "who=b"), "given twice", "'a'")
     assert json.loads(ok(server.cli("runs", "--output", "json"))) == []
     # one active run per (runbook, target)
     run_id = trigger(server, "dave")

@@ -116,6 +116,7 @@ def _print(data: Any, output: str, human: str) -> None:
 
 
 def _show_plan(run: dict[str, Any], step: dict[str, Any], plan_hash: str | None) -> None:
+    run, step, plan_hash = render.defang(run), render.defang(step), render.defang(plan_hash)
     kind = "MUTATING" if step["mutating"] else "read-only"
     dry = ""
     if run["dry_run"]:
@@ -164,17 +165,21 @@ def _client_command(args: argparse.Namespace) -> int:
         _approve(api, args)
     elif cmd == "reject":
         run = api.post(f"/api/v1/runs/{quote(args.run_id)}/reject", {"reason": args.reason})
-        print(f"rejected {run['id']}: {run['outcome']}")
+        print(render.defang(f"rejected {run['id']}: {run['outcome']}"))
     elif cmd == "trigger":
-        params = {}
+        params: dict[str, str] = {}
         for item in args.param:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise ClientError(f"--param takes KEY=VALUE, not {item!r}")
+            if key in params:  # the last one would win silently: say which value was meant
+                raise ClientError(f"--param {key} is given twice ({params[key]!r} and {value!r})")
             params[key] = value
         run = api.post("/api/v1/runs", {"runbook": args.runbook, "params": params})
         _print(
-            run, args.output, f"started {run['id']} ({run['runbook']} for {run['target']}): {run['state']}"
+            run,
+            args.output,
+            render.defang(f"started {run['id']} ({run['runbook']} for {run['target']}): {run['state']}"),
         )
     elif cmd == "checks":
         checks = api.get("/api/v1/checks")["checks"]

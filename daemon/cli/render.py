@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 _ENDED = frozenset({"succeeded", "failed", "rejected", "expired", "cancelled"})
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+"""Control characters (terminal escapes, carriage returns, newlines) and invisible formatting ones
+(bidirectional overrides, zero-width spaces): what can make a terminal show text other than the text."""
+
+
+def defang(value: Any) -> Any:
+    """``value`` with every control or invisible formatting character in its strings written as
+    ``\\uXXXX``. Alert labels are hostile input: ``\\r`` and ``ESC[2K`` in a target made ``runbookd
+    runs`` show another target than the run's. Everything the human output shows goes through this."""
+    if isinstance(value, str):
+        return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {defang(k): defang(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [defang(v) for v in value]
+    return value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -60,6 +77,7 @@ def step_state(run: dict[str, Any], step: dict[str, Any]) -> str:
 
 
 def runs_table(runs: list[dict[str, Any]]) -> str:
+    runs = defang(runs)
     if not runs:
         return "no runs"
     rows = [
@@ -78,6 +96,7 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
 
 def undo_text(undo: dict[str, Any]) -> str:
     """A step's undo, as approved with it."""
+    undo = defang(undo)
     head = f"Undo (approved with this step; runs when the run ends): {undo['action']}"
     if undo.get("when"):
         head += f", once {undo['when']}"
@@ -91,6 +110,7 @@ def undo_text(undo: dict[str, Any]) -> str:
 
 
 def run_details(run: dict[str, Any]) -> str:
+    run = defang(run)
     out = [
         f"Run       {run['id']}",
         f"Runbook   {run['runbook']}",
@@ -155,6 +175,7 @@ def run_details(run: dict[str, Any]) -> str:
 
 
 def checks_table(checks: list[dict[str, Any]]) -> str:
+    checks = defang(checks)
     if not checks:
         return "no scheduled checks"
     rows = [
