@@ -32,6 +32,9 @@ _ROUTE_BATCH = 100
 _ROUTE_BATCH_ALERTS = 500
 """Most alerts routed per transaction while webhooks are arriving (a batch holds at least one
 notification, whatever its size): a webhook commit waits for at most one such transaction."""
+_ROUTE_PART = 500
+"""A notification of more alerts than this (up to 10,000) is routed this many alerts per transaction:
+starting a run costs ~1 ms, and the store (every webhook commit, every approval) waits for a transaction."""
 _ROUTE_BATCH_IDLE = 400
 _ROUTE_BATCH_ALERTS_IDLE = 4000
 """The same when no webhook is arriving: fewer commits (~3 ms of CPU each, mostly the WAL write and
@@ -88,6 +91,10 @@ class Router:
         """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
         self._recorded = Recorded(enabled=not ctx.store.shared)
         """Links committed: re-deliveries write nothing (one writer only)."""
+        self._partial: tuple[int, int, dict[str, Any]] | None = None
+        """A notification of more than _ROUTE_PART alerts being routed in parts: (receipt, alerts routed,
+        its receipt's result so far). Committed parts only; forgotten when leadership is."""
+        self._partial_next: tuple[int, int, dict[str, Any]] | None = None
         self._batching = asyncio.Lock()
         """One routing transaction at a time (the loop, recovery, tools): they share ``_recorded``'s log."""
 
@@ -153,6 +160,7 @@ class Router:
             self._parsed.clear()
             self._look_plans.clear()
             self._recorded.clear()
+            self._partial = None  # the next leader routes it again from its first alert
 
     async def wait_live(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -209,7 +217,7 @@ class Router:
             if yield_to_intake and self.inbox.busy():
                 await asyncio.sleep(_ROUTE_COALESCE)
             await self._preplan()
-            if not await self.route_batch():
+            if not await self.route_batch() and self._partial is None:
                 return
 
     async def _preplan(self) -> None:
@@ -221,6 +229,8 @@ class Router:
             if alerts >= _ROUTE_BATCH_ALERTS_IDLE:
                 break
             alerts += len(payload.alerts)
+            if len(payload.alerts) > _ROUTE_PART:
+                continue  # routed in parts, each planned in its own transaction
             if seq not in self._look_plans:
                 self._look_plans[seq] = self._plans_of(payload)
             if n % 10 == 9:
@@ -230,16 +240,19 @@ class Router:
         return [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
 
     async def route_batch(self) -> list[int]:
-        """Route one batch: the oldest notifications, then those that may jump the queue. The receipts
-        routed (none: nothing waits)."""
+        """Route one batch: the oldest notifications, then those that may jump the queue; or the next
+        part of a notification routed in parts. The receipts routed (none: nothing waits, unless a
+        notification is being routed in parts: ``routing_in_parts``)."""
         async with self._batching:
             self._recorded.rollback_to(0)
+            self._partial_next = self._partial
             try:
                 last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
             except BaseException:
                 self._recorded.rollback_to(0)  # not committed: what it wrote is not known to be there
                 raise
             self._recorded.commit()
+            self._partial = self._partial_next  # committed: the next part starts after it
         if routed:
             self.look.routed(routed)
             for seq in routed:
@@ -255,6 +268,11 @@ class Router:
                 self._routed.notify_all()
         return routed
 
+    @property
+    def routing_in_parts(self) -> bool:
+        """A notification is part routed: more of it waits (tests, tools)."""
+        return self._partial is not None
+
     async def _route_batch(self, tx: Tx, fx: Effects) -> tuple[int, list[int]]:
         """Route a batch of notifications in one transaction: the oldest ones, then those that may jump
         the queue (``lookahead``). (The highest receipt routed in turn, every receipt routed.)
@@ -269,6 +287,8 @@ class Router:
         rows = await tx.unrouted_heads(most)
         if not rows:
             return 0, []
+        if rows[0][1] > _ROUTE_PART:
+            return await self._route_part(tx, fx, rows[0][0])
         chosen: list[int] = []
         alerts = 0
         for seq, count in rows:
@@ -319,6 +339,53 @@ class Router:
         now = self._ctx.clock.now()
         await tx.mark_routed_many([(seq, now, results[seq]) for seq in sorted(results)])
         return last, sorted(results)
+
+    async def _route_part(self, tx: Tx, fx: Effects, seq: int) -> tuple[int, list[int]]:
+        """Route the next _ROUTE_PART alerts of notification ``seq`` (the oldest unrouted); its receipt is
+        marked routed, with the result of all its parts, once the last part is. Nothing jumps the queue
+        meanwhile. If the process stops (or loses leadership) between parts, the notification is routed
+        again from its first alert: what the parts done already started or linked is found and attached
+        to (the receipt then lists those runs as attached), nothing is started twice."""
+        payload = self._parsed.get(seq)
+        if payload is None:  # stored by another replica, or before this process started
+            raw = (await tx.inbox_payloads([seq])).get(seq, "")
+            try:
+                payload = WebhookPayload.model_validate_json(raw)
+            except ValueError as exc:
+                self._ctx.log.warning("inbox.unroutable", receipt=seq, error=str(exc).splitlines()[0])
+                await tx.mark_routed_many(
+                    [(seq, self._ctx.clock.now(), {"error": f"could not be routed: {exc}"})]
+                )
+                self._partial_next = None
+                return seq, [seq]
+        done, summary = 0, _summary(len(payload.alerts))
+        if self._partial is not None and self._partial[0] == seq:
+            done, summary = self._partial[1], copy.deepcopy(self._partial[2])
+        part = payload.model_copy(update={"alerts": payload.alerts[done : done + _ROUTE_PART]})
+        self._look_plans.pop(seq, None)  # planned for the whole: this part is planned here
+        whole = Effects()
+        rolled_back = self._recorded.mark()
+        try:
+            async with tx.savepoint("route_part"):
+                result = (await self._route_many(tx, [(seq, part)], whole))[seq]
+            fx.merge(whole)
+        except (StoreUnavailable, sqlite3.Error):
+            raise
+        except Exception as exc:  # as for one notification of a batch: set aside with its error
+            self._recorded.rollback_to(rolled_back)
+            self._ctx.log.exception("inbox.unroutable", receipt=seq)
+            summary["error"] = f"could not be routed: {exc}"
+            result, done = _summary(0), len(payload.alerts)
+        for key in ("started", "attached", "cancelled", "suppressed", "unmatched"):
+            summary[key] += result[key]
+        done += len(part.alerts)
+        if done < len(payload.alerts):
+            self._partial_next = (seq, done, summary)
+            self._ctx.log.info("inbox.routing_in_parts", receipt=seq, routed=done, alerts=len(payload.alerts))
+            return seq - 1, []
+        self._partial_next = None
+        await tx.mark_routed_many([(seq, self._ctx.clock.now(), summary)])
+        return seq, [seq]
 
     async def _ahead(self, tx: Tx, after: int) -> list[tuple[int, WebhookPayload]]:
         """Notifications behind receipt ``after`` that may be routed now, ahead of their turn: each
