@@ -383,3 +383,20 @@ async def test_unsigned_slack_bodies_cannot_take_the_webhooks_slots(tmp_path: Pa
         for _reader, writer in slow:
             writer.close()
         await rawhttp.until(lambda: d.app[BODIES].pending == 0, "the Slack bodies given up")
+
+
+async def test_a_wrong_method_says_which_are_allowed_and_unknown_params_are_named_briefly(
+    tmp_path: Path,
+) -> None:
+    async with daemon(tmp_path) as d:
+        async with d.session.delete(f"{d.url}/api/v1/runs", headers={"Authorization": ADMIN}) as resp:
+            assert resp.status == 405
+            assert {"GET", "POST"} <= {m.strip() for m in resp.headers["Allow"].split(",")}, resp.headers
+            assert (await resp.json())["error"] == "Method Not Allowed"
+        # 90,000 unknown param names made a 700 kB answer: the first ten are named, the rest counted
+        params = {"job": "x", **{f"p{i:05d}": "v" for i in range(15_000)}}
+        body = json.dumps({"runbook": "one", "params": params}).encode()
+        status, answer = await d.call("POST", "/api/v1/runs", data=body)
+        assert status == 400, answer
+        assert answer["error"].startswith("unknown param(s) p00000, p00001,"), answer
+        assert "and 14990 more" in answer["error"] and len(answer["error"]) < 400, answer

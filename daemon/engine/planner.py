@@ -26,9 +26,10 @@ def render_params(rb: Runbook, ctx: dict[str, Any], given: dict[str, Any] | None
     given = given or {}
     unknown = sorted(set(given) - set(rb.params))
     if unknown:
-        raise PlanError(
-            f"unknown param(s) {', '.join(unknown)}; {rb.name} takes: {', '.join(rb.params) or 'none'}"
-        )
+        # Named, but not all of a hostile request's 90,000 (its answer was 700 kB): the first few.
+        shown = ", ".join(name[:64] for name in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise PlanError(f"unknown param(s) {shown}{more}; {rb.name} takes: {', '.join(rb.params) or 'none'}")
     out: dict[str, Any] = {}
     for name, default in rb.params.items():
         if name in given:

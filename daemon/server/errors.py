@@ -60,7 +60,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             return error(413, "request body too large")
         if exc.content_type == "application/json":
             raise
-        return error(exc.status, exc.reason)
+        resp = error(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # 405 says which methods the path takes (RFC 9110 15.5.6)
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
     except Exception as exc:
         for kind, status in _STATUS:
             if isinstance(exc, kind):
