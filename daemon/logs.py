@@ -75,7 +75,7 @@ class _MaskingFormatter(logging.Formatter):
         return masked(super().format(record))
 
 
-_RAW_BYTES = re.compile(r"(?::\s*|\s+)\"?b['\"].*", re.DOTALL)
+_RAW_BYTES = re.compile(r"(?::\s*|\s+)\"?(?:bytearray\()?b['\"].*", re.DOTALL)
 """Where aiohttp's parser errors start quoting the raw request (``...: b'Authorization: Bearer ...'``)."""
 
 

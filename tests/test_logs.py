@@ -165,3 +165,9 @@ def test_a_broken_request_is_logged_without_its_raw_bytes(configured: None, mask
         assert "Bearer" not in text and "tok-" not in text, text
         assert text.startswith("400, message:"), text
     assert logs.client_error_text(ContentEncodingError("deflate")) == "400, message: deflate"
+
+
+def test_a_request_line_too_long_is_logged_without_it() -> None:
+    # aiohttp quotes an over-long URL as bytearray(b'...'): each line then differs (no rate limit)
+    exc = BadHttpMessage("Status line is too long: bytearray(b'GET /x?token=abc HTTP/1.1')")
+    assert logs.client_error_text(exc) == "400, message: Status line is too long"

@@ -103,3 +103,19 @@ async def test_a_notification_stopped_between_parts_is_routed_again_without_a_se
     finally:
         await second.stop()
         await store.close()
+
+
+async def test_a_big_notification_never_rides_along_with_others(engine: Engine) -> None:
+    """Neither in turn (in a batch behind a small one) nor ahead of its turn (lookahead): the second
+    adversarial pass got 10,000 alerts routed whole in the transaction of the one-alert notification
+    in front of them."""
+    small = WebhookPayload.model_validate(alert_payload(job="small", fingerprint="fp-small"))
+    first = await engine.submit(small, small.model_dump_json())
+    big = many(range(100, 125))  # all firing, all new targets: what lookahead would take ahead
+    second = await engine.submit(big, big.model_dump_json())
+    assert await engine.route_batch() == [first]
+    assert len(await engine.list_runs()) == 1
+    assert await engine.route_batch() == []  # its first part
+    assert len(await engine.list_runs()) == 1 + PART
+    assert await engine.route_batch() == [second]
+    assert len((await _receipt(engine, second))["result"]["started"]) == 25

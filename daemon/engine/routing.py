@@ -253,6 +253,11 @@ class Router:
                 raise
             self._recorded.commit()
             self._partial = self._partial_next  # committed: the next part starts after it
+            if self._partial is not None:
+                seq, done, summary = self._partial
+                self._ctx.log.info(
+                    "inbox.routing_in_parts", receipt=seq, routed=done, alerts=summary["alerts"]
+                )
         if routed:
             self.look.routed(routed)
             for seq in routed:
@@ -292,8 +297,8 @@ class Router:
         chosen: list[int] = []
         alerts = 0
         for seq, count in rows:
-            if chosen and alerts + count > most_alerts:
-                break
+            if chosen and (alerts + count > most_alerts or count > _ROUTE_PART):
+                break  # (one of more than _ROUTE_PART alerts is routed in parts, once it is first)
             alerts += count
             chosen.append(seq)
         last = chosen[-1]
@@ -381,7 +386,6 @@ class Router:
         done += len(part.alerts)
         if done < len(payload.alerts):
             self._partial_next = (seq, done, summary)
-            self._ctx.log.info("inbox.routing_in_parts", receipt=seq, routed=done, alerts=len(payload.alerts))
             return seq - 1, []
         self._partial_next = None
         await tx.mark_routed_many([(seq, self._ctx.clock.now(), summary)])
@@ -413,6 +417,8 @@ class Router:
             if payload is None:
                 look.see(seq, [], set(), all_firing=False)
                 continue
+            if len(payload.alerts) > _ROUTE_PART:
+                break  # routed in parts, in its turn; nothing behind it is looked at (nor jumps it)
             fingerprints, keys = self._marks(payload, seq)
             look.see(seq, fingerprints, keys, all(a.status == "firing" for a in payload.alerts))
             if look.is_clear(seq):

@@ -39,27 +39,24 @@ def _check_text(text: str) -> None:
             raise JSONRefused("a string holds a lone surrogate (\\ud800-\\udfff)") from None
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: legal JSON syntax, but Infinity once read
-        raise JSONRefused(f"the number {text[:40]} is out of range")
-    return value
-
-
 def _check_tree(data: Any, max_depth: int, max_values: int) -> None:
-    """Walk the parsed value without recursion: depth and the text of every key and string."""
+    """Walk the parsed value without recursion: depth, the count of values (counted before a container's
+    items are walked, so a huge one is refused at once), finite numbers, the text of every key and string."""
     todo: list[tuple[Any, int]] = [(data, 0)]
-    seen = 0
+    seen = 1
     while todo:
-        seen += 1
-        if seen > max_values:
-            raise JSONRefused(f"more than {max_values} values")
         value, depth = todo.pop()
         if isinstance(value, str):
             _check_text(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):  # 1e400: legal JSON syntax, but Infinity once read
+                raise JSONRefused("a number is out of range")
         elif isinstance(value, dict | list):
             if depth >= max_depth:
                 raise JSONRefused(f"nested deeper than {max_depth} levels")
+            seen += len(value)
+            if seen > max_values:
+                raise JSONRefused(f"more than {max_values} values")
             if isinstance(value, dict):
                 for k, v in value.items():
                     _check_text(k)
@@ -72,7 +69,7 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH, max_values: int = MAX_VA
     """Parse standard JSON from UTF-8 bytes or text; JSONRefused (a ValueError) for anything else."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        data = json.loads(text, parse_constant=_no_constant)
     except JSONRefused:
         raise
     except UnicodeDecodeError:
@@ -89,11 +86,17 @@ def refuse_constants(text: str) -> None:
     """JSONRefused if ``text`` holds ``NaN``, ``Infinity`` or a number out of range outside its strings;
     parsed in C, nothing walked in Python (for documents another parser validates)."""
     try:
-        json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        data = json.loads(text, parse_constant=_no_constant)
     except JSONRefused:
         raise
     except (ValueError, RecursionError) as exc:
         raise JSONRefused(f"not valid JSON: {exc}") from None
+    try:
+        json.dumps(data, allow_nan=False)  # an infinite number (1e400) is refused, in C
+    except ValueError:
+        raise JSONRefused("a number is out of range") from None
+    except RecursionError:
+        raise JSONRefused("nested too deep") from None
 
 
 def _finite(value: Any) -> Any:
