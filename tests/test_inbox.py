@@ -6,22 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from support.engines import make_engine
+from support.engines import LOG_RUNBOOK, make_engine
 from support.inproc import alert_payload, serve
 
 from daemon.engine.events import WebhookPayload
 from daemon.store.sqlite import Store
 
-LOG = """
-name: log
-triggers: [{alert: PrometheusScrapeFailure}]
-target: "{{ params.job }}"
-params: {job: "{{ alert.labels.job }}"}
-steps:
-  - id: say
-    action: notify.log
-    with: {message: "{{ params.job }}"}
-"""
+LOG = LOG_RUNBOOK
 
 
 async def test_a_notification_stored_before_a_crash_is_routed_on_start(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.engines import make_engine, open_test_store
+from support.engines import LOG_RUNBOOK, make_engine, open_test_store
 from support.inproc import alert_payload, serve
 from support.payloads import webhook_payload
 
@@ -25,16 +25,7 @@ from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
 from daemon.store.leadership import SoleLeader
 
-SCRAPE = """
-name: scrape
-triggers: [{alert: PrometheusScrapeFailure}]
-target: "{{ params.job }}"
-params: {job: "{{ alert.labels.job }}"}
-steps:
-  - id: say
-    action: notify.log
-    with: {message: "{{ params.job }}"}
-"""
+SCRAPE = LOG_RUNBOOK.replace("name: log", "name: scrape")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.engines import make_engine
+from support.engines import LOG_RUNBOOK, make_engine
 from support.inproc import alert_payload
 
 from daemon.engine import routing
@@ -17,16 +17,7 @@ from daemon.engine.engine import Engine
 from daemon.engine.events import WebhookPayload
 from daemon.store.sqlite import Store
 
-LOG = """
-name: log
-triggers: [{alert: PrometheusScrapeFailure}]
-target: "{{ params.job }}"
-params: {job: "{{ alert.labels.job }}"}
-steps:
-  - id: say
-    action: notify.log
-    with: {message: "{{ params.job }}"}
-"""
+LOG = LOG_RUNBOOK
 PART = 20
 
 

@@ -21,6 +21,18 @@ from daemon.store.sqlite import Store
 from support.inproc import base_config, write_runbooks
 from support.postgres import PostgresServer
 
+LOG_RUNBOOK = """
+name: log
+triggers: [{alert: PrometheusScrapeFailure}]
+target: "{{ params.job }}"
+params: {job: "{{ alert.labels.job }}"}
+steps:
+  - id: say
+    action: notify.log
+    with: {message: "{{ params.job }}"}
+"""
+"""One read-only step per job: for tests of routing, where what the step does does not matter."""
+
 
 def make_engine(tmp_path: Path, store: StateStore, runbooks: Mapping[str, str], **extra: Any) -> Engine:
     """``extra``: further Engine arguments (``leadership``, ``clock``, ...)."""
