@@ -58,6 +58,8 @@ _EXPRESS = 50
 
 _Plan = tuple[dict[str, Any], str] | str
 """(params, target), or why they could not be rendered."""
+_Part = tuple[int, int, dict[str, Any]]
+"""A notification routed in parts, as far as it went: (receipt, alerts routed, its receipt's result so far)."""
 
 
 class Router:
@@ -91,10 +93,9 @@ class Router:
         """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
         self._recorded = Recorded(enabled=not ctx.store.shared)
         """Links committed: re-deliveries write nothing (one writer only)."""
-        self._partial: tuple[int, int, dict[str, Any]] | None = None
-        """A notification of more than _ROUTE_PART alerts being routed in parts: (receipt, alerts routed,
-        its receipt's result so far). Committed parts only; forgotten when leadership is."""
-        self._partial_next: tuple[int, int, dict[str, Any]] | None = None
+        self._partial: _Part | None = None
+        """A notification of more than _ROUTE_PART alerts being routed in parts: committed parts only;
+        forgotten when leadership is."""
         self._batching = asyncio.Lock()
         """One routing transaction at a time (the loop, recovery, tools): they share ``_recorded``'s log."""
 
@@ -245,14 +246,13 @@ class Router:
         notification is being routed in parts: ``routing_in_parts``)."""
         async with self._batching:
             self._recorded.rollback_to(0)
-            self._partial_next = self._partial
             try:
-                last, routed = await self._ctx.transact(self._route_batch, leader_only=True)
+                last, routed, partial = await self._ctx.transact(self._route_batch, leader_only=True)
             except BaseException:
                 self._recorded.rollback_to(0)  # not committed: what it wrote is not known to be there
                 raise
             self._recorded.commit()
-            self._partial = self._partial_next  # committed: the next part starts after it
+            self._partial = partial  # committed: the next part starts after it
             if self._partial is not None:
                 seq, done, summary = self._partial
                 self._ctx.log.info(
@@ -278,9 +278,10 @@ class Router:
         """A notification is part routed: more of it waits (tests, tools)."""
         return self._partial is not None
 
-    async def _route_batch(self, tx: Tx, fx: Effects) -> tuple[int, list[int]]:
+    async def _route_batch(self, tx: Tx, fx: Effects) -> tuple[int, list[int], _Part | None]:
         """Route a batch of notifications in one transaction: the oldest ones, then those that may jump
-        the queue (``lookahead``). (The highest receipt routed in turn, every receipt routed.)
+        the queue (``lookahead``); or the next part of one routed in parts. (The highest receipt routed in
+        turn, every receipt routed, and how far a notification routed in parts went: None for none.)
 
         The batch is routed as a whole (one statement per kind of write); if one notification cannot be
         routed (a bug, a template the alert breaks), the batch is rolled back to its savepoint and routed
@@ -291,7 +292,7 @@ class Router:
         )
         rows = await tx.unrouted_heads(most)
         if not rows:
-            return 0, []
+            return 0, [], None
         if rows[0][1] > _ROUTE_PART:
             return await self._route_part(tx, fx, rows[0][0])
         chosen: list[int] = []
@@ -343,9 +344,9 @@ class Router:
                     results[seq] = {"error": f"could not be routed: {exc}"}
         now = self._ctx.clock.now()
         await tx.mark_routed_many([(seq, now, results[seq]) for seq in sorted(results)])
-        return last, sorted(results)
+        return last, sorted(results), None
 
-    async def _route_part(self, tx: Tx, fx: Effects, seq: int) -> tuple[int, list[int]]:
+    async def _route_part(self, tx: Tx, fx: Effects, seq: int) -> tuple[int, list[int], _Part | None]:
         """Route the next _ROUTE_PART alerts of notification ``seq`` (the oldest unrouted); its receipt is
         marked routed, with the result of all its parts, once the last part is. Nothing jumps the queue
         meanwhile. If the process stops (or loses leadership) between parts, the notification is routed
@@ -361,8 +362,7 @@ class Router:
                 await tx.mark_routed_many(
                     [(seq, self._ctx.clock.now(), {"error": f"could not be routed: {exc}"})]
                 )
-                self._partial_next = None
-                return seq, [seq]
+                return seq, [seq], None
         done, summary = 0, _summary(len(payload.alerts))
         if self._partial is not None and self._partial[0] == seq:
             done, summary = self._partial[1], copy.deepcopy(self._partial[2])
@@ -385,11 +385,9 @@ class Router:
             summary[key] += result[key]
         done += len(part.alerts)
         if done < len(payload.alerts):
-            self._partial_next = (seq, done, summary)
-            return seq - 1, []
-        self._partial_next = None
+            return seq - 1, [], (seq, done, summary)
         await tx.mark_routed_many([(seq, self._ctx.clock.now(), summary)])
-        return seq, [seq]
+        return seq, [seq], None
 
     async def _ahead(self, tx: Tx, after: int) -> list[tuple[int, WebhookPayload]]:
         """Notifications behind receipt ``after`` that may be routed now, ahead of their turn: each

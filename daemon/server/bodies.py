@@ -41,7 +41,8 @@ Pool = Literal["api", "slack"]
 """Whose bodies: Alertmanager's webhook and the API (authenticated first), or Slack's (signed)."""
 
 _ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-"""Content-Encoding -> zlib's wbits (gzip framing; zlib framing, raw deflate tried if that fails)."""
+"""Content-Encoding -> zlib's wbits (gzip framing; zlib framing, or raw deflate when the body has no
+zlib header: ``_inflate``)."""
 _MAX_MEMBERS = 64
 """Most gzip members (concatenated streams) in one body."""
 
@@ -70,8 +71,8 @@ class BodyGate:
         reading = self._reading[pool]
         if len(reading) >= self.max_pending:
             raise BadBody(503, "too many requests are still sending their bodies; retry")
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("identity", "", *_ENCODINGS):
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+        if encoding != "identity" and encoding not in _ENCODINGS:
             raise BadBody(
                 400, f"cannot read the body: Content-Encoding {encoding[:40]!r} is not gzip or deflate"
             )
@@ -101,7 +102,7 @@ class BodyGate:
         finally:
             if deadline is not None:
                 reading.discard(deadline)
-        return raw if encoding in ("identity", "") else self._inflate(raw, encoding)
+        return raw if encoding == "identity" else self._inflate(raw, encoding)
 
     def _inflate(self, raw: bytes, encoding: str) -> bytes:
         """``raw`` decoded, at most ``limit`` bytes of it (413 past that), in bounded steps."""
