@@ -334,6 +334,29 @@ async def test_compressed_bodies_are_read_as_sent(tmp_path: Path) -> None:
             assert routed["started"] or routed["attached"], (encoding, routed)
 
 
+async def test_bytes_after_a_compressed_stream_are_refused(tmp_path: Path) -> None:
+    payload = json.dumps(alert_payload(job="trailing")).encode()
+    async with daemon(tmp_path) as d:
+        for encoding, body, says in [
+            ("deflate", zlib.compress(payload) + b"{}", b"bytes follow the end of the deflate stream"),
+            ("gzip", _gzip(payload) + b"{}", b"not valid gzip"),  # read as a second member: not gzip
+        ]:
+            head = rawhttp.head(
+                "POST",
+                "/api/v1/alertmanager",
+                {
+                    "Authorization": f"Bearer {WEBHOOK}",
+                    "Content-Encoding": encoding,
+                    "Content-Length": str(len(body)),
+                },
+            )
+            answer = await rawhttp.send(d.url, head + body)
+            assert answer.status == 400 and says in answer.body, (encoding, answer)
+        async with d.engine.store.transaction() as tx:
+            assert await tx.last_inbox_seq() == 0  # nothing stored
+        await healthy(d)
+
+
 async def test_a_compressed_body_is_never_inflated_past_the_limit(tmp_path: Path) -> None:
     bomb = _bomb(64 << 20)  # 64 MiB of zeros in ~64 kB
     async with daemon(tmp_path, max_body_bytes=200_000) as d:

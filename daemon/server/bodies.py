@@ -126,8 +126,10 @@ class BodyGate:
             if not inflater.eof:
                 raise BadBody(400, f"cannot read the body: the {encoding} stream ends early")
             rest = inflater.unused_data
-            if not rest or wbits != _ENCODINGS["gzip"]:
+            if not rest:
                 return b"".join(out)
+            if wbits != _ENCODINGS["gzip"]:  # one deflate stream per body: what follows it is not JSON's
+                raise BadBody(400, f"cannot read the body: bytes follow the end of the {encoding} stream")
         raise BadBody(400, f"cannot read the body: more than {_MAX_MEMBERS} {encoding} members")
 
     def close(self) -> None:
