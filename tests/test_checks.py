@@ -200,6 +200,24 @@ async def test_a_manual_trigger_whose_check_fails_starts_nothing(tmp_path: Path)
         assert (await checks(d))["nightly-look"]["outcome"] == "error"
 
 
+async def test_a_manual_trigger_the_check_action_refuses_is_400_and_records_nothing(tmp_path: Path) -> None:
+    probe = Probe()
+    clock = FrozenClock(START)
+    async with serve(tmp_path, {"nightly": NIGHTLY}, registry=probe.registry(), clock=clock) as d:
+        await fire_once(d, clock)  # a scheduled result, which a caller's typo must not overwrite
+        before = await checks(d)
+        outcomes = [line for line in (await metrics(d)).splitlines() if line.startswith("runbookd_check_")]
+        status, body = await d.call(
+            "POST", "/api/v1/runs", json={"runbook": "nightly-look", "params": {"what": "x" * 65}}
+        )
+        assert status == 400 and "param what" in body["error"] and "check" in body["error"], body
+        assert probe.calls == [{"what": "volumes", "limit": 5}]  # the schedule's only: the check never ran
+        assert await runs(d) == []
+        assert await checks(d) == before
+        after = [line for line in (await metrics(d)).splitlines() if line.startswith("runbookd_check_")]
+        assert after == outcomes
+
+
 async def test_a_viewer_cannot_make_a_check_run(tmp_path: Path) -> None:
     probe = Probe()
     async with serve(tmp_path, {"nightly": NIGHTLY}, registry=probe.registry()) as d:

@@ -23,7 +23,7 @@ from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.executor import action_timeout, execute
 from daemon.engine.starting import Starter
-from daemon.errors import Conflict, LostLeadership, StoreUnavailable, TemplateError
+from daemon.errors import Conflict, InvalidRequest, LostLeadership, StoreUnavailable, TemplateError
 from daemon.kits.clock import iso
 from daemon.runbooks import templating
 from daemon.runbooks.schema import Runbook, Trigger
@@ -240,6 +240,7 @@ class Checker:
         assert trig.check is not None
         key, fire = f"{rb.name}#{idx}", self._ctx.clock.now()
         sched = {"fire_time": iso(fire), "cron": trig.schedule}
+        self._refuse_bad_params(trig, sched, params)
         result = await self.evaluate(rb, trig, sched, params)
         manual = ManualCheck(self, key, rb, trig, fire, result, requester)
         if result.outcome == "error":
@@ -247,6 +248,23 @@ class Checker:
             manual.observe()
             raise Conflict(f"the check of {rb.name} failed, so no run was started: {result.message}")
         return manual
+
+    def _refuse_bad_params(self, trig: Trigger, sched: dict[str, Any], params: dict[str, Any]) -> None:
+        """A value the check's action refuses is the caller's mistake, not a failing check: InvalidRequest
+        (400) before the check runs, and nothing recorded (the check's last result, its metrics and the
+        alert on them stay as the schedule left them). What cannot be rendered yet is left to ``evaluate``."""
+        assert trig.check is not None
+        action = self._ctx.registry.get(trig.check.action)
+        if action is None:
+            return
+        try:
+            plan = templating.render(trig.check.with_, {"params": params, "schedule": sched, "check": {}})
+        except TemplateError:
+            return
+        try:
+            planner.validate_with(action, trig.check.with_, plan, "check")
+        except planner.PlanError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     # ------------------------------------------------------------------ state
 

@@ -183,16 +183,22 @@ def check_given_params(rb: Runbook, registry: ActionRegistry, ctx: dict[str, Any
         rendered = templating.render(step.with_, ctx)
     except (PlanError, TemplateError):
         return
+    validate_with(action, step.with_, rendered, f"step {step.id}")
+
+
+def validate_with(action: Action, with_: Any, rendered: Any, where: str) -> None:
+    """``rendered`` (``with_`` rendered) must validate with ``action``'s model: PlanError naming the params
+    behind each bad value otherwise (``where``: the step or check, for the message)."""
     try:
         action.params.model_validate(rendered)
     except ValidationError as exc:
         problems = []
         for e in exc.errors():
-            names = sorted(_params_named(_at(step.with_, e["loc"])))
+            names = sorted(_params_named(_at(with_, e["loc"])))
             field = ".".join(str(p) for p in e["loc"]) or "params"
             msg = e["msg"].removeprefix("Value error, ")
-            who = f"param {', '.join(names)}" if names else f"step {step.id}"
-            problems.append(f"{who}: {msg} (step {step.id}, {action.name} {field})")
+            who = f"param {', '.join(names)}" if names else where
+            problems.append(f"{who}: {msg} ({where}, {action.name} {field})")
         raise PlanError("; ".join(problems)) from None
 
 
