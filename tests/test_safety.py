@@ -110,6 +110,18 @@ async def test_pause_holds_approved_steps_until_resume(tmp_path: Path) -> None:
         await wait_until(lambda: _state_is(d, run_id, "look", "succeeded"))
 
 
+async def test_pause_and_resume_refuse_a_body_they_cannot_read(tmp_path: Path) -> None:
+    async with serve(tmp_path, {"gated": GATED}, registry=Gates().registry()) as d:
+        for path in ("/api/v1/pause", "/api/v1/resume"):
+            if path.endswith("resume"):
+                assert (await d.call("POST", "/api/v1/pause", json={}))[0] == 200  # {} is no fields
+            paused = path.endswith("resume")
+            for body in (b"{{{ not json", b"[]", b'{"paused": false}', b"\xff\xfe\x00"):
+                status, answer = await d.call("POST", path, data=body)
+                assert status == 400, (path, body, answer)
+                assert (await d.call("GET", "/api/v1/status"))[1]["paused"] is paused, (path, body)
+
+
 async def _state_is(d: Daemon, run_id: str, step: str, state: str) -> bool:
     run = await d.run(run_id)
     return any(s["id"] == step and s["state"] == state for s in run["steps"])

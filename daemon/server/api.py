@@ -94,11 +94,23 @@ async def list_checks(request: web.Request) -> web.Response:
 
 
 async def pause(request: web.Request) -> web.Response:
-    return json_response(await engine_of(request).set_paused(True, _who(request)))
+    identity = _who(request)
+    await _no_fields(request)
+    return json_response(await engine_of(request).set_paused(True, identity))
 
 
 async def resume(request: web.Request) -> web.Response:
-    return json_response(await engine_of(request).set_paused(False, _who(request)))
+    identity = _who(request)
+    await _no_fields(request)
+    return json_response(await engine_of(request).set_paused(False, identity))
+
+
+async def _no_fields(request: web.Request) -> None:
+    """No body, or ``{}``: a body that is not JSON (or is JSON with fields) was meant for something else,
+    and a kill switch is not thrown on a request nobody can read (400, nothing changed)."""
+    fields = sorted(await _body(request))
+    if fields:
+        raise InvalidRequest(f"{request.path} takes no fields; got {', '.join(fields[:10])[:200]}")
 
 
 async def status(request: web.Request) -> web.Response:

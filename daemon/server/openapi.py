@@ -205,6 +205,7 @@ def _schemas() -> dict[str, Schema]:
         },
         "ApproveBody": _obj({}, {"plan_hash": {**_STR, "description": "the plan the approver saw"}}),
         "RejectBody": _obj({"reason": {"type": "string", "minLength": 1}}),
+        "NoFields": {"type": "object", "maxProperties": 0, "description": "no body, or {}"},
         "SlackForm": {
             "type": "object",
             "description": "application/x-www-form-urlencoded, as Slack sends it; signed with the "
@@ -359,7 +360,9 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Pause: no new step starts until resumed",
                 {200: _answer("Paused.", _ref("Paused"))},
-                [*_READ, 503],
+                [400, *_READ, 408, 413, 503],
+                body=_ref("NoFields"),
+                body_required=False,
                 security=_API,
                 op_id="pause",
             )
@@ -368,7 +371,9 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Resume after a pause",
                 {200: _answer("Resumed.", _ref("Paused"))},
-                [*_READ, 503],
+                [400, *_READ, 408, 413, 503],
+                body=_ref("NoFields"),
+                body_required=False,
                 security=_API,
                 op_id="resume",
             )
