@@ -4,14 +4,19 @@
   with 1 kB of gzip had 1 MiB inflated and HMAC-checked on the event loop before its 401 (~4 ms each: a
   flood held ``/healthz`` up for half a second). A compressed request is refused (415) before its body is
   read.
+- A correctly signed body that is not UTF-8 was answered 401 and logged as a forged signature, because the
+  signature check decoded the body. The HMAC is checked over the bytes as sent; such a request is a
+  malformed one (400), and nobody is told a signature was forged.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import zlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from structlog.testing import capture_logs
@@ -115,3 +120,29 @@ async def test_compressed_slack_requests_are_refused_before_their_body_is_read(
             assert (await sd.d.call("GET", "/api/v1/status"))[1]["paused"] is True
             assert (await sd.d.call("POST", "/api/v1/resume"))[0] == 200
             sd.d.clock.advance(1)  # a new timestamp, so not a replay of the first
+
+
+async def test_a_signed_body_that_is_not_utf8_is_malformed_not_forged(tmp_path: Path) -> None:
+    async with serve_slack(tmp_path, RUNBOOKS) as sd:
+        url = quote(sd.slack.response_url(), safe="").encode()
+        command = b"command=%2Frunbook&text=pause\xff&user_id=" + ALICE.encode() + b"&response_url=" + url
+        bodies = [("/slack/commands", command), ("/slack/interactions", b"payload=\xff\xfe")]
+        now = int(sd.d.clock.now())
+        with capture_logs() as logs:
+            for path, body in bodies:
+                status, text = await sd.post(path, body, headers=signed_headers(body, now))
+                assert status == 400, (path, status, text)
+                assert json.loads(text)["error"] == "expected a form body (application/x-www-form-urlencoded)"
+        assert not _events(logs, "slack.unverified_request"), logs
+        await sd.settle()
+        assert sd.slack.answers == []
+        await _healthy_and_unpaused(sd)
+
+        # signed with another secret, the same bytes are what they always were: forged, 401
+        with capture_logs() as logs:
+            for path, body in bodies:
+                headers = signed_headers(body, now, secret="not-the-signing-secret")
+                status, text = await sd.post(path, body, headers=headers)
+                assert status == 401 and "Slack signature" in json.loads(text)["error"], text
+        assert len(_events(logs, "slack.unverified_request")) == 2, logs
+        await _healthy_and_unpaused(sd)

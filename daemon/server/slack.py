@@ -13,6 +13,8 @@ approval rules are the API's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import re
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any
@@ -20,7 +22,6 @@ from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import web
-from slack_sdk import signature
 
 from daemon.config import Config, Secrets
 from daemon.engine.identity import Identity
@@ -44,21 +45,11 @@ log = structlog.get_logger("runbookd.slack")
 _USER_ID = re.compile(r"^[A-Z0-9]{2,32}$")
 Answer = replies.Answer
 _SIGNATURE_WINDOW = 300
-"""Seconds a signed request stays valid on either side of its timestamp (slack_sdk's verifier)."""
+"""Seconds a signed request stays valid on either side of its timestamp (as slack_sdk's verifier)."""
 _SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 """Slack's signature header: version 0, HMAC-SHA256 in hex."""
 _COMPRESSED = "compressed body (Content-Encoding)"
 """The refusal's ``error`` in the log: one text, so a flood of them is one kind to the rate limit."""
-
-
-class _VerifierClock(signature.Clock):
-    """slack_sdk's verifier wants its own Clock type; this one reads runbookd's (a FrozenClock in tests)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-
-    def now(self) -> float:
-        return self._clock.now()
 
 
 def slack_identity(
@@ -84,9 +75,7 @@ class ChatOps:
         """Retries of every call to Slack; set before start-up to change it."""
         self._token = secrets.slack_bot_token
         self._clock = clock
-        self._verifier = signature.SignatureVerifier(
-            secrets.slack_signing_secret.get_secret_value(), clock=_VerifierClock(clock)
-        )
+        self._signing_key = secrets.slack_signing_secret.get_secret_value().encode()
         self._store: StateStore | None = None
         """Where signatures of accepted requests are kept (replays refused across restarts)."""
         self._runbook_channels = {
@@ -160,16 +149,23 @@ class ChatOps:
             raise self._unverified(request)
         self._refuse_compressed(request)
         body = await request.app[BODIES].read(request, pool="slack")
-        try:
-            valid = self._verifier.is_valid_request(body, dict(request.headers))
-        except (ValueError, UnicodeDecodeError):  # a timestamp that is not an integer, a body not UTF-8
-            valid = False
-        if not valid:
+        signature = request.headers["X-Slack-Signature"]
+        if not self._signs(signature, request.headers["X-Slack-Request-Timestamp"], body):
             raise self._unverified(request)
-        if not await self._first_delivery(request.headers["X-Slack-Signature"], timestamp):
+        if not await self._first_delivery(signature, timestamp):
             log.warning("slack.replayed_request", path=request.path, remote=request.remote, error="replayed")
             raise Unauthorized("replayed Slack request: this signed request was already received")
         return body
+
+    def _signs(self, signature: str, timestamp: str, body: bytes) -> bool:
+        """Whether ``signature`` is Slack's v0 signature of the body's bytes as sent: ``v0=`` and the hex
+        HMAC-SHA256, keyed with the signing secret, of ``v0:{timestamp}:{body}``, compared in constant time.
+
+        Over bytes, not text: slack_sdk's verifier decodes the body as UTF-8 first, so a signed body that
+        is not UTF-8 failed as a forged signature (401) instead of reaching the form parser (400)."""
+        mac = hmac.new(self._signing_key, b"v0:" + timestamp.encode("ascii") + b":", hashlib.sha256)
+        mac.update(body)
+        return hmac.compare_digest("v0=" + mac.hexdigest(), signature)
 
     def _signed_at(self, headers: Mapping[str, str]) -> int | None:
         """The request's timestamp, if its signature headers could be valid; None otherwise."""
@@ -178,7 +174,7 @@ class ChatOps:
             ts.isascii()
             and ts.isdigit()
             and len(ts) <= 12
-            and _SIGNATURE.match(sig)
+            and _SIGNATURE.fullmatch(sig)
             and abs(self._clock.now() - int(ts)) <= _SIGNATURE_WINDOW
         ):
             return int(ts)
