@@ -48,6 +48,7 @@ _ERRORS = {
     408: "The request body was not received within `server.body_timeout`.",
     409: "The run's state does not allow this now (stale approval, changed plan, active run).",
     413: "The request body is larger than `server.max_body_bytes`.",
+    415: "A compressed body where Slack sends none (any Content-Encoding but identity), refused unread.",
     503: "Cannot store now, runbookd is starting or shutting down, or too many bodies are being "
     "received (`server.max_pending_bodies`); retry.",
 }
@@ -399,7 +400,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Slack button clicks and dialog submissions (signed by Slack)",
                 {200: _answer("Acknowledged; the answer follows through the response_url.")},
-                [400, 401, 408, 413, 503],
+                [400, 401, 408, 413, 415, 503],
                 body=_ref("SlackForm"),
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
@@ -410,7 +411,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "The /runbook slash command (signed by Slack)",
                 {200: _answer("Acknowledged, or an immediate ephemeral answer.")},
-                [400, 401, 408, 413, 503],
+                [400, 401, 408, 413, 415, 503],
                 body=_ref("SlackForm"),
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
