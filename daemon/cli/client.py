@@ -7,7 +7,8 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from email.message import Message
+from typing import IO, Any
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -16,11 +17,28 @@ class ClientError(Exception):
     """The request failed; the message says why (server's own error text where there is one)."""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib's handler would send the token (a header added with add_header)
+    to whatever URL the Location names, and turn a POST into a GET. A 3xx becomes an HTTPError instead."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> None:
+        return None
+
+
 class ApiClient:
     def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         self.server = (server or os.environ.get("RUNBOOKD_SERVER") or DEFAULT_SERVER).rstrip("/")
         self.token = token if token is not None else os.environ.get("RUNBOOKD_TOKEN")
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if not self.server.startswith(("http://", "https://")):
@@ -32,9 +50,15 @@ class ApiClient:
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+            with self._opener.open(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                location = exc.headers.get("Location") if exc.headers else None
+                raise ClientError(
+                    f"{exc.code} from {method} {path}: redirects are not followed"
+                    f" (Location: {location or 'none given'}); check --server / RUNBOOKD_SERVER"
+                ) from None
             try:
                 message = json.loads(exc.read()).get("error", exc.reason)
             except (ValueError, AttributeError):

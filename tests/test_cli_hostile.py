@@ -1,0 +1,175 @@
+"""The client commands against a hostile or broken server (a fake on loopback, not runbookd): the token
+never leaves for another URL, nothing the server answers makes the CLI show a traceback, and nothing it
+says can steer the terminal. Every failure is one line on stderr and exit 1, as for an unreachable server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from support.ports import LOOPBACK
+from support.procs import base_env
+from support.runbookd import runbookd_bin
+
+TOKEN = "secret-cli-token"
+
+
+@dataclass
+class Answer:
+    """What the fake answers every request with: a status, reason phrase, headers and body; or ``raw``
+    bytes written as they are instead of an HTTP answer; or ``stream`` bytes of body sent until the client
+    goes away (no Content-Length, at most ``stream`` bytes)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    raw: bytes | None = None
+    stream: int = 0
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    authorization: str | None
+
+
+class FakeServer:
+    """A loopback HTTP server that records every request and answers each with ``answer``."""
+
+    def __init__(self, answer: Answer | None = None) -> None:
+        self.answer = answer or Answer()
+        self.seen: list[Seen] = []
+        self.streamed = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                fake.seen.append(Seen(self.command, self.path, self.headers.get("Authorization")))
+                a = fake.answer
+                if a.raw is not None:
+                    self.wfile.write(a.raw)
+                    return
+                self.send_response(a.status, a.reason)
+                headers = dict(a.headers)
+                if not a.stream:
+                    headers.setdefault("Content-Length", str(len(a.body)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if not a.stream:
+                    self.wfile.write(a.body)
+                    return
+                chunk = b"[" * (1 << 20)
+                try:
+                    while fake.streamed < a.stream:
+                        self.wfile.write(chunk)
+                        fake.streamed += len(chunk)
+                except OSError:  # the client stopped reading: what it should do
+                    pass
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    server = FakeServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def cli(server: FakeServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [runbookd_bin(), *args],
+        env=base_env({"RUNBOOKD_SERVER": server.url, "RUNBOOKD_TOKEN": TOKEN}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def one_line_error(res: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 1, nothing on stdout, one line on stderr (no traceback), holding every fragment."""
+    assert res.returncode == 1, (res.returncode, res.stdout, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert res.stdout == "", res.stdout[:3000]
+    assert res.stderr.startswith("runbookd: ") and res.stderr.endswith("\n"), res.stderr[:3000]
+    line = res.stderr[:-1]
+    assert "\n" not in line and "\r" not in line, line
+    assert len(line) < 1000, line
+    for f in fragments:
+        assert f in line, line
+    return line
+
+
+def no_terminal_controls(text: str) -> None:
+    bad = [c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c in "\u202e\u200b"]
+    assert not bad, text
+
+
+COMMANDS = [
+    ["runs"],
+    ["runs", "--output", "json"],
+    ["show", "r1"],
+    ["approve", "r1", "--yes"],
+    ["reject", "r1", "--reason", "no"],
+    ["trigger", "demo"],
+    ["checks"],
+    ["pause"],
+    ["resume"],
+]
+
+
+# -- 1. redirects are not followed: the token never leaves for another URL ----------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("command", [["runs"], ["pause"]])
+def test_a_redirect_is_an_error_naming_the_location_and_is_not_followed(
+    fake: FakeServer, status: int, command: list[str]
+) -> None:
+    other = FakeServer(Answer(200, b'{"runs": [], "paused": true}'))
+    try:
+        location = f"http://localhost:{other.port}/stolen"
+        fake.answer = Answer(status, b"", {"Location": location})
+        line = one_line_error(cli(fake, *command), str(status), location)
+        assert "redirect" in line
+        assert TOKEN not in line
+        assert other.seen == []  # neither the token nor the request went to the other URL
+        assert [s.method for s in fake.seen] == ["POST" if command == ["pause"] else "GET"]
+        assert fake.seen[0].authorization == f"Bearer {TOKEN}"
+    finally:
+        other.close()
+
+
+def test_a_redirect_to_the_same_server_is_not_followed_either(fake: FakeServer) -> None:
+    fake.answer = Answer(302, b"", {"Location": "/api/v1/resume"})
+    one_line_error(cli(fake, "pause"), "302", "/api/v1/resume")
+    assert [(s.method, s.path) for s in fake.seen] == [("POST", "/api/v1/pause")]
