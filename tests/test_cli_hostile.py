@@ -87,7 +87,7 @@ class FakeServer:
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.url = f"http://{LOOPBACK}:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -173,3 +173,87 @@ def test_a_redirect_to_the_same_server_is_not_followed_either(fake: FakeServer) 
     fake.answer = Answer(302, b"", {"Location": "/api/v1/resume"})
     one_line_error(cli(fake, "pause"), "302", "/api/v1/resume")
     assert [(s.method, s.path) for s in fake.seen] == [("POST", "/api/v1/pause")]
+
+
+# -- 2. an answer that is not what runbookd answers: one line, exit 1 -------------------------------------------
+
+UNEXPECTED = {
+    "html": b"<html><body>502 Bad Gateway</body></html>",
+    "empty": b"",
+    "deep": b"[" * 200_000,
+    "deep-in-object": b'{"runs": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    "number-for-list": b'{"runs": 5, "checks": 5, "paused": 5, "id": 5, "steps": 5}',
+    "list": b"[]",
+    "empty-object": b"{}",
+    "list-of-numbers": b'{"runs": [1, 2], "checks": [1], "steps": [1], "current_step": "s1"}',
+    "not-utf8": b'{"runs": ["\xff\xfe"]}',
+    "lone-surrogate": b'{"runs": [{"id": "\\ud800"}], "id": "\\ud800", "state": "\\ud800", "paused": 1}',
+}
+
+
+@pytest.mark.parametrize("body", UNEXPECTED.values(), ids=UNEXPECTED.keys())
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_an_answer_runbookd_would_not_give_is_one_line_not_a_traceback(
+    fake: FakeServer, command: list[str], body: bytes
+) -> None:
+    fake.answer = Answer(200 if command[0] != "trigger" else 201, body, {"Content-Type": "application/json"})
+    line = one_line_error(cli(fake, *command), "not what runbookd answers")
+    no_terminal_controls(line)
+    assert TOKEN not in line
+
+
+def test_the_unexpected_answer_is_named_with_its_status_and_a_short_excerpt(fake: FakeServer) -> None:
+    fake.answer = Answer(200, b"<html>" + b"x" * 100_000 + b"</html>")
+    line = one_line_error(cli(fake, "runs"), "GET /api/v1/runs", "200", "<html>xxx")
+    assert len(line) < 400, line
+
+
+def test_the_first_unexpected_answer_of_approve_sends_no_approval(fake: FakeServer) -> None:
+    fake.answer = Answer(200, b'{"current_step": "s1", "steps": {"s1": 1}}')
+    one_line_error(cli(fake, "approve", "r1", "--yes"), "not what runbookd answers")
+    assert [s.method for s in fake.seen] == ["GET"]
+
+
+@pytest.mark.parametrize("status", [400, 503])
+@pytest.mark.parametrize("body", [b"[" * 200_000, b'{"error": {"nested": 1}}', b"[]", b"\xff", b"{"])
+def test_an_error_answer_runbookd_would_not_give_is_one_line(
+    fake: FakeServer, status: int, body: bytes
+) -> None:
+    fake.answer = Answer(status, body)
+    one_line_error(cli(fake, "show", "r1"), str(status))
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "until-close"])
+def test_an_answer_too_large_is_not_read_whole(fake: FakeServer, with_length: bool) -> None:
+    from daemon.cli.client import MAX_ANSWER_BYTES
+
+    fake.answer = Answer(200, stream=4 * MAX_ANSWER_BYTES)
+    if with_length:
+        fake.answer.headers["Content-Length"] = str(4 * MAX_ANSWER_BYTES)
+    one_line_error(cli(fake, "runs"), "not what runbookd answers", "larger than")
+    # what the kernel's socket buffers took, at most, beyond what the CLI read
+    assert fake.streamed < MAX_ANSWER_BYTES + (32 << 20), fake.streamed
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"SPEAK FRIEND\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n{}",
+        b"",
+    ],
+    ids=["bad-status-line", "cut-short", "too-many-headers", "closed"],
+)
+def test_broken_http_is_one_line(fake: FakeServer, raw: bytes) -> None:
+    fake.answer = Answer(raw=raw)
+    one_line_error(cli(fake, "runs"))
+
+
+def test_real_shapes_still_work(fake: FakeServer) -> None:
+    fake.answer = Answer(200, b'{"paused": true}')
+    res = cli(fake, "pause")
+    assert res.returncode == 0 and res.stdout.startswith("paused"), res
+    fake.answer = Answer(200, b'{"runs": []}')
+    res = cli(fake, "runs")
+    assert (res.returncode, res.stdout, res.stderr) == (0, "no runs\n", "")

@@ -1,20 +1,61 @@
-"""A small synchronous client of runbookd's HTTP API for the CLI (RUNBOOKD_SERVER, RUNBOOKD_TOKEN)."""
+"""A small synchronous client of runbookd's HTTP API for the CLI (RUNBOOKD_SERVER, RUNBOOKD_TOKEN).
+
+The server at the other end may not be runbookd (a wrong --server, a proxy's error page, something
+hostile): redirects are not followed, answers are read up to a bound and parsed with a bounded depth, and
+an answer that is not what runbookd answers is one line (``UnexpectedAnswer``), never a traceback."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from email.message import Message
 from typing import IO, Any
 
+from daemon.cli.render import defang
+
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+MAX_ANSWER_BYTES = 64 << 20
+"""Largest answer read. The largest real one is `runs`: up to 200 whole runs, step outputs included (a
+pod_logs step alone may hold up to 256 KiB of log lines), so tens of MiB are possible, if rare."""
+MAX_ERROR_BYTES = 64 << 10
+"""Largest error answer read: runbookd's are ``{"error": "one sentence"}``."""
+MAX_DEPTH = 64
+"""Deepest nesting accepted in an answer: a run view is at most 6 deep above a step's plan or output."""
+EXCERPT_CHARS = 120
 
 
 class ClientError(Exception):
     """The request failed; the message says why (server's own error text where there is one)."""
+
+
+class UnexpectedAnswer(ClientError):
+    """The server answered, but not as runbookd answers: not JSON, too large or too deep, not a JSON
+    object, or not the shape the command reads."""
+
+
+class _NotRunbookd(ValueError):
+    """Why a body is not one runbookd would send (for UnexpectedAnswer); ``head``: its first bytes."""
+
+    def __init__(self, why: str, head: bytes = b"") -> None:
+        super().__init__(why)
+        self.head = head
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The last answer received: enough to name it in an error."""
+
+    method: str
+    path: str
+    status: int
+    head: bytes
+    """The body's first bytes (enough for an excerpt)."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -33,14 +74,91 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _read(resp: IO[bytes], headers: Message | None, limit: int) -> bytes:
+    """The body, or _NotRunbookd past ``limit`` bytes (refused at once when Content-Length says so)."""
+    too_large = f"larger than {limit >> 20} MiB" if limit >= 1 << 20 else f"larger than {limit} bytes"
+    length = headers.get("Content-Length") if headers is not None else None
+    if length and length.strip().isdigit() and int(length) > limit:
+        raise _NotRunbookd(too_large, resp.read(EXCERPT_CHARS * 4))
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := resp.read(min(1 << 20, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise _NotRunbookd(too_large, chunks[0])
+    raw = b"".join(chunks)
+    if length and length.strip().isdigit() and total < int(length):  # read(n) does not say so itself
+        raise _NotRunbookd(f"cut short: {total} of {int(length)} bytes", raw)
+    return raw
+
+
+def parse(raw: bytes) -> dict[str, Any]:
+    """A JSON object as runbookd sends it, or _NotRunbookd. Nesting is bounded (the rendering walks it
+    recursively); strings are valid UTF-8 with no lone surrogate (which cannot be printed)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _NotRunbookd("not UTF-8") from None
+    except RecursionError:
+        raise _NotRunbookd(f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        raise _NotRunbookd("not JSON") from None
+    if not isinstance(data, dict):
+        raise _NotRunbookd("not a JSON object")
+    todo: list[tuple[Any, int]] = [(data, 0)]
+    while todo:  # without recursion: the depth is what is being checked
+        value, depth = todo.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _NotRunbookd("a string holds a lone surrogate") from None
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise _NotRunbookd(f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                todo.extend((k, depth + 1) for k in value)
+                value = value.values()
+            todo.extend((v, depth + 1) for v in value)
+    return data
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """Text from the server as one printable line of at most about ``limit`` characters: control and
+    invisible characters written as ``\\uXXXX`` (render.defang), as on the success path."""
+    return str(defang(text if len(text) <= limit else text[:limit] + "..."))
+
+
+def excerpt(raw: bytes) -> str:
+    """The start of a body as one printable line."""
+    if not raw.strip():
+        return "(empty body)"
+    text = raw[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    return shown(text + ("..." if len(raw) > EXCERPT_CHARS * 4 else ""), EXCERPT_CHARS)
+
+
 class ApiClient:
     def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         self.server = (server or os.environ.get("RUNBOOKD_SERVER") or DEFAULT_SERVER).rstrip("/")
         self.token = token if token is not None else os.environ.get("RUNBOOKD_TOKEN")
         self.timeout = timeout
         self._opener = urllib.request.build_opener(_NoRedirect)
+        self.last: Answer | None = None
+        """The last answer received (2xx), for ``unexpected``."""
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def unexpected(self, why: str) -> UnexpectedAnswer:
+        """The error for the last answer received: it is not what runbookd answers, and why."""
+        a = self.last
+        if a is None:
+            return UnexpectedAnswer(f"{self.server} did not answer as runbookd does ({why})")
+        return UnexpectedAnswer(
+            f"{self.server} answered {a.method} {a.path} with HTTP {a.status}, not what runbookd answers"
+            f" ({why}): {excerpt(a.head)}"
+        )
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         if not self.server.startswith(("http://", "https://")):
             raise ClientError(f"--server must be an http(s) URL, not {self.server!r}")
         data = json.dumps(body).encode() if body is not None else None
@@ -49,31 +167,51 @@ class ApiClient:
         req.add_header("X-Runbookd-Client", "cli")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
+        self.last = None
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
+                try:
+                    raw = _read(resp, resp.headers, MAX_ANSWER_BYTES)
+                except _NotRunbookd as exc:
+                    self.last = Answer(method, path, resp.status, exc.head)
+                    raise self.unexpected(str(exc)) from None
+                self.last = Answer(method, path, resp.status, raw[: EXCERPT_CHARS * 4])
         except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:
-                location = exc.headers.get("Location") if exc.headers else None
-                raise ClientError(
-                    f"{exc.code} from {method} {path}: redirects are not followed"
-                    f" (Location: {location or 'none given'}); check --server / RUNBOOKD_SERVER"
-                ) from None
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except (ValueError, AttributeError):
-                message = exc.reason
-            hint = " (set RUNBOOKD_TOKEN)" if exc.code == 401 and not self.token else ""
-            raise ClientError(f"{exc.code}: {message}{hint}") from None
+            raise self._error(method, path, exc) from None
+        except http.client.HTTPException as exc:  # a malformed status line or headers, a body cut short
+            raise ClientError(
+                f"{self.server} did not answer in HTTP: {type(exc).__name__} {shown(str(exc))}"
+            ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"cannot reach runbookd at {self.server}: {reason}") from None
+        try:
+            return parse(raw)
+        except _NotRunbookd as exc:
+            raise self.unexpected(str(exc)) from None
 
-    def get(self, path: str, **query: str | None) -> Any:
+    def _error(self, method: str, path: str, exc: urllib.error.HTTPError) -> ClientError:
+        if 300 <= exc.code < 400:
+            location = exc.headers.get("Location") if exc.headers else None
+            return ClientError(
+                f"{exc.code} from {method} {path}: redirects are not followed"
+                f" (Location: {location or 'none given'}); check --server / RUNBOOKD_SERVER"
+            )
+        message = exc.reason if isinstance(exc.reason, str) else ""
+        try:
+            error = parse(_read(exc, exc.headers, MAX_ERROR_BYTES)).get("error")
+        except (_NotRunbookd, OSError, http.client.HTTPException):
+            error = None  # not runbookd's error answer: the status and its reason phrase say enough
+        if isinstance(error, str) and error:
+            message = error
+        hint = " (set RUNBOOKD_TOKEN)" if exc.code == 401 and not self.token else ""
+        return ClientError(f"{exc.code}: {message}{hint}")
+
+    def get(self, path: str, **query: str | None) -> dict[str, Any]:
         q = {k: v for k, v in query.items() if v is not None}
         return self.request("GET", path + ("?" + urllib.parse.urlencode(q) if q else ""))
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.request("POST", path, body if body is not None else {})
 
 

@@ -152,8 +152,25 @@ def _approve(api: ApiClient, args: argparse.Namespace) -> None:
     _print(run, args.output, f"approved {step_id} of {run['id']}; run is now {run['state']}")
 
 
+_MISREAD = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+"""What reading an answer of another shape than runbookd's raises: a key missing, a number where a list
+of runs should be, a string formatted as a number."""
+
+
 def _client_command(args: argparse.Namespace) -> int:
+    """One client command; an answer it cannot read as runbookd's is one line (UnexpectedAnswer)."""
     api = ApiClient(args.server)
+    try:
+        return _call(api, args)
+    except UnicodeEncodeError:
+        raise  # the terminal cannot show a character: not the answer's fault (lone surrogates are refused)
+    except _MISREAD:
+        if api.last is None:
+            raise
+        raise api.unexpected("not the shape of runbookd's answer") from None
+
+
+def _call(api: ApiClient, args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "runs":
         runs = api.get("/api/v1/runs", state=args.state)["runs"]
@@ -185,8 +202,10 @@ def _client_command(args: argparse.Namespace) -> int:
         checks = api.get("/api/v1/checks")["checks"]
         _print(checks, args.output, render.checks_table(checks))
     elif cmd in ("pause", "resume"):
-        res = api.post(f"/api/v1/{cmd}")
-        print("paused: no new steps will start" if res["paused"] else "resumed: approved steps may start")
+        paused = api.post(f"/api/v1/{cmd}")["paused"]
+        if not isinstance(paused, bool):
+            raise api.unexpected("paused is not true or false")
+        print("paused: no new steps will start" if paused else "resumed: approved steps may start")
     return 0
 
 
