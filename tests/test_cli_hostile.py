@@ -5,6 +5,7 @@ says can steer the terminal. Every failure is one line on stderr and exit 1, as 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -257,3 +258,46 @@ def test_real_shapes_still_work(fake: FakeServer) -> None:
     fake.answer = Answer(200, b'{"runs": []}')
     res = cli(fake, "runs")
     assert (res.returncode, res.stdout, res.stderr) == (0, "no runs\n", "")
+
+
+# -- 3. the server's error text cannot steer the terminal --------------------------------------------------------
+
+HOSTILE = "denied\x1b]0;pwned\x07\x1b[2K\r\nrunbookd: approved r1\u202e\u200b"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_the_error_field_is_defanged(fake: FakeServer, command: list[str]) -> None:
+    fake.answer = Answer(403, json.dumps({"error": HOSTILE}).encode(), {"Content-Type": "application/json"})
+    line = one_line_error(cli(fake, *command), "403", "denied", "\\u001b]0;pwned\\u0007")
+    no_terminal_controls(line)
+
+
+def test_the_reason_phrase_is_defanged(fake: FakeServer) -> None:
+    fake.answer = Answer(502, b"not json", reason="Bad\x1b[2J\x1b[31m Gateway\x9b")
+    line = one_line_error(cli(fake, "runs"), "502", "Bad\\u001b[2J")
+    no_terminal_controls(line)
+
+
+def test_the_location_of_a_redirect_is_defanged(fake: FakeServer) -> None:
+    fake.answer = Answer(302, b"", {"Location": "http://x/\x1b[2Jstolen"})
+    line = one_line_error(cli(fake, "runs"), "302", "\\u001b[2Jstolen")
+    no_terminal_controls(line)
+
+
+def test_a_401_without_a_token_still_hints_at_it(fake: FakeServer) -> None:
+    fake.answer = Answer(401, b'{"error": "missing bearer token"}')
+    res = subprocess.run(
+        [runbookd_bin(), "runs"],
+        env=base_env({"RUNBOOKD_SERVER": fake.url, "RUNBOOKD_TOKEN": ""}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    one_line_error(res, "401: missing bearer token", "RUNBOOKD_TOKEN")
+
+
+def test_a_value_of_the_answer_quoted_in_an_error_is_defanged(fake: FakeServer) -> None:
+    fake.answer = Answer(200, json.dumps({"state": "ended\x1b[2K\rsucceeded", "steps": []}).encode())
+    line = one_line_error(cli(fake, "approve", "r1", "--yes"), "run r1 is ended\\u001b[2K\\u000dsucceeded")
+    no_terminal_controls(line)

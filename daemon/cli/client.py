@@ -27,11 +27,14 @@ MAX_ERROR_BYTES = 64 << 10
 """Largest error answer read: runbookd's are ``{"error": "one sentence"}``."""
 MAX_DEPTH = 64
 """Deepest nesting accepted in an answer: a run view is at most 6 deep above a step's plan or output."""
+MAX_ERROR_CHARS = 2000
+"""Longest error text shown from an error answer (runbookd's are a sentence or a few)."""
 EXCERPT_CHARS = 120
 
 
 class ClientError(Exception):
-    """The request failed; the message says why (server's own error text where there is one)."""
+    """The request failed; the message says why (server's own error text where there is one, defanged:
+    what the server says can no more steer the terminal on this path than on the success path)."""
 
 
 class UnexpectedAnswer(ClientError):
@@ -195,15 +198,15 @@ class ApiClient:
             location = exc.headers.get("Location") if exc.headers else None
             return ClientError(
                 f"{exc.code} from {method} {path}: redirects are not followed"
-                f" (Location: {location or 'none given'}); check --server / RUNBOOKD_SERVER"
+                f" (Location: {shown(location) if location else 'none given'}); check --server / RUNBOOKD_SERVER"
             )
-        message = exc.reason if isinstance(exc.reason, str) else ""
+        message = shown(exc.reason) if isinstance(exc.reason, str) else ""
         try:
             error = parse(_read(exc, exc.headers, MAX_ERROR_BYTES)).get("error")
         except (_NotRunbookd, OSError, http.client.HTTPException):
             error = None  # not runbookd's error answer: the status and its reason phrase say enough
         if isinstance(error, str) and error:
-            message = error
+            message = shown(error, MAX_ERROR_CHARS)
         hint = " (set RUNBOOKD_TOKEN)" if exc.code == 401 and not self.token else ""
         return ClientError(f"{exc.code}: {message}{hint}")
 

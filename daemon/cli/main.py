@@ -237,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunbookError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return EXIT_INVALID
-    except ClientError as exc:
-        print(f"runbookd: {exc}", file=sys.stderr)
+    except (
+        ClientError
+    ) as exc:  # defanged again as a whole: it may quote the server (a run's state, TLS errors)
+        print(f"runbookd: {render.defang(str(exc))}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
