@@ -310,6 +310,20 @@ def _bomb(inflated: int) -> bytes:
     return b"".join(out) + packer.flush()
 
 
+async def _post_webhook_encoded(d: Daemon, encoding: str, body: bytes) -> rawhttp.RawAnswer:
+    """POST ``body`` to the webhook as sent, with this Content-Encoding."""
+    head = rawhttp.head(
+        "POST",
+        "/api/v1/alertmanager",
+        {
+            "Authorization": f"Bearer {WEBHOOK}",
+            "Content-Encoding": encoding,
+            "Content-Length": str(len(body)),
+        },
+    )
+    return await rawhttp.send(d.url, head + body)
+
+
 async def test_compressed_bodies_are_read_as_sent(tmp_path: Path) -> None:
     payload = json.dumps(alert_payload(job="gz")).encode()
     deflated = zlib.compress(payload)
@@ -322,16 +336,7 @@ async def test_compressed_bodies_are_read_as_sent(tmp_path: Path) -> None:
             ("deflate", raw_deflate),
             ("identity", payload),
         ]:
-            head = rawhttp.head(
-                "POST",
-                "/api/v1/alertmanager",
-                {
-                    "Authorization": f"Bearer {WEBHOOK}",
-                    "Content-Encoding": encoding,
-                    "Content-Length": str(len(body)),
-                },
-            )
-            answer = await rawhttp.send(d.url, head + body)
+            answer = await _post_webhook_encoded(d, encoding, body)
             assert answer.status == 200, (encoding, answer)
             receipt = json.loads(answer.body)["receipt"]
             routed = await d.engine.routed(receipt)
@@ -345,16 +350,7 @@ async def test_bytes_after_a_compressed_stream_are_refused(tmp_path: Path) -> No
             ("deflate", zlib.compress(payload) + b"{}", b"bytes follow the end of the deflate stream"),
             ("gzip", _gzip(payload) + b"{}", b"not valid gzip"),  # read as a second member: not gzip
         ]:
-            head = rawhttp.head(
-                "POST",
-                "/api/v1/alertmanager",
-                {
-                    "Authorization": f"Bearer {WEBHOOK}",
-                    "Content-Encoding": encoding,
-                    "Content-Length": str(len(body)),
-                },
-            )
-            answer = await rawhttp.send(d.url, head + body)
+            answer = await _post_webhook_encoded(d, encoding, body)
             assert answer.status == 400 and says in answer.body, (encoding, answer)
         async with d.engine.store.transaction() as tx:
             assert await tx.last_inbox_seq() == 0  # nothing stored
