@@ -169,3 +169,17 @@ async def test_one_routing_call_never_resets_what_another_has_pending(
     await asyncio.sleep(0.005)  # the first call is inside its transaction now
     await asyncio.gather(first, *(engine.route_batch() for _ in range(3)))
     assert kept == [True] * 4
+
+
+async def test_a_run_marked_resolved_is_marked_firing_when_its_alert_fires_again(engine: Engine) -> None:
+    # The run stays active after its only alert resolves (on_resolved: ignore) and is marked resolved; a
+    # later delivery of the alert firing attaches to it and must mark it firing again (a step's `when:
+    # "{{ not run.alert_resolved }}"` reads it), not take the attach-only shortcut of a storm.
+    (run_id,) = (await _route(engine, "fp-1"))["started"]
+    await _route(engine, "fp-1", status="resolved")
+    assert (await engine.get_run(run_id))["alert_resolved"] is True
+
+    assert (await _route(engine, "fp-1", starts="t2"))["attached"] == [run_id]
+    assert (await engine.get_run(run_id))["alert_resolved"] is False
+    assert (await _route(engine, "fp-1", starts="t2"))["attached"] == [run_id]  # a re-delivery: still firing
+    assert (await engine.get_run(run_id))["alert_resolved"] is False

@@ -238,7 +238,24 @@ class Router:
                 await asyncio.sleep(0)
 
     def _plans_of(self, payload: WebhookPayload) -> list[list[tuple[Runbook, _Plan]]]:
-        return [[(rb, self._plan(rb, a)) for rb in self._matching(a)] for a in payload.alerts]
+        """Each alert's (runbook, plan) for the runbooks it matches (``_matching`` and ``_plan`` written
+        out with the index looked up once: this runs for every alert routed)."""
+        by_name = self._index()
+        out: list[list[tuple[Runbook, _Plan]]] = []
+        for alert in payload.alerts:
+            labels = alert.labels
+            runbooks = by_name.get(labels["alertname"])
+            if not runbooks:
+                out.append([])
+                continue
+            out.append(
+                [
+                    (rb, self._plan_indexed(rb, alert))
+                    for rb in runbooks
+                    if any(t.matches_alert(labels) for t in rb.triggers)
+                ]
+            )
+        return out
 
     async def route_batch(self) -> list[int]:
         """Route one batch: the oldest notifications, then those that may jump the queue; or the next
@@ -473,15 +490,42 @@ class Router:
         for seq, payload in batch:
             summary = _summary(len(payload.alerts))
             for alert in payload.alerts:
+                each = next(planned)
                 if alert.status == "firing":
-                    await self._on_firing(tx, alert, next(planned), fx, summary, w)
+                    if not self._attach_only(alert, each, summary, w):
+                        await self._on_firing(tx, alert, each, fx, summary, w)
                 else:
                     await self._flush(tx, w)
-                    next(planned)
                     await self._on_resolved(tx, alert, fx, summary, w)
             results[seq] = summary
         await self._flush(tx, w)
         return results
+
+    def _attach_only(
+        self, alert: Alert, plans: list[tuple[Runbook, _Plan]], summary: dict[str, Any], w: _Writes
+    ) -> bool:
+        """``_on_firing`` for the common case of a storm, without the store: the alert matches nothing,
+        or only runbooks whose target has an active run this transaction already knows (firing): it
+        attaches (a link to write, unless committed already). False, having changed nothing: anything
+        else (a run to start, a render error, a run to look up or marked resolved) goes the long way."""
+        if not plans:
+            summary["unmatched"].append({"alert": alert.name, "fingerprint": alert.key()})
+            return True
+        runs: list[tuple[str, str]] = []
+        for rb, plan in plans:
+            if isinstance(plan, str):
+                return False
+            key = (rb.name, plan[1])
+            active = w.active.get(key)
+            if active is None or active[1] or key not in w.known:
+                return False
+            runs.append((rb.name, active[0]))
+        fingerprint, linked, attached = alert.key(), self._recorded.linked, summary["attached"]
+        for runbook, run_id in runs:
+            if not linked(fingerprint, runbook, run_id):  # else: nothing to write
+                w.links.setdefault((fingerprint, runbook, run_id), alert.name)
+            attached.append(run_id)
+        return True
 
     async def _flush(self, tx: Tx, w: _Writes) -> None:
         """Write the links collected; an alert newly linked to a run (or firing again) gets its
@@ -539,6 +583,10 @@ class Router:
         """The params and target a runbook renders for an alert, cached by what they depend on
         (``plankeys``): re-deliveries, and new alerts of a target already seen, render nothing."""
         self._index()
+        return self._plan_indexed(rb, alert)
+
+    def _plan_indexed(self, rb: Runbook, alert: Alert) -> _Plan:
+        """``_plan`` once ``_index`` is current."""
         deps = self._plan_deps.get(rb.name)
         key = (rb.name, *(_alert_key(alert) if deps is None else plankeys.values(alert, deps)))
         plan = self._plans.get(key)
