@@ -113,7 +113,7 @@ class Router:
         receipt = await self.inbox.submit(
             raw if settled is None else "", len(payload.alerts), payload, settled
         )
-        firing = sum(1 for alert in payload.alerts if alert.status == "firing")
+        firing = [alert.status for alert in payload.alerts].count("firing")
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
 
