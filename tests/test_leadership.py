@@ -10,7 +10,7 @@ import pytest
 from support.postgres import PostgresServer
 
 from daemon.errors import LostLeadership
-from daemon.store.leadership import LeaseLeadership
+from daemon.store.lease import LeaseLeadership
 from daemon.store.postgres import PgSettings, PgStore
 
 LEASE, RENEW = 30.0, 10.0  # long: the background loop never renews during a test; the tests drive it

@@ -65,3 +65,25 @@ def test_the_webhook_stores_while_recovery_runs_then_routing_goes_live(
     assert status["counts"]["runs_active"] == SEEDED + 1
     assert status["counts"]["notifications_unrouted"] == 0
     assert set(status) >= {"version", "leader", "routing_live", "paused", "dry_run", "store", "counts"}
+
+
+def test_a_sqlite_daemon_never_loads_the_postgresql_driver(
+    tmp_path: Path, runbookd_factory: Callable[..., RunbookdProcess]
+) -> None:
+    # psycopg (and the libpq it loads) cost ~90 ms of every start and ~9 MB of memory; on the default
+    # store they are never needed. Checked in the running process's memory map after it served a webhook.
+    write_runbooks(tmp_path, {"scrape": RUNBOOK})
+    config = daemon_config(
+        tmp_path / "runbooks",
+        prometheus="http://127.0.0.1:9",
+        alertmanager="http://127.0.0.1:9",
+        dry_run=True,
+    )
+    rb = runbookd_factory(config, state_path=tmp_path / "state.db")
+    resp = rb.post_webhook(webhook_payload({"alertname": "PrometheusScrapeFailure", "job": "web"}))
+    assert resp.status == 200
+    assert rb.pid is not None
+    maps = Path(f"/proc/{rb.pid}/maps").read_text()
+    assert "/site-packages/" in maps  # the map does list the daemon's own extension modules
+    loaded = {line.split()[-1] for line in maps.splitlines() if "psycopg" in line or "libpq" in line}
+    assert loaded == set(), loaded

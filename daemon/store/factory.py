@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import SecretStr
 
 from daemon.config import StateConfig
 from daemon.store.base import StateStore
-from daemon.store.leadership import Leadership, LeaseLeadership, SoleLeader
-from daemon.store.postgres import PgSettings, PgStore
+from daemon.store.leadership import Leadership, SoleLeader
 from daemon.store.sqlite import Store
+
+if TYPE_CHECKING:
+    from daemon.store.postgres import PgSettings
+
+# The PostgreSQL modules (and psycopg, ~90 ms and ~9 MB) are imported only when the configuration names
+# PostgreSQL: a SQLite deployment, the default, never loads them.
 
 
 def pg_settings(state: StateConfig, password: SecretStr | None, *, lease: float = 15.0) -> PgSettings:
+    from daemon.store.postgres import PgSettings
+
     assert state.url is not None
     return PgSettings(
         url=state.url,
@@ -29,6 +38,8 @@ def leadership_for(
 ) -> Leadership:
     """SQLite: this process always leads (it holds the state lock). PostgreSQL: a lease in the database."""
     if store.backend == "postgresql":
+        from daemon.store.lease import LeaseLeadership
+
         return LeaseLeadership(pg_settings(state, password, lease=lease), lease=lease, renew=renew)
     return SoleLeader()
 
@@ -36,5 +47,7 @@ def leadership_for(
 async def open_store(state: StateConfig, password: SecretStr | None, *, lease: float = 15.0) -> StateStore:
     """Open (and migrate) the configured store. Raises StoreUnavailable."""
     if state.url:
+        from daemon.store.postgres import PgStore
+
         return await PgStore.open(pg_settings(state, password, lease=lease))
     return await Store.open(state.path, state.busy_timeout)
