@@ -6,9 +6,12 @@ an answer that is not what runbookd answers is one line (``UnexpectedAnswer``), 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import socket
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +33,10 @@ MAX_DEPTH = 64
 MAX_ERROR_CHARS = 2000
 """Longest error text shown from an error answer (runbookd's are a sentence or a few)."""
 EXCERPT_CHARS = 120
+DEADLINE = 120.0
+"""Longest one request may take, connection to last byte of the answer. Each read also times out on its
+own (``ApiClient.timeout``), but a server that trickles a byte now and then would keep every read inside
+that for ever."""
 
 
 class ClientError(Exception):
@@ -75,6 +82,76 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> None:
         return None
+
+
+class _Deadline:
+    """Shuts the request's socket down once ``seconds`` have passed since ``start``: whatever read the
+    request is in then ends (EOF or an error), and ``expired`` says why."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        """The connection's socket, once connected (connecting has its own timeout)."""
+        with self._lock:
+            self._sock = sock
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._sock
+        if sock is not None:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already: nothing is waiting on it
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread; close() would not
+
+
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPConnection, self._deadline), req)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            _watched(http.client.HTTPSConnection, self._deadline),
+            req,
+            context=self._context,  # type: ignore[attr-defined]  # urllib's own, as https_open passes it
+        )
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> type[http.client.HTTPConnection]:
+    class Watched(base):  # type: ignore[valid-type,misc]  # a class made per request, as urllib wants one
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Watched
 
 
 def _read(resp: IO[bytes], headers: Message | None, limit: int) -> bytes:
@@ -143,11 +220,19 @@ def excerpt(raw: bytes) -> str:
 
 
 class ApiClient:
-    def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        deadline: float = DEADLINE,
+    ) -> None:
         self.server = (server or os.environ.get("RUNBOOKD_SERVER") or DEFAULT_SERVER).rstrip("/")
         self.token = token if token is not None else os.environ.get("RUNBOOKD_TOKEN")
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        """Seconds to connect, and for each read."""
+        self.deadline = deadline
+        """Seconds for the whole request (``DEADLINE``)."""
         self.last: Answer | None = None
         """The last answer received (2xx), for ``unexpected``."""
 
@@ -171,8 +256,25 @@ class ApiClient:
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         self.last = None
+        deadline = _Deadline(self.deadline)
+        opener = urllib.request.build_opener(_NoRedirect, _WatchedHTTP(deadline), _WatchedHTTPS(deadline))
+        deadline.start()
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
+            return self._request(opener, req, method, path)
+        except ClientError:
+            if deadline.expired:  # whatever the cut-off read looked like, this is why it was cut off
+                raise ClientError(
+                    f"{self.server} did not answer {method} {path} whole within {self.deadline:g} s; gave up"
+                ) from None
+            raise
+        finally:
+            deadline.cancel()
+
+    def _request(
+        self, opener: urllib.request.OpenerDirector, req: urllib.request.Request, method: str, path: str
+    ) -> dict[str, Any]:
+        try:
+            with opener.open(req, timeout=self.timeout) as resp:
                 try:
                     raw = _read(resp, resp.headers, MAX_ANSWER_BYTES)
                 except _NotRunbookd as exc:
@@ -180,7 +282,8 @@ class ApiClient:
                     raise self.unexpected(str(exc)) from None
                 self.last = Answer(method, path, resp.status, raw[: EXCERPT_CHARS * 4])
         except urllib.error.HTTPError as exc:
-            raise self._error(method, path, exc) from None
+            with exc:  # the error answer's connection: closed once its body is read
+                raise self._error(method, path, exc) from None
         except http.client.HTTPException as exc:  # a malformed status line or headers, a body cut short
             raise ClientError(
                 f"{self.server} did not answer in HTTP: {type(exc).__name__} {shown(str(exc))}"
