@@ -130,7 +130,7 @@ def _alert(rnd: random.Random) -> Alert:
 
 async def test_a_cached_plan_is_the_plan_a_fresh_render_gives(engine: Engine) -> None:
     router = engine._routing
-    router._matching(_alert(random.Random(0)))  # builds the index (and each runbook's dependencies)
+    router._index()  # builds the index (and each runbook's dependencies)
     runbooks = [lr.runbook for lr in engine.runbooks.values()]
     keyed = {rb.name for rb in runbooks if router._plan_deps.get(rb.name) is not None}
     assert keyed >= {
@@ -170,6 +170,7 @@ async def test_new_instances_of_a_target_render_nothing(
 
     monkeypatch.setattr(planner, "render_params", counting)
     router = engine._routing
+    router._index()
     by_label = engine.runbooks["by-label"].runbook
     for i in range(50):
         labels = {"alertname": "Synthetic", "job": "a" if i % 2 else "b", "instance": f"10.0.0.{i}"}

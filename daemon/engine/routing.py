@@ -126,7 +126,9 @@ class Router:
         resolved alert is always routed: a run may be linked to it (even one of a runbook since changed)."""
         by_name = self._index()
         unmatched = []
-        for alert in payload.alerts:  # _matching() and Alert.name/key() written out: the webhook's hot path
+        for alert in (
+            payload.alerts
+        ):  # _plans_of()'s matching and Alert.name/key() written out: the webhook's hot path
             labels = alert.labels
             name = labels["alertname"]
             if alert.status != "firing":
@@ -238,8 +240,8 @@ class Router:
                 await asyncio.sleep(0)
 
     def _plans_of(self, payload: WebhookPayload) -> list[list[tuple[Runbook, _Plan]]]:
-        """Each alert's (runbook, plan) for the runbooks it matches (``_matching`` and ``_plan`` written
-        out with the index looked up once: this runs for every alert routed)."""
+        """Each alert's (runbook, plan) for the runbooks it matches (a trigger for its name that matches
+        its labels); the index is looked up once per notification: this runs for every alert routed."""
         by_name = self._index()
         out: list[list[tuple[Runbook, _Plan]]] = []
         for alert in payload.alerts:
@@ -250,7 +252,7 @@ class Router:
                 continue
             out.append(
                 [
-                    (rb, self._plan_indexed(rb, alert))
+                    (rb, self._plan(rb, alert))
                     for rb in runbooks
                     if any(t.matches_alert(labels) for t in rb.triggers)
                 ]
@@ -551,11 +553,6 @@ class Router:
             )
         w.links, w.attached = {}, {}
 
-    def _matching(self, alert: Alert) -> list[Runbook]:
-        by_name = self._index()
-        labels = alert.labels
-        return [rb for rb in by_name.get(alert.name, ()) if any(t.matches_alert(labels) for t in rb.triggers)]
-
     def _index(self) -> dict[str, list[Runbook]]:
         """Alert name -> the runbooks with a trigger for it; rebuilt (with each runbook's plan
         dependencies, and an empty plan cache) when the runbooks change."""
@@ -581,12 +578,8 @@ class Router:
 
     def _plan(self, rb: Runbook, alert: Alert) -> _Plan:
         """The params and target a runbook renders for an alert, cached by what they depend on
-        (``plankeys``): re-deliveries, and new alerts of a target already seen, render nothing."""
-        self._index()
-        return self._plan_indexed(rb, alert)
-
-    def _plan_indexed(self, rb: Runbook, alert: Alert) -> _Plan:
-        """``_plan`` once ``_index`` is current."""
+        (``plankeys``): re-deliveries, and new alerts of a target already seen, render nothing. Call
+        ``_index`` first (it keeps the cache and each runbook's dependencies current)."""
         deps = self._plan_deps.get(rb.name)
         key = (rb.name, *(_alert_key(alert) if deps is None else plankeys.values(alert, deps)))
         plan = self._plans.get(key)
