@@ -126,9 +126,8 @@ class Router:
         resolved alert is always routed: a run may be linked to it (even one of a runbook since changed)."""
         by_name = self._index()
         unmatched = []
-        for alert in (
-            payload.alerts
-        ):  # _plans_of()'s matching and Alert.name/key() written out: the webhook's hot path
+        # _plans_of()'s matching and Alert.name/key() written out: the webhook's hot path
+        for alert in payload.alerts:
             labels = alert.labels
             name = labels["alertname"]
             if alert.status != "firing":
