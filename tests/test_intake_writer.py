@@ -282,10 +282,14 @@ async def test_a_store_dropped_without_close_ends_its_writer(tmp_path: Path) -> 
     store = await Store.open(tmp_path / "state.db")
     assert await store.append_inbox(_rows(1, "a")) == 1
     pid = _writer_pid(store)
+    assert store._intake is not None and store._intake._child is not None
+    child = store._intake._child
     await store._db.close()  # the engine's connection; the intake writer is left to the collector
     del store
     gc.collect()
     assert await _gone(pid)
+    # Its pipes too, before this test's loop closes (a pipe left open warns in whichever test collects it).
+    await asyncio.wait_for(asyncio.shield(child.closed), 5)
 
 
 def test_the_writer_serves_on_uvloop_too(tmp_path: Path) -> None:

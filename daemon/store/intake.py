@@ -41,6 +41,8 @@ _ANSWER_MARGIN = 10.0
 fsync); after that the process is killed and the batch is a 503."""
 _KILL_WAIT = 5.0
 """How long a killed process is waited for: one stuck in an fsync ends only when the fsync returns."""
+_PIPES_WAIT = 1.0
+"""How long ``close`` waits, once the process has ended, for asyncio to close its pipes."""
 
 
 class IntakeWriter:
@@ -138,6 +140,8 @@ class _Child(asyncio.SubprocessProtocol):
         self._waiting: collections.deque[asyncio.Future[int]] = collections.deque()
         self._buffer = bytearray()
         self._exited = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        """Done once the process has ended and its pipes are closed (asyncio's ``connection_lost``)."""
         self.ended = False
         self.pid = 0
         self._reason = ""
@@ -199,6 +203,10 @@ class _Child(asyncio.SubprocessProtocol):
         if self._transport is not None:
             self._transport.close()  # its pipes: nothing more comes from a process that has ended
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
     def _fail_waiting(self, reason: str) -> None:
         while self._waiting:
             done = self._waiting.popleft()
@@ -234,6 +242,10 @@ class _Child(asyncio.SubprocessProtocol):
         finally:
             if self._transport is not None:
                 self._transport.close()  # kills it if it is still running
+        # Its pipes close a loop iteration or two after it ends: a loop closed before that finds them open.
+        with suppress(TimeoutError):
+            async with asyncio.timeout(_PIPES_WAIT):
+                await asyncio.shield(self.closed)
 
     async def _exit(self, timeout: float) -> None:
         """Wait for the process to end, at most ``timeout``."""
