@@ -50,6 +50,9 @@ class IntakeWriter:
         self._path, self._busy_timeout = path, busy_timeout
         self._answer_timeout = busy_timeout + _ANSWER_MARGIN
         self._child: _Child | None = None
+        self._ending: set[_Child] = set()
+        """Replaced processes whose end asyncio has not finished seeing (killed, or abandoned): waited for
+        by ``close``, so no pipe of theirs outlives the event loop."""
         self._finalizer: weakref.finalize[[], IntakeWriter] | None = None
         self._closed = False
 
@@ -90,6 +93,10 @@ class IntakeWriter:
     async def _running(self) -> _Child:
         if self._child is not None and not self._child.ended:
             return self._child
+        if self._child is not None and not self._child.closed.done():
+            old = self._child
+            self._ending.add(old)
+            old.closed.add_done_callback(lambda _: self._ending.discard(old))
         loop = asyncio.get_running_loop()
         # The path as bytes: the child decodes its arguments in its own (UTF-8) mode, whatever our locale.
         argv = [sys.executable, "-I", "-S", _CHILD, os.fsencode(self._path), repr(self._busy_timeout)]
@@ -123,6 +130,8 @@ class IntakeWriter:
             self._finalizer.detach()
         if child is not None:
             await child.stop(_STOP_TIMEOUT)
+        for old in list(self._ending):
+            await old.stop(_KILL_WAIT)
 
 
 def _child_env() -> dict[str, str]:
