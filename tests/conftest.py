@@ -69,9 +69,14 @@ def _workdir(tmp_path: Path, name: str) -> Path:
 
 @pytest.fixture
 def prometheus_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    exporter_factory: Callable[..., MetricsExporter],
 ) -> Iterator[Callable[..., PrometheusServer]]:
-    """``prometheus_factory(targets=[...], rules={...}, alertmanagers=[...], scrape_configs=[...]) -> started``."""
+    """``prometheus_factory(targets=[...], rules={...}, alertmanagers=[...], scrape_configs=[...]) -> started``.
+
+    Set up after ``exporter_factory`` so torn down before it: an exporter closing while Prometheus still
+    scrapes it can accept a connection it then never closes (a ResourceWarning in a later test)."""
     started: list[PrometheusServer] = []
 
     def make(**kwargs: Any) -> PrometheusServer:

@@ -137,6 +137,7 @@ async def test_retention_raised_then_restored_exactly_across_kill_9(
     env = {"S3_ACCESS_KEY": moto_s3.access_key_id, "S3_SECRET_KEY": moto_s3.secret_access_key}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     cfg = config(tmp_path, minio=minio.url, kube=kube_api.url, prom=prom.url)
+    rb: RunbookdProcess | None = None
     try:
         rb = await asyncio.to_thread(runbookd_factory, cfg, env=env)
         first = await asyncio.to_thread(rb.post_webhook, s3_alert(PODS[0]))
@@ -180,4 +181,7 @@ async def test_retention_raised_then_restored_exactly_across_kill_9(
         final = await call(rb, "GET", f"/api/v1/runs/{run_id}")
         assert final["state"] not in ("needs_attention", "undoing"), final
     finally:
+        # runbookd first: a connection it opens while the fake MinIO closes would outlive this test's loop.
+        if rb is not None:
+            await asyncio.to_thread(rb.stop)
         await minio.stop()
