@@ -30,7 +30,7 @@ from daemon.engine.identity import SYSTEM, Identity
 from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import Notifier
 from daemon.engine.operators import Operators
-from daemon.engine.routing import Router
+from daemon.engine.routing import Router, Settled
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
 from daemon.engine.tasks import Tasks
@@ -214,6 +214,12 @@ class Engine:
 
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         return await self._routing.submit(payload, raw)
+
+    def settle_quick(self, text: str) -> Settled | None:
+        return self._routing.settle_quick(text)
+
+    async def submit_settled(self, settled: Settled) -> int:
+        return await self._routing.submit_settled(settled)
 
     async def ingest(self, payload: WebhookPayload) -> dict[str, Any]:
         """Store and route one notification, returning what it did (tests, benchmarks, tools)."""

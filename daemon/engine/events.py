@@ -9,8 +9,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-_MAX_LABELS = 128
-_MAX_VALUE = 4096
+MAX_LABELS = 128
+"""Most labels (or annotations) an alert may carry."""
+MAX_NAME = 256
+"""Longest label (or annotation) name."""
+MAX_VALUE = 4096
+"""Longest label (or annotation) value."""
 
 
 class _In(BaseModel):
@@ -23,11 +27,16 @@ class _In(BaseModel):
 # Bounds checked by pydantic's core (no Python call per alert): the webhook is a hot path.
 Labels = Annotated[
     dict[
-        Annotated[str, StringConstraints(max_length=256)],
-        Annotated[str, StringConstraints(max_length=_MAX_VALUE)],
+        Annotated[str, StringConstraints(max_length=MAX_NAME)],
+        Annotated[str, StringConstraints(max_length=MAX_VALUE)],
     ],
-    Field(max_length=_MAX_LABELS),
+    Field(max_length=MAX_LABELS),
 ]
+
+
+def labels_key(labels: dict[str, str]) -> str:
+    """An alert's identity when Alertmanager sent no fingerprint: a hash of its labels."""
+    return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Alert(_In):
@@ -46,9 +55,7 @@ class Alert(_In):
 
     def key(self) -> str:
         """The alert's identity: Alertmanager's fingerprint, or a hash of its labels when absent."""
-        if self.fingerprint:
-            return self.fingerprint
-        return hashlib.sha256(json.dumps(self.labels, sort_keys=True).encode()).hexdigest()[:16]
+        return self.fingerprint or labels_key(self.labels)
 
     def as_context(self) -> dict[str, object]:
         return {

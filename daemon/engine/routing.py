@@ -12,12 +12,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.engine import plankeys, planner
+from daemon.engine import plankeys, planner, quickparse
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.events import Alert, WebhookPayload
 from daemon.engine.inbox import Inbox
 from daemon.engine.lookahead import Lookahead
+from daemon.engine.quickparse import QuickPayload
 from daemon.engine.recorded import Recorded
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
@@ -55,6 +56,15 @@ _LOOK_MAX = 50_000
 """Most unrouted notifications whose marks are kept (~1 kB each): behind that, nothing jumps."""
 _EXPRESS = 50
 """Most notifications routed ahead of their turn per transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A notification no runbook acts on, parsed the quick way: stored routed, with this result (JSON)."""
+
+    payload: QuickPayload
+    result: str
+
 
 _Plan = tuple[dict[str, Any], str] | str
 """(params, target), or why they could not be rendered."""
@@ -102,13 +112,31 @@ class Router:
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         """Store an Alertmanager notification (group-committed with concurrent ones); returns its receipt
         number once committed. Routing follows in the background. Raises StoreUnavailable."""
+        # Only the leader settles: its runbooks are the ones routing would use (a follower's may differ
+        # during a rolling change of the runbooks; the leader then routes what the follower stored).
+        settled = self._settled(payload) if self._ctx.leadership.leading else None
+        return await self._store(payload, raw, settled)
+
+    def settle_quick(self, text: str) -> Settled | None:
+        """A notification no runbook acts on, parsed the quick way (``quickparse``) and settled; None for
+        any other (not leading, not taken by the quick parse, or something to route): ``submit`` it."""
+        if not self._ctx.leadership.leading:
+            return None
+        payload = quickparse.parse(text)
+        if payload is None:
+            return None
+        settled = self._settled(payload)
+        return None if settled is None else Settled(payload, settled)
+
+    async def submit_settled(self, settled: Settled) -> int:
+        """Store a notification ``settle_quick`` settled; its receipt once committed (as ``submit``)."""
+        return await self._store(settled.payload, "", settled.result)
+
+    async def _store(self, payload: WebhookPayload | QuickPayload, raw: str, settled: str | None) -> int:
         if payload.truncatedAlerts:
             self._ctx.log.warning(
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
             )
-        # Only the leader settles: its runbooks are the ones routing would use (a follower's may differ
-        # during a rolling change of the runbooks; the leader then routes what the follower stored).
-        settled = self._settled(payload) if self._ctx.leadership.leading else None
         # Settled: its receipt (alert names and fingerprints) is the record; routing never reads its payload.
         receipt = await self.inbox.submit(
             raw if settled is None else "", len(payload.alerts), payload, settled
@@ -117,7 +145,7 @@ class Router:
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
 
-    def _settled(self, payload: WebhookPayload) -> str | None:
+    def _settled(self, payload: WebhookPayload | QuickPayload) -> str | None:
         """What routing would record for a notification no runbook acts on (every alert firing, none
         matching a trigger), as JSON: it is stored routed (one row, nothing else written). None: route it.
 

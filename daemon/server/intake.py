@@ -39,8 +39,20 @@ async def _handle(request: web.Request) -> web.Response:
         body = await request.app[BODIES].read(request)
     except BadBody as exc:
         return bad_body(request, exc)
+    engine = engine_of(request)
     try:
         text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return error(400, "body is not valid JSON (UTF-8)")
+    # Most notifications match no runbook: parsed the quick way and stored routed (engine.quickparse).
+    settled = engine.settle_quick(text)
+    if settled is not None:
+        try:
+            receipt = await engine.submit_settled(settled)
+        except StoreUnavailable as exc:
+            return _unavailable(exc)
+        return _stored(len(settled.payload.alerts), receipt)
+    try:
         payload = WebhookPayload.model_validate_json(text)
         # pydantic's parser refuses lone surrogates and bounds nesting (200 levels) itself, but takes
         # NaN/Infinity in fields it ignores, and NUL characters (which PostgreSQL cannot store: routing
@@ -55,8 +67,6 @@ async def _handle(request: web.Request) -> web.Response:
         # bodies hold backslashes and "\u" alike.
         if "\\u0000" in text and payload.holds_nul():
             raise strictjson.JSONRefused("a string holds a NUL character (\\u0000)")
-    except UnicodeDecodeError:
-        return error(400, "body is not valid JSON (UTF-8)")
     except strictjson.JSONRefused as exc:
         return error(400, f"body is not valid JSON: {exc}")
     except ValidationError as exc:
@@ -64,10 +74,18 @@ async def _handle(request: web.Request) -> web.Response:
             return error(400, "body is not valid JSON")
         return error(400, "not an Alertmanager webhook payload", details=_validation_message(exc))
     try:
-        receipt = await engine_of(request).submit(payload, text)
+        receipt = await engine.submit(payload, text)
     except StoreUnavailable as exc:
-        return error(503, f"cannot store the alerts now, retry: {exc}")
-    # Stored: routing (starting or attaching runs) follows at once; GET /api/v1/receipts/{receipt} shows it.
-    # json_response({"status": "stored", "alerts": ..., "receipt": ...}) written out (two integers): hot path.
-    text = f'{{"status": "stored", "alerts": {len(payload.alerts)}, "receipt": {receipt}}}'
+        return _unavailable(exc)
+    return _stored(len(payload.alerts), receipt)
+
+
+def _stored(alerts: int, receipt: int) -> web.Response:
+    """Stored: routing (starting or attaching runs) follows at once; GET /api/v1/receipts/{receipt} shows
+    it. json_response({"status": "stored", "alerts": ..., "receipt": ...}) written out: the hot path."""
+    text = f'{{"status": "stored", "alerts": {alerts}, "receipt": {receipt}}}'
     return web.Response(text=text, content_type="application/json")
+
+
+def _unavailable(exc: StoreUnavailable) -> web.Response:
+    return error(503, f"cannot store the alerts now, retry: {exc}")

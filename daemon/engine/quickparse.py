@@ -1,0 +1,80 @@
+"""The webhook's quick parse: a notification no runbook acts on, stored without pydantic.
+
+Most notifications Alertmanager sends match no runbook; intake stores them already routed (``Router``'s
+settled notifications) and never reads them again. Validating such a body with pydantic cost ~35 us of
+the event loop for 10 alerts, a seventh of a request; msgspec decodes the same body into typed structs in
+~15 us and refuses NaN/Infinity itself (no second scan). bench/README.md has the figures.
+
+The quick parse only ever *takes* a body the full validation (``events.WebhookPayload``, then the
+NaN/Infinity and NUL checks of ``server.intake``) would accept with the same values; anything else
+(invalid, lax, deeply nested, a NUL, an alert without a name) returns None and goes the full way, which
+also writes the 400's message. ``tests/test_quickparse.py`` holds the two to that.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from daemon.engine.events import MAX_LABELS, MAX_NAME, MAX_VALUE, labels_key
+
+_MAX_OPENERS = 200
+"""pydantic's parser refuses JSON nested deeper than 200 levels; msgspec allows ~1,000. A body with at most
+this many ``[`` and ``{`` (strings included) cannot nest deeper: others take the full way."""
+
+_Labels = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(max_length=MAX_NAME)],
+        Annotated[str, msgspec.Meta(max_length=MAX_VALUE)],
+    ],
+    msgspec.Meta(max_length=MAX_LABELS),
+]
+
+
+class QuickAlert(msgspec.Struct, frozen=True, gc=False):
+    """``events.Alert``'s fields and bounds, as msgspec checks them."""
+
+    status: Literal["firing", "resolved"]
+    labels: _Labels
+    annotations: _Labels = {}
+    startsAt: str = ""
+    endsAt: str = ""
+    generatorURL: str = ""
+    fingerprint: Annotated[str, msgspec.Meta(max_length=128)] = ""
+
+    def key(self) -> str:
+        """``events.Alert.key``."""
+        return self.fingerprint or labels_key(self.labels)
+
+
+class QuickPayload(msgspec.Struct, frozen=True, gc=False):
+    """``events.WebhookPayload``'s fields and bounds, as msgspec checks them."""
+
+    status: Literal["firing", "resolved"]
+    alerts: Annotated[list[QuickAlert], msgspec.Meta(max_length=10_000)]
+    version: str = "4"
+    groupKey: str = ""
+    truncatedAlerts: int = 0
+    receiver: str = ""
+    groupLabels: dict[str, str] = {}
+    commonLabels: dict[str, str] = {}
+    commonAnnotations: dict[str, str] = {}
+    externalURL: str = ""
+
+
+_DECODER = msgspec.json.Decoder(QuickPayload)
+
+
+def parse(text: str) -> QuickPayload | None:
+    """The payload, if the quick parse can take it (see the module's docstring); else None."""
+    if text.count("[") + text.count("{") > _MAX_OPENERS or "\\u0000" in text:
+        return None
+    try:
+        payload = _DECODER.decode(text)
+    except (msgspec.DecodeError, RecursionError):  # (msgspec's ValidationError is a DecodeError)
+        return None
+    for alert in payload.alerts:
+        if not alert.labels.get("alertname"):
+            return None
+    return payload

@@ -1,0 +1,207 @@
+"""The webhook's quick parse (daemon/engine/quickparse.py) takes only what the full validation takes.
+
+The full way is ``events.WebhookPayload`` (pydantic) plus the NaN/Infinity and NUL checks of
+``server.intake``. The quick parse may refuse more (the body then goes the full way), never take more, and
+what it takes must hold the same values; and it must take what Alertmanager really sends, or it is dead
+code. Bodies are generated (Hypothesis) and bent toward the edges the two parsers treat differently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from support.engines import LOG_RUNBOOK
+from support.inproc import alert_payload, serve
+from support.payloads import webhook_payload
+
+from daemon.engine import quickparse
+from daemon.engine.events import MAX_NAME, MAX_VALUE, Alert, WebhookPayload
+from daemon.engine.quickparse import QuickAlert, QuickPayload
+from daemon.kits import strictjson
+from daemon.server import intake as server_intake
+
+
+def _full_way(text: str) -> WebhookPayload | None:
+    """What ``server.intake`` accepts without the quick parse (None: a 400)."""
+    try:
+        payload = WebhookPayload.model_validate_json(text)
+        strictjson.refuse_constants(text)
+    except (ValidationError, strictjson.JSONRefused):
+        return None
+    return None if payload.holds_nul() else payload
+
+
+def _check(text: str) -> QuickPayload | None:
+    quick = quickparse.parse(text)
+    if quick is not None:
+        full = _full_way(text)
+        assert full is not None, text[:300]
+        assert msgspec.to_builtins(quick) == full.model_dump(), text[:300]
+    return quick
+
+
+# ------------------------------------------------------------------------------------------ the schemas agree
+
+
+@pytest.mark.parametrize(("quick", "full"), [(QuickPayload, WebhookPayload), (QuickAlert, Alert)])
+def test_the_quick_structs_have_the_models_fields_and_defaults(quick: Any, full: Any) -> None:
+    fields = {f.name: f for f in msgspec.structs.fields(quick)}
+    assert set(fields) == set(full.model_fields)
+    for name, info in full.model_fields.items():
+        field = fields[name]
+        if field.required:
+            assert info.is_required(), name
+        else:
+            default = field.default if field.default_factory is msgspec.NODEFAULT else field.default_factory()
+            assert default == info.get_default(call_default_factory=True), name
+
+
+# ------------------------------------------------------------------------------------- generated bodies
+
+_text = st.text(max_size=12)  # lone surrogates included: json.dumps writes them as \udxxx escapes
+_labels = st.dictionaries(_text, _text, max_size=4)
+
+
+def _rarely(usual: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``usual`` nine times in ten: a body with one odd part in each alert would almost never be valid."""
+    return st.sampled_from([usual] * 9 + [odd]).flatmap(lambda chosen: chosen)
+
+
+@st.composite
+def _alert(draw: st.DrawFn) -> dict[str, Any]:
+    labels = draw(_labels) | {"alertname": draw(_rarely(_text, st.just("")))}
+    if draw(_rarely(st.just(False), st.just(True))):
+        del labels["alertname"]
+    alert = webhook_payload({"alertname": "x"})["alerts"][0]
+    alert["labels"] = labels
+    alert["status"] = draw(_rarely(st.sampled_from(["firing", "resolved"]), st.just("pending")))
+    alert["fingerprint"] = draw(_rarely(_text, st.sampled_from(["f" * 129, None])))
+    return alert
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text | st.just(float("nan")),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@st.composite
+def _body(draw: st.DrawFn) -> str:
+    payload = webhook_payload({"alertname": "x"})
+    payload["alerts"] = draw(st.lists(_alert(), max_size=4))
+    payload["status"] = draw(_rarely(st.sampled_from(["firing", "resolved"]), st.just("silenced")))
+    payload["truncatedAlerts"] = draw(
+        st.one_of(st.integers(), st.integers(), st.integers(), st.sampled_from(["1", 1.0, True]))
+    )
+    for _ in range(draw(st.integers(0, 2))):  # a field of a newer Alertmanager: ignored by both
+        payload[draw(_text)] = draw(_json_values)
+    if draw(st.booleans()):
+        payload["zz"] = draw(st.sampled_from([[[]], "[" * 3, {"a": {"b": {}}}]))
+    text = json.dumps(payload, ensure_ascii=draw(st.booleans()), allow_nan=True)
+    edit = draw(st.sampled_from(["none", "none", "nul", "deep", "long", "dup"]))
+    if edit == "nul":
+        text = text.replace('"x"', '"x\\u0000"', 1)
+    elif edit == "deep":
+        depth = draw(st.integers(150, 400))
+        text = text[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}"
+    elif edit == "long":
+        size = draw(st.sampled_from([MAX_VALUE, MAX_VALUE + 1]))
+        text = text.replace('"x"', json.dumps("\U0001f600" * size), 1)
+    elif edit == "dup":
+        text = text[:-1] + ', "status": "firing"}'
+    return text
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(_body())
+def test_what_the_quick_parse_takes_the_full_way_takes_with_the_same_values(text: str) -> None:
+    _check(text)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(_labels, st.sampled_from(["firing", "resolved"])), min_size=1, max_size=12))
+def test_it_takes_what_alertmanager_sends(alerts: list[tuple[dict[str, str], str]]) -> None:
+    """Go's encoder: no spaces, <, > and & escaped, valid UTF-8 (no lone surrogates)."""
+    payload = webhook_payload({"alertname": "x"})
+    payload["alerts"] = [
+        webhook_payload(
+            {
+                k.encode("utf-8", "replace").decode(): v.encode("utf-8", "replace").decode()
+                for k, v in labels.items()
+            }
+            | {"alertname": "Scrape"},
+            status=status,
+            fingerprint=f"{i:016x}",
+        )["alerts"][0]
+        for i, (labels, status) in enumerate(alerts)
+    ]
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    if "\\u0000" in text:
+        return
+    assert _check(text) is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("NaN in a field both ignore", '{"status":"firing","zz":NaN,"alerts":[]}'),
+        ("Infinity", '{"status":"firing","zz":-Infinity,"alerts":[]}'),
+        ("a lone surrogate", '{"status":"firing","zz":"\\ud800","alerts":[]}'),
+        ("nested 201 deep", '{"status":"firing","alerts":[],"zz":' + "[" * 201 + "]" * 201 + "}"),
+        ("a NUL", '{"status":"firing","alerts":[{"status":"firing","labels":{"alertname":"a\\u0000"}}]}'),
+        ("no alertname", '{"status":"firing","alerts":[{"status":"firing","labels":{"job":"a"}}]}'),
+        (
+            "an empty alertname",
+            '{"status":"firing","alerts":[{"status":"firing","labels":{"alertname":""}}]}',
+        ),
+        ("a number as text", '{"status":"firing","truncatedAlerts":"1","alerts":[]}'),
+        (
+            "a label name too long",
+            '{"status":"firing","alerts":[{"status":"firing","labels":{"alertname":"a",'
+            f'"{"k" * (MAX_NAME + 1)}":"v"}}}}]}}',
+        ),
+        ("trailing data", '{"status":"firing","alerts":[]} x'),
+    ],
+)
+def test_it_leaves_the_edges_to_the_full_way(name: str, text: str) -> None:
+    assert quickparse.parse(text) is None, name
+
+
+# ------------------------------------------------------------------------------------------ through the API
+
+
+async def test_an_unmatched_webhook_is_stored_without_pydantic_and_a_matched_one_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full: list[str] = []
+    validate = WebhookPayload.model_validate_json
+
+    def counted(text: str) -> WebhookPayload:
+        full.append(text)
+        return validate(text)
+
+    monkeypatch.setattr(server_intake.WebhookPayload, "model_validate_json", counted)
+    async with serve(tmp_path, {"log": LOG_RUNBOOK}) as d:
+        status, body = await d.call(
+            "POST",
+            "/api/v1/alertmanager",
+            token="webhook",
+            json=alert_payload("DiskFull", fingerprint="fp-q"),
+        )
+        assert status == 200 and body["alerts"] == 1 and full == []
+        _, receipt = await d.call("GET", f"/api/v1/receipts/{body['receipt']}")
+        assert receipt["result"]["unmatched"] == [{"alert": "DiskFull", "fingerprint": "fp-q"}]
+        for payload in (alert_payload("DiskFull", "resolved"), alert_payload(job="node")):  # routed after
+            status, body = await d.call("POST", "/api/v1/alertmanager", token="webhook", json=payload)
+            assert status == 200
+        assert len(full) == 2
+        result = await d.engine.routed(body["receipt"])
+        assert result["started"], result  # the matched alert started a run
