@@ -97,13 +97,9 @@ def _body(draw: st.DrawFn) -> str:
     payload = webhook_payload({"alertname": "x"})
     payload["alerts"] = draw(st.lists(_alert(), max_size=4))
     payload["status"] = draw(_rarely(st.sampled_from(["firing", "resolved"]), st.just("silenced")))
-    payload["truncatedAlerts"] = draw(
-        st.one_of(st.integers(), st.integers(), st.integers(), st.sampled_from(["1", 1.0, True]))
-    )
-    for _ in range(draw(st.integers(0, 2))):  # a field of a newer Alertmanager: ignored by both
+    payload["truncatedAlerts"] = draw(_rarely(st.integers(), st.sampled_from(["1", 1.0, True])))
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):  # a newer Alertmanager's: the full way
         payload[draw(_text)] = draw(_json_values)
-    if draw(st.booleans()):
-        payload["zz"] = draw(st.sampled_from([[[]], "[" * 3, {"a": {"b": {}}}]))
     text = json.dumps(payload, ensure_ascii=draw(st.booleans()), allow_nan=True)
     edit = draw(st.sampled_from(["none", "none", "nul", "deep", "long", "dup"]))
     if edit == "nul":
@@ -156,6 +152,11 @@ def test_it_takes_what_alertmanager_sends(alerts: list[tuple[dict[str, str], str
         ("Infinity", '{"status":"firing","zz":-Infinity,"alerts":[]}'),
         ("a lone surrogate", '{"status":"firing","zz":"\\ud800","alerts":[]}'),
         ("nested 201 deep", '{"status":"firing","alerts":[],"zz":' + "[" * 201 + "]" * 201 + "}"),
+        ("a field Alertmanager does not send", '{"status":"firing","alerts":[],"zz":1}'),
+        (
+            "one in an alert",
+            '{"status":"firing","alerts":[{"status":"firing","labels":{"alertname":"a"},"zz":1}]}',
+        ),
         ("a NUL", '{"status":"firing","alerts":[{"status":"firing","labels":{"alertname":"a\\u0000"}}]}'),
         ("no alertname", '{"status":"firing","alerts":[{"status":"firing","labels":{"job":"a"}}]}'),
         (
