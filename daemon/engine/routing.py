@@ -153,17 +153,18 @@ class Router:
         the runbooks only, and an alert no runbook matches starts, attaches to and cancels nothing. A
         resolved alert is always routed: a run may be linked to it (even one of a runbook since changed)."""
         by_name = self._index()
-        unmatched = []
-        # _plans_of()'s matching and Alert.name/key() written out: the webhook's hot path
+        # _plans_of()'s matching written out (the webhook's hot path); first, so that a notification to
+        # route costs no alert keys (a hash each when Alertmanager sent no fingerprint).
         for alert in payload.alerts:
-            labels = alert.labels
-            name = labels["alertname"]
             if alert.status != "firing":
                 return None
-            runbooks = by_name.get(name)
+            labels = alert.labels
+            runbooks = by_name.get(labels["alertname"])
             if runbooks and any(t.matches_alert(labels) for rb in runbooks for t in rb.triggers):
                 return None
-            key = alert.fingerprint or alert.key()
+        unmatched = []
+        for alert in payload.alerts:
+            name, key = alert.labels["alertname"], alert.fingerprint or alert.key()
             unmatched.append(f'{{"alert": {_json_str(name)}, "fingerprint": {_json_str(key)}}}')
         # json.dumps(_summary(...)) with the list filled in, written out.
         return _SETTLED.format(alerts=len(payload.alerts), unmatched=", ".join(unmatched))
