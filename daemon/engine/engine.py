@@ -30,6 +30,7 @@ from daemon.engine.identity import SYSTEM, Identity
 from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import Notifier
 from daemon.engine.operators import Operators
+from daemon.engine.quickparse import QuickPayload
 from daemon.engine.routing import Router, Settled
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
@@ -215,8 +216,8 @@ class Engine:
     async def submit(self, payload: WebhookPayload, raw: str) -> int:
         return await self._routing.submit(payload, raw)
 
-    def settle_quick(self, text: str) -> Settled | None:
-        return self._routing.settle_quick(text)
+    def settle_quick(self, payload: QuickPayload) -> Settled | None:
+        return self._routing.settle_quick(payload)
 
     async def submit_settled(self, settled: Settled) -> int:
         return await self._routing.submit_settled(settled)

@@ -9,7 +9,9 @@ The quick parse only ever *takes* a body the full validation (``events.WebhookPa
 NaN/Infinity and NUL checks of ``server.intake``) would accept with the same values; anything else
 (invalid, lax, a field Alertmanager's webhook does not send, a NUL, an alert without a name) returns None
 and goes the full way, which also writes the 400's message. ``tests/test_quickparse.py`` holds the two to
-that.
+that. A body it took that is left to routing (a resolved or matched alert) is validated by pydantic for
+routing, without the full way's NaN/Infinity and NUL scans: msgspec refused those constants, and the
+quick parse looked for NULs.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.engine import plankeys, planner, quickparse
+from daemon.engine import plankeys, planner
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
 from daemon.engine.events import Alert, WebhookPayload
@@ -117,13 +117,10 @@ class Router:
         settled = self._settled(payload) if self._ctx.leadership.leading else None
         return await self._store(payload, raw, settled)
 
-    def settle_quick(self, text: str) -> Settled | None:
-        """A notification no runbook acts on, parsed the quick way (``quickparse``) and settled; None for
-        any other (not leading, not taken by the quick parse, or something to route): ``submit`` it."""
+    def settle_quick(self, payload: QuickPayload) -> Settled | None:
+        """A notification parsed the quick way (``quickparse``), settled if no runbook acts on it; None for
+        any other (or when not leading): ``submit`` it."""
         if not self._ctx.leadership.leading:
-            return None
-        payload = quickparse.parse(text)
-        if payload is None:
             return None
         settled = self._settled(payload)
         return None if settled is None else Settled(payload, settled)
