@@ -15,6 +15,10 @@ MAX_NAME = 256
 """Longest label (or annotation) name."""
 MAX_VALUE = 4096
 """Longest label (or annotation) value."""
+MAX_FINGERPRINT = 128
+"""Longest alert fingerprint (Alertmanager's are 16 hex digits)."""
+MAX_ALERTS = 10_000
+"""Most alerts in one notification."""
 
 
 class _In(BaseModel):
@@ -47,7 +51,7 @@ class Alert(_In):
     startsAt: str = ""
     endsAt: str = ""
     generatorURL: str = ""
-    fingerprint: str = Field("", max_length=128)
+    fingerprint: str = Field("", max_length=MAX_FINGERPRINT)
 
     @property
     def name(self) -> str:
@@ -80,7 +84,7 @@ class WebhookPayload(_In):
     commonLabels: dict[str, str] = Field(default_factory=dict)
     commonAnnotations: dict[str, str] = Field(default_factory=dict)
     externalURL: str = ""
-    alerts: list[Alert] = Field(max_length=10_000)
+    alerts: list[Alert] = Field(max_length=MAX_ALERTS)
 
     def holds_nul(self) -> bool:
         """Whether a string runbookd keeps (a label or annotation, a field of an alert or of the group)

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from daemon.engine.events import MAX_LABELS, MAX_NAME, MAX_VALUE, labels_key
+from daemon.engine.events import MAX_ALERTS, MAX_FINGERPRINT, MAX_LABELS, MAX_NAME, MAX_VALUE, labels_key
 
 _Labels = Annotated[
     dict[
@@ -40,7 +40,7 @@ class QuickAlert(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=Tr
     startsAt: str = ""
     endsAt: str = ""
     generatorURL: str = ""
-    fingerprint: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    fingerprint: Annotated[str, msgspec.Meta(max_length=MAX_FINGERPRINT)] = ""
 
     def key(self) -> str:
         """``events.Alert.key``."""
@@ -53,7 +53,7 @@ class QuickPayload(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=
     four levels (pydantic refuses more than 200; msgspec alone would allow ~1,000 in a field it skips)."""
 
     status: Literal["firing", "resolved"]
-    alerts: Annotated[list[QuickAlert], msgspec.Meta(max_length=10_000)]
+    alerts: Annotated[list[QuickAlert], msgspec.Meta(max_length=MAX_ALERTS)]
     version: str = "4"
     groupKey: str = ""
     truncatedAlerts: int = 0
