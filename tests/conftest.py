@@ -18,7 +18,7 @@ _TESTS_DIR = str(Path(__file__).parent)
 if _TESTS_DIR not in sys.path:  # make ``import support`` work whatever the import mode
     sys.path.insert(0, _TESTS_DIR)
 
-from support import inproc  # noqa: E402
+from support import inproc, writer_pipes  # noqa: E402
 from support.am import AlertmanagerServer  # noqa: E402
 from support.kube_fixtures import action_memory, kube_api, kube_client, kube_ctx  # noqa: E402, F401
 from support.opensearch_fixtures import opensearch, os_client, os_ctx, os_memory  # noqa: E402, F401
@@ -27,6 +27,14 @@ from support.procs import PROXY_VARS, ManagedProcess  # noqa: E402
 from support.prom import MetricsExporter, PrometheusServer  # noqa: E402
 from support.runbookd import RunbookdProcess  # noqa: E402
 from support.s3 import MotoS3Server  # noqa: E402
+
+writer_pipes.install()
+
+
+@pytest.fixture(autouse=True)
+def _writer_pipes_closed(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    writer_pipes.close_leaked(request.node.nodeid)
 
 
 @pytest.fixture(scope="session", autouse=True)
