@@ -34,7 +34,21 @@ writer_pipes.install()
 @pytest.fixture(autouse=True)
 def _writer_pipes_closed(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    writer_pipes.close_leaked(request.node.nodeid)
+    for line in writer_pipes.close_leaked(request.node.nodeid):
+        _leaked_pipes.append(line)
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:  # not captured, unlike a fixture's stderr: seen in a passing CI log
+            reporter.write_line(line, yellow=True)
+
+
+_leaked_pipes: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _leaked_pipes:
+        terminalreporter.section("intake writer pipes left open (closed by the suite)", yellow=True)
+        for line in _leaked_pipes:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,12 +4,12 @@ A pipe transport of asyncio's left open when its test's event loop closes warns 
 and with ``filterwarnings = error`` that fails whichever later test the collector runs in: twice
 ``test_snapshot_runbook_snapshots_yesterdays_indices_and_verifies``, a test that starts no writer. Each
 writer's pipes are recorded; after every test, one left open on a closed loop is closed here and named
-on stderr with the test that left it, so the leak is found where it happened, not where it is collected.
+with the test that left it, so the leak is found where it happened, not where it is collected. The
+names go to pytest's terminal (``conftest.py``), which prints them in passing runs too.
 """
 
 from __future__ import annotations
 
-import sys
 import weakref
 from typing import Any
 
@@ -31,12 +31,15 @@ def install() -> None:
     intake._Child.connection_made = _recording  # type: ignore[method-assign]
 
 
-def close_leaked(test: str) -> None:
+def close_leaked(test: str) -> list[str]:
+    """Close the recorded pipes left open on a closed loop; say which, naming ``test``."""
+    said = []
     for transport in list(_pipes):
         raw = getattr(transport, "_pipe", None)  # asyncio's (uvloop's transports have none)
         loop = getattr(transport, "_loop", None)
         if raw is None or loop is None or not loop.is_closed():
             continue
-        sys.stderr.write(f"\nwriter_pipes: {test} left the writer's pipe fd {raw.fileno()} open; closed\n")
+        said.append(f"writer_pipes: {test} left the writer's pipe fd {raw.fileno()} open; closed")
         raw.close()
         transport._pipe = None  # as asyncio's own close does, which needs the (closed) loop
+    return said
