@@ -322,3 +322,20 @@ async def test_active_run_refs_finds_each_runbooks_active_run_per_target(store: 
         ("rb-b", "t1"): ("b1", True),  # the same target under another runbook is its own key
     }
     assert {k: v[0] for k, v in found.items() if k[0] == "rb-c"} == {k: f"c{i}" for i, k in enumerate(many)}
+
+
+async def test_run_history_gives_the_last_end_and_the_runs_since_in_one_answer(store: StateStore) -> None:
+    """What policy reads before a new run (cooldown, max_runs_per_day), on both backends."""
+    async with store.transaction() as tx:
+        assert await tx.run_history("rb", "t1", 0.0) == (None, 0)
+        await tx.save_run(_run("r1", RunState.SUCCEEDED, created_at=100.0, ended_at=150.0))
+        await tx.save_run(_run("r2", RunState.FAILED, created_at=200.0, ended_at=260.5))
+        await tx.save_run(_run("r3", created_at=300.0))  # active: no end yet
+        await tx.save_run(_run("r4", RunState.SUCCEEDED, target="t2", created_at=400.0, ended_at=999.0))
+        await tx.save_run(_run("r5", RunState.SUCCEEDED, runbook="other", created_at=500.0, ended_at=998.0))
+    async with store.transaction() as tx:
+        assert await tx.run_history("rb", "t1", 0.0) == (260.5, 3)
+        assert await tx.run_history("rb", "t1", 200.0) == (260.5, 2)  # created at `since` counts
+        assert await tx.run_history("rb", "t1", 301.0) == (260.5, 0)
+        assert await tx.run_history("rb", "t2", 0.0) == (999.0, 1)
+        assert await tx.run_history("rb", "t3", 0.0) == (None, 0)

@@ -690,10 +690,9 @@ class Router:
     async def _policy_blocks(self, tx: Tx, rb: Runbook, target: str) -> tuple[str, float | None] | None:
         """Why a new run for this target may not start now, and until when (None: not known)."""
         now = self._ctx.clock.now()
-        last = await tx.last_ended_at(rb.name, target)
+        last, n = await tx.run_history(rb.name, target, now - 86400)
         if last is not None and now - last < rb.policy.cooldown:
             return f"cooldown: last run ended {now - last:.0f} s ago", last + rb.policy.cooldown
-        n = await tx.count_runs_since(rb.name, target, now - 86400)
         if n >= rb.policy.max_runs_per_day:
             reason = f"daily_limit: {n} runs for {target} in the last 24h (max_runs_per_day {rb.policy.max_runs_per_day})"
             return reason, None

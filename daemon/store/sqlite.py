@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from daemon.errors import StoreUnavailable
+from daemon.kits import storedjson
 from daemon.store import migrations
 from daemon.store.base import Fence, InboxRow, Row, SqlDb, StateStore, storable
 from daemon.store.intake import IntakeWriter
@@ -92,9 +93,6 @@ _INBOX_INSERT = (
     "INSERT INTO inbox (seq, received_at, alerts, payload, routed_at, result) VALUES (?,?,?,?,?,?)"
 )
 _LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) AS n FROM inbox"
-_event_detail = json.JSONEncoder(sort_keys=True, default=str).encode
-"""An event's detail as stored (``json.dumps(detail, sort_keys=True, default=str)`` builds this encoder
-anew on each call: a third of the cost for the small details a routing batch writes by the thousand)."""
 
 
 _MARK_ROUTED = "UPDATE inbox SET routed_at = ?, result = ?, payload = '' WHERE seq = ?"
@@ -247,19 +245,17 @@ class Tx:
     async def set_alert_firing(self, run_id: str) -> None:
         await self.db.execute("UPDATE runs SET alert_resolved = 0 WHERE id = ?", (run_id,))
 
-    async def last_ended_at(self, runbook: str, target: str) -> float | None:
+    async def run_history(self, runbook: str, target: str, since: float) -> tuple[float | None, int]:
+        """When the last ended run of (runbook, target) ended (None: none has), and how many of its runs
+        were created at or after ``since``: what policy needs before a new run, in one round trip."""
         row = await self._one(
-            "SELECT MAX(ended_at) AS t FROM runs WHERE runbook = ? AND target = ? AND ended_at IS NOT NULL",
-            (runbook, target),
+            "SELECT MAX(ended_at) AS t, COALESCE(SUM(CASE WHEN created_at >= ? THEN 1 ELSE 0 END), 0) AS n"
+            " FROM runs WHERE runbook = ? AND target = ?",
+            (since, runbook, target),
         )
-        return float(row["t"]) if row and row["t"] is not None else None
-
-    async def count_runs_since(self, runbook: str, target: str, since: float) -> int:
-        row = await self._one(
-            "SELECT COUNT(*) AS n FROM runs WHERE runbook = ? AND target = ? AND created_at >= ?",
-            (runbook, target, since),
-        )
-        return int(row["n"]) if row else 0
+        if row is None:
+            return None, 0
+        return (float(row["t"]) if row["t"] is not None else None), int(row["n"])
 
     async def count_runs_by_state(self) -> dict[str, int]:
         rows = await self._all("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
@@ -536,17 +532,19 @@ class Tx:
         return changed
 
     async def add_events(self, evs: list[EventRecord]) -> None:
+        """``add_event`` for many whose details are plain JSON (routing's ``alert_attached``): written
+        by ``kits.storedjson``, which writes NaN, datetimes or sets its own way (``add_event`` does not)."""
         if evs:
             await self.db.executemany(
                 "INSERT INTO timeline (run_id, at, event, actor, detail) VALUES (?,?,?,?,?)",
-                [(e.run_id, e.at, e.event, e.actor, _event_detail(e.detail)) for e in evs],
+                [(e.run_id, e.at, e.event, e.actor, storedjson.sorted_keys(e.detail)) for e in evs],
             )
 
     async def mark_routed_many(self, rows: list[tuple[int, float, dict[str, Any]]]) -> None:
-        """``mark_routed`` for many (seq, at, result)."""
+        """``mark_routed`` for many (seq, at, result); a result is plain JSON (``kits.storedjson``)."""
         by_statement: dict[str, list[tuple[float, str, int]]] = {}
         for seq, at, result in rows:
-            by_statement.setdefault(_mark_statement(result), []).append((at, json.dumps(result), seq))
+            by_statement.setdefault(_mark_statement(result), []).append((at, storedjson.as_is(result), seq))
         for statement, these in by_statement.items():
             await self.db.executemany(statement, these)
 
