@@ -6,6 +6,10 @@ and with ``filterwarnings = error`` that fails whichever later test the collecto
 writer's pipes are recorded; after every test, one left open on a closed loop is closed here and named
 with the test that left it, so the leak is found where it happened, not where it is collected. The
 names go to pytest's terminal (``conftest.py``), which prints them in passing runs too.
+
+It named the source in CI on 2026-12-03: ``test_a_store_left_open_when_its_loop_closes_...``, which
+leaves a writer on a closed loop on purpose and relied on the collector to end its transport within the
+test; it now dismantles that transport itself. The guard stays, to name the next one.
 """
 
 from __future__ import annotations
