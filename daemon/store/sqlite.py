@@ -361,7 +361,7 @@ class Tx:
         return [(int(r["seq"]), str(r["payload"])) for r in rows]
 
     async def mark_routed(self, seq: int, at: float, result: dict[str, Any]) -> None:
-        await self.db.execute(_mark_statement(result), (at, storedjson.as_is(result), seq))
+        await self.mark_routed_many([(seq, at, result)])
 
     async def receipt(self, seq: int) -> dict[str, Any] | None:
         row = await self._one(
