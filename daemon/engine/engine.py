@@ -222,6 +222,9 @@ class Engine:
     async def submit_settled(self, settled: Settled) -> int:
         return await self._routing.submit_settled(settled)
 
+    async def submit_quick(self, payload: QuickPayload, raw: str) -> int:
+        return await self._routing.submit_quick(payload, raw)
+
     async def ingest(self, payload: WebhookPayload) -> dict[str, Any]:
         """Store and route one notification, returning what it did (tests, benchmarks, tools)."""
         receipt = await self.submit(payload, payload.model_dump_json())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -62,16 +62,40 @@ class Alert(_In):
         return self.fingerprint or labels_key(self.labels)
 
     def as_context(self) -> dict[str, object]:
-        return {
-            "status": self.status,
-            "name": self.name,
-            "labels": dict(self.labels),
-            "annotations": dict(self.annotations),
-            "startsAt": self.startsAt,
-            "endsAt": self.endsAt,
-            "generatorURL": self.generatorURL,
-            "fingerprint": self.key(),
-        }
+        return alert_context(self)
+
+
+class AlertFields(Protocol):
+    """What routing reads of an alert: ``Alert``'s fields, or the quick parse's ``QuickAlert``'s."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
+    @property
+    def annotations(self) -> dict[str, str]: ...
+    @property
+    def startsAt(self) -> str: ...
+    @property
+    def endsAt(self) -> str: ...
+    @property
+    def generatorURL(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+
+
+def alert_context(alert: AlertFields) -> dict[str, object]:
+    """What a template sees of an alert as ``alert`` (``Alert.as_context``, ``QuickAlert.as_context``)."""
+    return {
+        "status": alert.status,
+        "name": alert.labels["alertname"],
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "startsAt": alert.startsAt,
+        "endsAt": alert.endsAt,
+        "generatorURL": alert.generatorURL,
+        "fingerprint": alert.fingerprint or labels_key(alert.labels),
+    }
 
 
 class WebhookPayload(_In):

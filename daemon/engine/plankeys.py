@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.engine import planner
-from daemon.engine.events import Alert
+from daemon.engine.quickparse import AnyAlert
 from daemon.runbooks import templating
 from daemon.runbooks.schema import Runbook
 
@@ -45,7 +45,7 @@ def dependencies(rb: Runbook) -> Dependencies | None:
     return tuple(sorted(read))
 
 
-def values(alert: Alert, deps: Dependencies) -> tuple[Any, ...]:
+def values(alert: AnyAlert, deps: Dependencies) -> tuple[Any, ...]:
     """What ``alert`` has at each of ``deps`` (``_ABSENT`` for a label it lacks)."""
     out: list[Any] = []
     for path in deps:

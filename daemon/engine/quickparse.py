@@ -1,26 +1,36 @@
-"""The webhook's quick parse: a notification no runbook acts on, stored without pydantic.
+"""The webhook's quick parse: notifications validated without pydantic.
 
 Most notifications Alertmanager sends match no runbook; intake stores them already routed (``Router``'s
 settled notifications) and never reads them again. Validating such a body with pydantic cost ~35 us of
 the event loop for 10 alerts, a seventh of a request; msgspec decodes the same body into typed structs in
-~15 us and refuses NaN/Infinity itself (no second scan). bench/README.md has the figures.
+~15 us and refuses NaN/Infinity itself (no second scan). bench/README.md has the figures. A notification
+left to routing (a resolved or matched alert) is routed from the same structs (``AnyPayload``): pydantic
+validating it again was a tenth of the webhook's process time when every notification matched.
 
 The quick parse only ever *takes* a body the full validation (``events.WebhookPayload``, then the
 NaN/Infinity and NUL checks of ``server.intake``) would accept with the same values; anything else
 (invalid, lax, a field Alertmanager's webhook does not send, a NUL, an alert without a name) returns None
 and goes the full way, which also writes the 400's message. ``tests/test_quickparse.py`` holds the two to
-that. A body it took that is left to routing (a resolved or matched alert) is validated by pydantic for
-routing, without the full way's NaN/Infinity and NUL scans: msgspec refused those constants, and the
-quick parse looked for NULs.
+that, and ``QuickAlert`` to what routing reads of an ``Alert`` (its name, key and template context).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 
-from daemon.engine.events import MAX_ALERTS, MAX_FINGERPRINT, MAX_LABELS, MAX_NAME, MAX_VALUE, labels_key
+from daemon.engine.events import (
+    MAX_ALERTS,
+    MAX_FINGERPRINT,
+    MAX_LABELS,
+    MAX_NAME,
+    MAX_VALUE,
+    Alert,
+    WebhookPayload,
+    alert_context,
+    labels_key,
+)
 
 _Labels = Annotated[
     dict[
@@ -42,9 +52,18 @@ class QuickAlert(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=Tr
     generatorURL: str = ""
     fingerprint: Annotated[str, msgspec.Meta(max_length=MAX_FINGERPRINT)] = ""
 
+    @property
+    def name(self) -> str:
+        """``events.Alert.name``."""
+        return self.labels["alertname"]
+
     def key(self) -> str:
         """``events.Alert.key``."""
         return self.fingerprint or labels_key(self.labels)
+
+    def as_context(self) -> dict[str, object]:
+        """``events.Alert.as_context``."""
+        return alert_context(self)
 
 
 class QuickPayload(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
@@ -63,6 +82,11 @@ class QuickPayload(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=
     commonAnnotations: dict[str, str] = {}
     externalURL: str = ""
 
+
+AnyAlert: TypeAlias = Alert | QuickAlert
+"""An alert as routing reads it: validated by pydantic (read back from the store) or by the quick parse."""
+AnyPayload: TypeAlias = WebhookPayload | QuickPayload
+"""A notification as routing reads it (``AnyAlert``)."""
 
 _DECODER = msgspec.json.Decoder(QuickPayload)
 

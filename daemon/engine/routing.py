@@ -9,16 +9,19 @@ import copy
 import itertools
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from daemon.engine import plankeys, planner
 from daemon.engine.context import Context
 from daemon.engine.effects import Effects
-from daemon.engine.events import Alert, WebhookPayload
+from daemon.engine.events import WebhookPayload
 from daemon.engine.inbox import Inbox
 from daemon.engine.lookahead import Lookahead
-from daemon.engine.quickparse import QuickPayload
+from daemon.engine.quickparse import AnyAlert, AnyPayload, QuickPayload
 from daemon.engine.recorded import Recorded
 from daemon.engine.runs import Runs
 from daemon.engine.starting import Starter
@@ -89,7 +92,7 @@ class Router:
         self.look = Lookahead()
         self._look_plans: dict[int, list[list[tuple[Runbook, _Plan]]]] = {}
         """What each alert of a notification looked at plans to, kept for its routing."""
-        self._look_payloads: dict[int, WebhookPayload] = {}
+        self._look_payloads: dict[int, AnyPayload] = {}
         """Payloads of the notifications that may jump the queue (``Lookahead`` keeps only marks)."""
         self._routed_ahead: set[int] = set()
         """Receipts routed ahead of their turn, above ``_routed_seq``."""
@@ -99,7 +102,7 @@ class Router:
         self._by_alertname: dict[str, list[Runbook]] | None = None
         self._indexed: object = None
         self._indexed_n = 0
-        self._parsed: dict[int, WebhookPayload] = {}
+        self._parsed: dict[int, AnyPayload] = {}
         """Receipt -> the payload as intake parsed it, until routed (in receipt order)."""
         self._recorded = Recorded(enabled=not ctx.store.shared)
         """Links committed: re-deliveries write nothing (one writer only)."""
@@ -119,7 +122,7 @@ class Router:
 
     def settle_quick(self, payload: QuickPayload) -> Settled | None:
         """A notification parsed the quick way (``quickparse``), settled if no runbook acts on it; None for
-        any other (or when not leading): ``submit`` it."""
+        any other (or when not leading): ``submit_quick`` it."""
         if not self._ctx.leadership.leading:
             return None
         settled = self._settled(payload)
@@ -129,7 +132,12 @@ class Router:
         """Store a notification ``settle_quick`` settled; its receipt once committed (as ``submit``)."""
         return await self._store(settled.payload, "", settled.result)
 
-    async def _store(self, payload: WebhookPayload | QuickPayload, raw: str, settled: str | None) -> int:
+    async def submit_quick(self, payload: QuickPayload, raw: str) -> int:
+        """Store a notification parsed the quick way that ``settle_quick`` did not settle, to be routed
+        from its structs (as ``submit``; they hold what pydantic would, ``quickparse``)."""
+        return await self._store(payload, raw, None)
+
+    async def _store(self, payload: AnyPayload, raw: str, settled: str | None) -> int:
         if payload.truncatedAlerts:
             self._ctx.log.warning(
                 "webhook.truncated", truncated=payload.truncatedAlerts, group=payload.groupKey
@@ -142,7 +150,7 @@ class Router:
         self._ctx.metrics.count_received(firing, len(payload.alerts) - firing)
         return receipt
 
-    def _settled(self, payload: WebhookPayload | QuickPayload) -> str | None:
+    def _settled(self, payload: AnyPayload) -> str | None:
         """What routing would record for a notification no runbook acts on (every alert firing, none
         matching a trigger), as JSON: it is stored routed (one row, nothing else written). None: route it.
 
@@ -264,7 +272,7 @@ class Router:
             if n % 10 == 9:
                 await asyncio.sleep(0)
 
-    def _plans_of(self, payload: WebhookPayload) -> list[list[tuple[Runbook, _Plan]]]:
+    def _plans_of(self, payload: AnyPayload) -> list[list[tuple[Runbook, _Plan]]]:
         """Each alert's (runbook, plan) for the runbooks it matches (a trigger for its name that matches
         its labels); the index is looked up once per notification: this runs for every alert routed."""
         by_name = self._index()
@@ -349,7 +357,7 @@ class Router:
         last = chosen[-1]
         missing = [seq for seq in chosen if seq not in self._parsed]
         raws = await tx.inbox_payloads(missing) if missing else {}
-        batch: list[tuple[int, WebhookPayload]] = []
+        batch: list[tuple[int, AnyPayload]] = []
         results: dict[int, dict[str, Any]] = {}
         for seq in chosen:
             parsed = self._parsed.get(seq)
@@ -396,7 +404,7 @@ class Router:
         meanwhile. If the process stops (or loses leadership) between parts, the notification is routed
         again from its first alert: what the parts done already started or linked is found and attached
         to (the receipt then lists those runs as attached), nothing is started twice."""
-        payload = self._parsed.get(seq)
+        payload: AnyPayload | None = self._parsed.get(seq)
         if payload is None:  # stored by another replica, or before this process started
             raw = (await tx.inbox_payloads([seq])).get(seq, "")
             try:
@@ -410,7 +418,7 @@ class Router:
         done, summary = 0, _summary(len(payload.alerts))
         if self._partial is not None and self._partial[0] == seq:
             done, summary = self._partial[1], copy.deepcopy(self._partial[2])
-        part = payload.model_copy(update={"alerts": payload.alerts[done : done + _ROUTE_PART]})
+        part = _part(payload, done, done + _ROUTE_PART)
         self._look_plans.pop(seq, None)  # planned for the whole: this part is planned here
         whole = Effects()
         rolled_back = self._recorded.mark()
@@ -433,7 +441,7 @@ class Router:
         await tx.mark_routed_many([(seq, self._ctx.clock.now(), summary)])
         return seq, [seq], None
 
-    async def _ahead(self, tx: Tx, after: int) -> list[tuple[int, WebhookPayload]]:
+    async def _ahead(self, tx: Tx, after: int) -> list[tuple[int, AnyPayload]]:
         """Notifications behind receipt ``after`` that may be routed now, ahead of their turn: each
         introduces a (runbook, target) with no active run, and no older unrouted notification touches
         anything it touches (``lookahead``). Looks at what was stored since the last time first."""
@@ -444,7 +452,7 @@ class Router:
         seqs = await tx.unrouted_after(look.seen_to, room) if room > 0 else []
         parsed_here = 0
         for seq in seqs:
-            payload: WebhookPayload | None = self._parsed.get(seq)
+            payload: AnyPayload | None = self._parsed.get(seq)
             if payload is not None:
                 pass
             elif parsed_here >= _LOOK_PARSE:
@@ -469,7 +477,7 @@ class Router:
         if not candidates:
             return []
         active = await tx.active_run_refs({k for _, keys in candidates for k in keys})
-        ahead: list[tuple[int, WebhookPayload]] = []
+        ahead: list[tuple[int, AnyPayload]] = []
         for seq, introduces in candidates:
             payload = self._look_payloads.get(seq)
             if payload is None or all(k in active for k in introduces):
@@ -481,9 +489,7 @@ class Router:
             self._ctx.log.info("inbox.routed_ahead", receipts=[seq for seq, _ in ahead], behind=after)
         return ahead
 
-    def _marks(
-        self, payload: WebhookPayload, seq: int | None = None
-    ) -> tuple[list[str], set[tuple[str, str]]]:
+    def _marks(self, payload: AnyPayload, seq: int | None = None) -> tuple[list[str], set[tuple[str, str]]]:
         """What routing this notification touches: its fingerprints and the (runbook, target) keys its
         alerts plan to (a resolved alert's too: the runs it may cancel were started for those keys)."""
         keys: set[tuple[str, str]] = set()
@@ -499,7 +505,7 @@ class Router:
         return [a.key() for a in payload.alerts], keys
 
     async def _route_many(
-        self, tx: Tx, batch: list[tuple[int, WebhookPayload]], fx: Effects
+        self, tx: Tx, batch: list[tuple[int, AnyPayload]], fx: Effects
     ) -> dict[int, dict[str, Any]]:
         """Route notifications in order. Writes that only add (links, attach events) are
         collected and written together; the rest (starting runs, resolutions) as they come, after
@@ -509,7 +515,8 @@ class Router:
             ahead = self._look_plans.pop(seq, None)  # planned already, before the transaction
             if ahead is None:
                 ahead = self._plans_of(payload)
-            plans += ([] if a.status != "firing" else p for a, p in zip(payload.alerts, ahead, strict=True))
+            alerts: Sequence[AnyAlert] = payload.alerts
+            plans += ([] if a.status != "firing" else p for a, p in zip(alerts, ahead, strict=True))
         keys = {(rb.name, plan[1]) for each in plans for rb, plan in each if not isinstance(plan, str)}
         w = _Writes(await tx.active_run_refs(keys) if keys else {}, keys)
         planned = iter(plans)
@@ -529,7 +536,7 @@ class Router:
         return results
 
     def _attach_only(
-        self, alert: Alert, plans: list[tuple[Runbook, _Plan]], summary: dict[str, Any], w: _Writes
+        self, alert: AnyAlert, plans: list[tuple[Runbook, _Plan]], summary: dict[str, Any], w: _Writes
     ) -> bool:
         """``_on_firing`` for the common case of a storm, without the store: the alert matches nothing,
         or only runbooks whose target has an active run this transaction already knows (firing): it
@@ -601,7 +608,7 @@ class Router:
                             runbooks.append(lr.runbook)
         return by_name
 
-    def _plan(self, rb: Runbook, alert: Alert) -> _Plan:
+    def _plan(self, rb: Runbook, alert: AnyAlert) -> _Plan:
         """The params and target a runbook renders for an alert, cached by what they depend on
         (``plankeys``): re-deliveries, and new alerts of a target already seen, render nothing. Call
         ``_index`` first (it keeps the cache and each runbook's dependencies current)."""
@@ -624,7 +631,7 @@ class Router:
     async def _on_firing(
         self,
         tx: Tx,
-        alert: Alert,
+        alert: AnyAlert,
         plans: list[tuple[Runbook, _Plan]],
         fx: Effects,
         summary: dict[str, Any],
@@ -699,7 +706,7 @@ class Router:
         return None
 
     async def _on_resolved(
-        self, tx: Tx, alert: Alert, fx: Effects, summary: dict[str, Any], w: _Writes
+        self, tx: Tx, alert: AnyAlert, fx: Effects, summary: dict[str, Any], w: _Writes
     ) -> None:
         self._recorded.forget(alert.key())
         resolved_now = await tx.resolve_alert(alert.key())  # runs whose link was firing until now
@@ -768,7 +775,14 @@ def _summary(alerts: int) -> dict[str, Any]:
     }
 
 
-def _alert_key(alert: Alert) -> tuple[Any, ...]:
+def _part(payload: AnyPayload, start: int, end: int) -> AnyPayload:
+    """``payload`` with its alerts ``start:end`` only (a part of a notification routed in parts)."""
+    if isinstance(payload, QuickPayload):
+        return msgspec.structs.replace(payload, alerts=payload.alerts[start:end])
+    return payload.model_copy(update={"alerts": payload.alerts[start:end]})
+
+
+def _alert_key(alert: AnyAlert) -> tuple[Any, ...]:
     """Everything of an alert a template can see (``Alert.as_context``), as a hashable key."""
     return (
         alert.key(),

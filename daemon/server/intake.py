@@ -45,32 +45,34 @@ async def _handle(request: web.Request) -> web.Response:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return error(400, "body is not valid JSON (UTF-8)")
-    # Most notifications match no runbook: parsed the quick way and stored routed (engine.quickparse).
+    # Most bodies are parsed the quick way (engine.quickparse); those that match no runbook are stored
+    # routed, the others are routed from the same structs.
     quick = quickparse.parse(text)
-    settled = None if quick is None else engine.settle_quick(quick)
-    if settled is not None:
+    if quick is not None:
+        settled = engine.settle_quick(quick)
         try:
-            receipt = await engine.submit_settled(settled)
+            if settled is not None:
+                receipt = await engine.submit_settled(settled)
+            else:
+                receipt = await engine.submit_quick(quick, text)
         except StoreUnavailable as exc:
             return _unavailable(exc)
-        return _stored(len(settled.payload.alerts), receipt)
+        return _stored(len(quick.alerts), receipt)
     try:
         payload = WebhookPayload.model_validate_json(text)
-        # A body the quick parse took holds neither (msgspec refuses NaN/Infinity; it looked for NULs).
-        if quick is None:
-            # pydantic's parser refuses lone surrogates and bounds nesting (200 levels) itself, but takes
-            # NaN/Infinity in fields it ignores, and NUL characters (which PostgreSQL cannot store: routing
-            # stalled on them). Only a body that could hold one of them is looked at again, and in C or
-            # over the strings runbookd keeps only: a label value "NaN" is common, and walking a
-            # 10,000-alert body in Python took a third of a second of event loop.
-            if "NaN" in text or "Infinity" in text:
-                strictjson.refuse_constants(text)
-            # A NUL can only arrive escaped (the parser refuses raw control characters). No cheaper
-            # pre-check helps: Alertmanager's groupKey always holds quotes, sent escaped (\"), and its
-            # encoder escapes <, > and & as \u003c, \u003e, \u0026 (json.NewEncoder in
-            # notify/webhook/webhook.go), so real bodies hold backslashes and "\u" alike.
-            if "\\u0000" in text and payload.holds_nul():
-                raise strictjson.JSONRefused("a string holds a NUL character (\\u0000)")
+        # pydantic's parser refuses lone surrogates and bounds nesting (200 levels) itself, but takes
+        # NaN/Infinity in fields it ignores, and NUL characters (which PostgreSQL cannot store: routing
+        # stalled on them). Only a body that could hold one of them is looked at again, and in C or over
+        # the strings runbookd keeps only: a label value "NaN" is common, and walking a 10,000-alert body
+        # in Python took a third of a second of event loop.
+        if "NaN" in text or "Infinity" in text:
+            strictjson.refuse_constants(text)
+        # A NUL can only arrive escaped (the parser refuses raw control characters). No cheaper pre-check
+        # helps: Alertmanager's groupKey always holds quotes, sent escaped (\"), and its encoder escapes
+        # <, > and & as \u003c, \u003e, \u0026 (json.NewEncoder in notify/webhook/webhook.go), so real
+        # bodies hold backslashes and "\u" alike.
+        if "\\u0000" in text and payload.holds_nul():
+            raise strictjson.JSONRefused("a string holds a NUL character (\\u0000)")
     except strictjson.JSONRefused as exc:
         return error(400, f"body is not valid JSON: {exc}")
     except ValidationError as exc:
