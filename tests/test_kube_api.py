@@ -89,6 +89,37 @@ async def test_patch_content_types_and_resource_version_conflicts(
     assert err.value.status == 409
 
 
+async def test_managed_fields_follow_who_last_changed_a_field(kube_api: KubeApiEmulator, core: Any) -> None:
+    """Operation Update: the request's fieldManager owns what it changed, taken from the others; a field
+    removed is owned by nobody; set again to the value it has, a field keeps its owner."""
+    kube_api.add_node("node-194")
+
+    def owners() -> dict[str, Any]:
+        fields = kube_api.get("Node", "node-194")["metadata"].get("managedFields") or []
+        assert all(f["operation"] == "Update" and f["fieldsType"] == "FieldsV1" for f in fields)
+        return {f["manager"]: f["fieldsV1"] for f in fields}
+
+    assert owners() == {}  # put by the test: no manager
+    await core.patch_node("node-194", {"spec": {"unschedulable": True}}, field_manager="runbookd")
+    assert owners() == {"runbookd": {"f:spec": {"f:unschedulable": {}}}}
+    await core.patch_node("node-194", {"metadata": {"labels": {"x": "1"}}}, field_manager="kubectl-label")
+    assert owners() == {
+        "runbookd": {"f:spec": {"f:unschedulable": {}}},
+        "kubectl-label": {"f:metadata": {"f:labels": {"f:x": {}}}},
+    }
+    await core.patch_node("node-194", {"spec": {"unschedulable": True}}, field_manager="kubectl")
+    assert "kubectl" not in owners()  # nothing changed
+    await core.patch_node("node-194", {"spec": {"unschedulable": None}}, field_manager="kubectl")
+    assert owners() == {"kubectl-label": {"f:metadata": {"f:labels": {"f:x": {}}}}}  # removed: nobody's
+    await core.patch_node("node-194", {"spec": {"unschedulable": True}})  # no fieldManager: the User-Agent's
+    agent = kube_api.requests[-1]
+    assert agent.query == {}
+    assert [m for m in owners() if m != "kubectl-label"] == ["OpenAPI-Generator"]
+    await core.patch_node("node-194", {"metadata": {"labels": {"x": "2"}}}, field_manager="runbookd")
+    assert owners()["runbookd"] == {"f:metadata": {"f:labels": {"f:x": {}}}}
+    assert "kubectl-label" not in owners()  # its only field taken over
+
+
 async def test_invalid_patches_are_422_and_unknown_media_types_415(
     kube_api: KubeApiEmulator,
     core: Any,

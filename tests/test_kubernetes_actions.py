@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from pydantic import ValidationError
 from support.action_memory import DictActionMemory
-from support.kube_api import KubeApiEmulator
+from support.kube_api import STRATEGIC_MERGE_PATCH, KubeApiEmulator
 from support.kube_api import parse_quantity as emulator_quantity
 from support.kube_fixtures import SEED_NODES, seed_cluster
 
@@ -295,6 +296,74 @@ async def test_cordon_refused_below_etcd_quorum(kube_api: KubeApiEmulator, kube_
     out = await run("kubernetes.cordon", ctx, node="worker-1")
     assert out["changed"] is True
     assert mutations(kube_api) == [("PATCH", "/api/v1/nodes/worker-1", CORDON)]
+
+
+async def _kubectl(kube_api: KubeApiEmulator, node: str, unschedulable: bool) -> None:
+    """A person's ``kubectl cordon`` / ``uncordon``: a strategic merge patch through the API, as kubectl
+    sends it (its own field manager)."""
+    body = {"spec": {"unschedulable": True if unschedulable else None}}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.patch(
+            f"{kube_api.url}/api/v1/nodes/{node}",
+            json=body,
+            headers={"Content-Type": STRATEGIC_MERGE_PATCH, "User-Agent": "kubectl/v1.30.2 (linux/amd64)"},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+
+
+async def test_a_persons_cordon_after_runbookds_is_the_persons(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx, action_memory: DictActionMemory
+) -> None:
+    """Adversarial review: runbookd's record of a cordon outlived a person's ``kubectl uncordon``; the same
+    person's later ``kubectl cordon`` (maintenance) was then taken for runbookd's, and node-degradation
+    proposed draining, tainting and uncordoning that node."""
+    seed_cluster(kube_api, SEED_NODES[:3])
+    first = await run("kubernetes.cordon", kube_ctx(run_id="run-A"), node="node-194")
+    assert first["changed"] is True
+    owners = kube_api.get("Node", "node-194")["metadata"]["managedFields"]
+    assert [(m["manager"], m["fieldsV1"]) for m in owners] == [
+        ("runbookd", {"f:spec": {"f:unschedulable": {}}})
+    ]
+    await _kubectl(kube_api, "node-194", False)  # the person fixes the node, uncordons it
+    await _kubectl(kube_api, "node-194", True)  # and later cordons it for maintenance
+    assert await action_memory.get("kubernetes.cordons", "node-194") is not None  # runbookd saw none of it
+
+    status = await run("kubernetes.node_status", kube_ctx(run_id="run-B"), node="node-194")
+    assert status["cordoned_by_runbookd"] is None
+    again = await run("kubernetes.cordon", kube_ctx(run_id="run-B"), node="node-194")
+    assert again["changed"] is False and again["cordoned_by_runbookd"] is False
+    assert "someone else" in again["message"]
+    assert await action_memory.get("kubernetes.cordons", "node-194") is None  # the stale record: gone
+    before = len(kube_api.mutations)
+    with pytest.raises(GuardRefused, match="runbookd did not cordon it"):
+        await run("kubernetes.uncordon", kube_ctx(run_id="run-B"), node="node-194")
+    assert len(kube_api.mutations) == before
+    assert kube_api.get("Node", "node-194")["spec"]["unschedulable"] is True
+
+
+async def test_runbookds_cordon_stays_its_own_while_nobody_changes_it(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    """The other side: other changes to the node (a label, a person cordoning the cordoned node again)
+    leave runbookd's cordon runbookd's to undo."""
+    seed_cluster(kube_api, SEED_NODES[:3])
+    await run("kubernetes.cordon", kube_ctx(run_id="run-A"), node="node-194")
+    await _kubectl(kube_api, "node-194", True)  # no change: the field stays runbookd's
+    async with (
+        aiohttp.ClientSession() as http,
+        http.patch(
+            f"{kube_api.url}/api/v1/nodes/node-194?fieldManager=kubectl-label",
+            json={"metadata": {"labels": {"maintenance": "soon"}}},
+            headers={"Content-Type": STRATEGIC_MERGE_PATCH},
+        ) as resp,
+    ):
+        assert resp.status == 200
+    again = await run("kubernetes.cordon", kube_ctx(run_id="run-B"), node="node-194")
+    assert again["cordoned_by_runbookd"] is True
+    out = await run("kubernetes.uncordon", kube_ctx(run_id="run-B"), node="node-194")
+    assert out["changed"] is True and out["forced"] is False
 
 
 async def test_uncordon_undoes_only_runbookds_own_cordon_across_a_restart(
@@ -593,7 +662,9 @@ async def test_dry_run_drain_records_exact_requests_and_sends_nothing(
             "deleteOptions": {"gracePeriodSeconds": 30},
         },
     ) in described
-    assert all(r["url"] == kube_api.url + r["path"] for r in dry["requests"])
+    # the cordon names runbookd its field manager (guards.runbookd_set_unschedulable reads it back)
+    manager = {"PATCH": "?fieldManager=runbookd"}
+    assert all(r["url"] == kube_api.url + r["path"] + manager.get(r["method"], "") for r in dry["requests"])
     assert {s["pod"] for s in dry["skipped"]} == {
         "logging/fluent-bit-abcde",
         "kube-system/kube-apiserver-node-194",

@@ -361,7 +361,8 @@ async def test_node_dry_run_records_exact_requests_and_changes_nothing(
 
         def described(requests: list[dict[str, Any]]) -> list[tuple[str, str, str, Any]]:
             for r in requests:
-                assert r["url"] == kube_api.url + r["path"]
+                query = "?fieldManager=runbookd" if r["method"] in ("PATCH", "PUT") else ""
+                assert r["url"] == kube_api.url + r["path"] + query
             return [(r["method"], r["path"], r["content_type"], r["body"]) for r in requests]
 
         assert out["cordon"]["dry_run"] is True

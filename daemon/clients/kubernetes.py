@@ -60,6 +60,10 @@ def _path_part(name: str) -> str:
     return quote(name, safe="")
 
 
+FIELD_MANAGER = "runbookd"
+"""The field manager runbookd's updates and patches name (``WriteRequest.query``)."""
+
+
 def node_path(name: str) -> str:
     return f"/api/v1/nodes/{_path_part(name)}"
 
@@ -99,11 +103,19 @@ class WriteRequest:
     body: Mapping[str, Any] | None = None
     content_type: str = JSON_CT
 
+    @property
+    def query(self) -> dict[str, str]:
+        """An update or patch names runbookd its field manager: the API server then records which fields
+        runbookd set (``metadata.managedFields``), and a later change by anyone else takes them over.
+        ``guards.cordoned_by_runbookd`` reads that to tell runbookd's cordon from a person's."""
+        return {"fieldManager": FIELD_MANAGER} if self.method in ("PATCH", "PUT") else {}
+
     def describe(self, host: str) -> dict[str, Any]:
         """What the operator sees in a dry run: exactly what ``KubernetesClient.send`` would send."""
+        query = "".join(f"?{k}={v}" for k, v in self.query.items())
         return {
             "method": self.method,
-            "url": host.rstrip("/") + self.path,
+            "url": host.rstrip("/") + self.path + query,
             "path": self.path,
             "content_type": self.content_type,
             "body": json.loads(json.dumps(self.body)) if self.body is not None else None,
@@ -237,7 +249,9 @@ class KubernetesClient:
         return raw.decode("utf-8", "replace")
 
     async def send(self, req: WriteRequest) -> Any:
-        return await self.request(req.method, req.path, body=req.body, content_type=req.content_type)
+        return await self.request(
+            req.method, req.path, query=req.query, body=req.body, content_type=req.content_type
+        )
 
     # -- reads -----------------------------------------------------------------------------------
 

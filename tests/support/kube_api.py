@@ -24,6 +24,11 @@ What this emulator answers as the real API server does (for the resources it kno
   404 when the pod is gone; 400 when the Eviction names another pod.
 - PVC expansion as the admission plugin and validation do it: 403 unless the StorageClass allows
   expansion, 422 for a shrink; then ``Resizing`` until a configurable number of reads has passed.
+- ``metadata.managedFields`` for updates and patches (operation ``Update``), as the API server keeps them:
+  the request's ``fieldManager`` (else its User-Agent up to the first ``/``) owns every field the request
+  changed or added, taken from other managers; a field removed is owned by nobody; a manager left with no
+  field is dropped. Maps are tracked field by field, a list as one field (the real server tracks
+  associative lists by key; nothing here needs that). Objects put by a test have none.
 - The pod log subresource (``GET .../pods/{name}/log``, plain text): ``container`` (400 when a pod
   with several containers is asked without one), ``tailLines``, ``sinceSeconds``, ``limitBytes``;
   lines are seeded with ``set_logs``. Nodes report ``status.allocatable`` (4 cpu, 16Gi, 110 pods).
@@ -38,6 +43,7 @@ import copy
 import itertools
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -311,6 +317,67 @@ def _pointer(path: str) -> list[str]:
     if not path.startswith("/"):
         raise ValueError(f"invalid JSON pointer {path!r}")
     return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+_UNMANAGED = {("metadata", "managedFields"), ("metadata", "resourceVersion"), ("metadata", "generation")}
+"""Fields the API server keeps itself: nobody owns them."""
+_NONE = object()
+
+
+def _leaves(obj: Any, at: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Each field of an object by its path: maps walked, anything else (lists too) one field."""
+    if not isinstance(obj, dict) or (at and not obj):
+        return {} if at in _UNMANAGED else {at: obj}
+    out: dict[tuple[str, ...], Any] = {}
+    for k, v in obj.items():
+        if (*at, k) not in _UNMANAGED and not (not at and k in ("kind", "apiVersion")):
+            out.update(_leaves(v, (*at, k)))
+    return out
+
+
+def _fields_v1(paths: set[tuple[str, ...]]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = tree
+        for part in path:
+            node = node.setdefault(f"f:{part}", {})
+    return tree
+
+
+def _paths_of(fields: dict[str, Any], at: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    if not fields:
+        return {at} if at else set()
+    return {p for k, v in fields.items() for p in _paths_of(v, (*at, k.removeprefix("f:")))}
+
+
+def managed_fields(current: Obj, new: Obj, manager: str, api_version: str) -> list[Obj]:
+    """``new``'s managedFields after ``manager`` updated ``current`` to it (operation Update)."""
+    before, after = _leaves(current), _leaves(new)
+    changed = {p for p, v in after.items() if before.get(p, _NONE) != v}
+    gone = set(before) - set(after)
+    entries: list[Obj] = []
+    mine: set[tuple[str, ...]] = set()
+    for entry in (current.get("metadata") or {}).get("managedFields") or []:
+        owned = _paths_of(entry.get("fieldsV1") or {})
+        if entry.get("manager") == manager and entry.get("operation") == "Update":
+            mine |= owned - gone
+            continue
+        kept = owned - changed - gone
+        if kept:
+            entries.append({**entry, "fieldsV1": _fields_v1(kept)})
+    mine |= changed
+    if mine:
+        entries.append(
+            {
+                "manager": manager,
+                "operation": "Update",
+                "apiVersion": api_version,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": _fields_v1(mine),
+            }
+        )
+    return entries
 
 
 def json_patch(target: Obj, ops: list[Any]) -> Obj:
@@ -701,7 +768,8 @@ class KubeApiEmulator:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             if route.subresource == "log" and route.resource.plural == "pods" and request.method == "GET":
                 return web.Response(text=self._log(route, dict(request.query)), content_type="text/plain")
-            status, answer = self._dispatch(request.method, route, dict(request.query), ctype, body)
+            manager = request.query.get("fieldManager") or request.headers.get("User-Agent", "").split("/")[0]
+            status, answer = self._dispatch(request.method, route, dict(request.query), ctype, body, manager)
             return web.json_response(answer, status=status)
         except ApiError as exc:
             return exc.response()
@@ -745,7 +813,7 @@ class KubeApiEmulator:
                 raise ApiError(fault.status, reason, f"injected {fault.status}", details)
 
     def _dispatch(
-        self, method: str, route: Route, query: dict[str, str], ctype: str, body: Any
+        self, method: str, route: Route, query: dict[str, str], ctype: str, body: Any, manager: str = ""
     ) -> tuple[int, Obj]:
         if route.subresource == "eviction" and route.resource.plural == "pods" and method == "POST":
             return self._evict(route, body)
@@ -760,9 +828,9 @@ class KubeApiEmulator:
         if method == "GET":
             return 200, self._read(route)
         if method == "PATCH":
-            return 200, self._patch(route, ctype, body)
+            return 200, self._patch(route, ctype, body, manager)
         if method == "PUT":
-            return 200, self._replace(route, body)
+            return 200, self._replace(route, body, manager)
         if method == "DELETE":
             return 200, self._delete(route, body)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
@@ -826,7 +894,7 @@ class KubeApiEmulator:
         obj["metadata"].pop("resourceVersion", None)
         return copy.deepcopy(self.put(obj))
 
-    def _patch(self, route: Route, ctype: str, body: Any) -> Obj:
+    def _patch(self, route: Route, ctype: str, body: Any, manager: str = "") -> Obj:
         current = self._existing(route)
         try:
             if ctype == MERGE_PATCH and isinstance(body, dict):
@@ -848,19 +916,21 @@ class KubeApiEmulator:
             wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
         if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
             raise conflict(route.resource, route.name or "")
-        return self._store_update(route, current, patched)
+        return self._store_update(route, current, patched, manager)
 
-    def _replace(self, route: Route, body: Any) -> Obj:
+    def _replace(self, route: Route, body: Any, manager: str = "") -> Obj:
         current = self._existing(route)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body is not an object")
         wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
         if wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
             raise conflict(route.resource, route.name or "")
-        return self._store_update(route, current, copy.deepcopy(body))
+        return self._store_update(route, current, copy.deepcopy(body), manager)
 
-    def _store_update(self, route: Route, current: Obj, new: Obj) -> Obj:
+    def _store_update(self, route: Route, current: Obj, new: Obj, manager: str = "") -> Obj:
         self._validate(route, current, new)
+        if manager:
+            new["metadata"]["managedFields"] = managed_fields(current, new, manager, route.resource.api)
         new["metadata"]["resourceVersion"] = str(next(self._rv))
         if new.get("spec") != current.get("spec") and "generation" in current["metadata"]:
             new["metadata"]["generation"] = int(current["metadata"]["generation"]) + 1

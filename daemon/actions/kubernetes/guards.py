@@ -7,7 +7,9 @@
 - One drain at a time, cluster-wide: a lock record names the run that holds it and when it expires
   (the drain's own timeout plus a margin), so a lock left by a crashed daemon does not block for ever.
 - Cordons: every cordon runbookd makes is remembered, so ``uncordon`` only undoes runbookd's own
-  cordon (unless forced) and never lets workloads back onto a node a person took out.
+  cordon (unless forced) and never lets workloads back onto a node a person took out. The record counts
+  only while the node's ``spec.unschedulable`` is still the one runbookd's patch set (its
+  ``managedFields``): a person who uncordoned and cordoned the node again since owns that cordon.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from daemon.actions.base import ActionContext
 from daemon.actions.kubernetes import objects as o
+from daemon.clients.kubernetes import FIELD_MANAGER
 from daemon.errors import GuardRefused
 from daemon.kits.clock import iso
 
@@ -142,6 +145,36 @@ async def remember_cordon(ctx: ActionContext, node: str, reason: str) -> None:
 
 async def cordon_record(ctx: ActionContext, node: str) -> dict[str, Any] | None:
     return await ctx.memory.get(CORDONS, node)
+
+
+def runbookd_set_unschedulable(node: o.Obj) -> bool:
+    """Whether the node's ``spec.unschedulable`` is as runbookd's own patch set it: the API server keeps
+    which field manager set each field (``metadata.managedFields``), and a person's ``kubectl uncordon``
+    or ``cordon`` since takes the field over. runbookd's record of a cordon alone cannot tell: it
+    outlives a person uncordoning the node and cordoning it again (an adversarial review found node
+    runs treating such a person's cordon as runbookd's, then draining and uncordoning the node)."""
+    for entry in o.meta(node).get("managedFields") or []:
+        if entry.get("manager") != FIELD_MANAGER or entry.get("operation") != "Update":
+            continue
+        spec = (entry.get("fieldsV1") or {}).get("f:spec")
+        if isinstance(spec, dict) and "f:unschedulable" in spec:
+            return True
+    return False
+
+
+async def runbookd_cordon(ctx: ActionContext, node: o.Obj, *, tidy: bool = True) -> dict[str, Any] | None:
+    """runbookd's record of the cordon the node has now, if runbookd made that cordon (None: the node is
+    schedulable, or a person cordoned it). With ``tidy``, a record left from an earlier cordon is
+    forgotten (not in dry-run)."""
+    name = o.name_of(node)
+    record = await cordon_record(ctx, name)
+    if record is None:
+        return None
+    if o.is_unschedulable(node) and runbookd_set_unschedulable(node):
+        return record
+    if tidy and not ctx.dry_run:
+        await forget_cordon(ctx, name)
+    return None
 
 
 async def forget_cordon(ctx: ActionContext, node: str) -> None:

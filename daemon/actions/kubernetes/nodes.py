@@ -38,7 +38,7 @@ async def node_status(ctx: ActionContext, p: NodeParams) -> Output:
     client: KubernetesClient = ctx.need("kubernetes")
     node = await client.get_node(p.node)
     pods = await client.pods_on_node(p.node)
-    record = await guards.cordon_record(ctx, p.node)
+    record = await guards.runbookd_cordon(ctx, node, tidy=False)
     ready = o.node_ready(node)
     return {
         "ok": True,
@@ -87,7 +87,7 @@ async def cordon(ctx: ActionContext, p: CordonParams) -> Output:
         nodes = await client.list_nodes()
         node = o.find_node(nodes, p.node)
         if o.is_unschedulable(node):
-            mine = await guards.cordon_record(ctx, p.node)
+            mine = await guards.runbookd_cordon(ctx, node)
             who = "by runbookd" if mine else "by someone else"
             return {
                 "ok": True,
@@ -114,15 +114,14 @@ async def uncordon(ctx: ActionContext, p: UncordonParams) -> Output:
     """Make a node schedulable again, only if runbookd cordoned it (or with force: true)."""
     client: KubernetesClient = ctx.need("kubernetes")
     node = await client.get_node(p.node)
-    mine = await guards.cordon_record(ctx, p.node)
+    mine = await guards.runbookd_cordon(ctx, node)  # (a record of a schedulable node: forgotten)
     if not o.is_unschedulable(node):
-        if mine is not None and not ctx.dry_run:
-            await guards.forget_cordon(ctx, p.node)
         return {"ok": True, "node": p.node, "changed": False, "message": f"node {p.node} is schedulable"}
     if mine is None and not p.force:
         raise GuardRefused(
-            f"refusing to uncordon {p.node}: runbookd did not cordon it, so a person did and may still "
-            "need it out. Uncordon it yourself, or run this step with force: true."
+            f"refusing to uncordon {p.node}: runbookd did not cordon it (not this cordon: its "
+            "spec.unschedulable was last set by someone else), so a person did and may still need it "
+            "out. Uncordon it yourself, or run this step with force: true."
         )
     if p.require_ready and o.node_ready(node) != "True":
         raise GuardRefused(
