@@ -138,6 +138,17 @@ async def test_stream_shipped_reads_the_newest_block_of_every_live_stream(moto_s
     assert [s["retired"] for s in done["streams"]] == [True, False, False]  # old-0 sorts first
 
 
+async def test_a_stream_has_not_shipped_until_a_block_past_the_outages_start_has(
+    moto_s3: MotoS3Server,
+) -> None:
+    bucket = FakeThanosBucket(moto_s3)
+    bucket.add(max_time=NOW_MS - HOUR_MS, labels={**STREAM, "prometheus_replica": "prometheus-k8s-0"})
+    assert (await stream_status(moto_s3))["shipped"] is True  # within 4h; no outage start given
+    during = await stream_status(moto_s3, since=iso(NOW - 1800))
+    assert during["shipped"] is False and "past the outage's start" in during["message"]
+    assert (await stream_status(moto_s3, since=iso(NOW - 2 * 3600)))["shipped"] is True
+
+
 # -- kubernetes.patch_prometheus_retention / restore_prometheus_retention ---------------------------------
 
 
@@ -298,6 +309,32 @@ async def test_restore_waits_for_the_backlog_then_writes_the_exact_earlier_value
     assert kube_api.get("Prometheus", "k8s", NS)["spec"]["retention"] == "2h"
     again = await restore(moto_s3, kube_client, [item()])  # idempotent
     assert again["changed"] is False and len(kube_api.mutations) == 1
+
+
+async def test_restore_waits_for_a_block_cut_after_the_outage_began(
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient, moto_s3: MotoS3Server
+) -> None:
+    """Adversarial review: at an outage's start the last block shipped before it (ended 1-3 h earlier)
+    is "within 4h of now"; the undo, which runs as soon as the run ends, lowered retention back minutes
+    after the raise while the sidecars still could not upload. Shipped means past the outage's start."""
+    add_prometheus(kube_api, retention="24h")  # as the raise left it
+    bucket = FakeThanosBucket(moto_s3)
+    replica = {**STREAM, "prometheus_replica": "prometheus-k8s-0"}
+    bucket.add(max_time=NOW_MS - int(1.5 * HOUR_MS), labels=replica)  # shipped before the outage
+    client = s3_client(moto_s3.endpoint_url)
+    try:
+        p = pr.RestoreParams.model_validate(
+            {"prometheuses": [item()], "bucket": "thanos", "since": iso(NOW - 600)}  # began 10 min ago
+        )
+        waiting = await pr.restore_prometheus_retention.run(ctx(kubernetes=kube_client, s3=client), p)
+        assert waiting["not_yet"] is True and "past the outage's start" in waiting["message"], waiting
+        assert kube_api.mutations == []
+        bucket.add(max_time=NOW_MS - 60_000, labels=replica)  # a block holding samples after the start
+        out = await pr.restore_prometheus_retention.run(ctx(kubernetes=kube_client, s3=client), p)
+    finally:
+        await client.close()
+    assert out["changed"] is True
+    assert kube_api.get("Prometheus", "k8s", NS)["spec"]["retention"] == "2h"
 
 
 async def test_restore_of_an_unset_value_removes_the_field_and_a_persons_change_is_refused(

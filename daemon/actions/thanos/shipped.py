@@ -2,7 +2,12 @@
 
 Read from the blocks' meta.json, never from one upload timestamp: after an outage the sidecar uploads its
 backlog oldest first, so the first block that lands says nothing about the rest. A stream (one set of
-external labels) has shipped when its newest raw block's maxTime is within ``within`` of now.
+external labels) has shipped when its newest raw block's maxTime is within ``within`` of now and, given
+the outage's start (``since``), after it: a block cut after the outage began has landed, and the sidecar
+ships oldest first. Without that, the last block shipped before an outage (it ended 1-3 hours before
+the outage began, blocks being cut every 2 hours) counted as shipped for hours into the outage: an
+adversarial review found the retention restore of s3-connectivity-loss lowering retention back minutes
+after the raise, while the sidecars still could not upload.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class ShippedParams(BucketParams):
     within: Duration = 4 * 3600.0
     """Shipped: the newest raw block of every live stream ends at most this long before now."""
     since: str = ""
-    """The outage's start (ISO 8601). Streams that ended a day before it are retired and do not count."""
+    """The outage's start (ISO 8601): a live stream has shipped only once a block ending after it has;
+    streams that ended a day before it are retired and do not count."""
 
     @field_validator("since")
     @classmethod
@@ -62,6 +68,8 @@ async def streams_shipped(
             continue
         newest[meta.labels] = max(newest.get(meta.labels, meta.max_time), meta.max_time)
     cutoff_ms = int((now - within) * 1000)
+    if since is not None:
+        cutoff_ms = max(cutoff_ms, int(since * 1000) + 1)  # a block holding samples after the start
     retired_ms = int((since - RETIRED_AFTER) * 1000) if since is not None else None
     streams: list[dict[str, Any]] = []
     behind_labels: list[Labels] = []
@@ -87,18 +95,26 @@ async def streams_shipped(
     elif behind:
         message = (
             f"{len(behind)} of {len(live)} stream(s) of {shown} not shipped up to within "
-            f"{format_duration(within)}: e.g. {labels_text(behind_labels[0])} ends at "
+            f"{format_duration(within)}{_past(since)}: e.g. {labels_text(behind_labels[0])} ends at "
             f"{behind[0]['newest_max_time']}"
         )
     else:
-        message = f"every stream of {shown} ({len(live)}) is shipped up to within {format_duration(within)}"
+        message = (
+            f"every stream of {shown} ({len(live)}) is shipped up to within {format_duration(within)}"
+            f"{_past(since)}"
+        )
     return {"shipped": shipped, "streams": streams, "message": message}
+
+
+def _past(since: float | None) -> str:
+    return "" if since is None else f" and past the outage's start ({iso_ms(int(since * 1000))})"
 
 
 @action("thanos.stream_shipped", read_only=True, idempotent=True, permissions=READ)
 async def stream_shipped(ctx: ActionContext, p: ShippedParams) -> Output:
     """Whether the bucket holds every live stream of a Prometheus (blocks whose external labels include
-    ``labels``) up to within ``within`` of now, from the newest raw block's maxTime in meta.json."""
+    ``labels``) up to within ``within`` of now (and past ``since``), from the newest raw block's maxTime
+    in meta.json."""
     s3: S3Client = ctx.need("s3")
     now = ctx.clock.now()
     since = parse_time(p.since) if p.since else None
