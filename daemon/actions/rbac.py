@@ -71,7 +71,7 @@ def object_storage_permissions(actions: Iterable[Action]) -> dict[str, tuple[str
         for text in a.permissions:
             if is_kubernetes_permission(text) or is_opensearch_permission(text):
                 continue
-            if not _S3_PERMISSION.match(text):
+            if not _S3_PERMISSION.fullmatch(text):
                 raise ValueError(
                     f"action {a.name}: permission {text!r}: expected s3:Action, e.g. s3:GetObject"
                 )
@@ -121,7 +121,7 @@ def parse_permission(text: str) -> Permission:
     else:
         raise ValueError(f"permission {text!r}: too many '/' in {name!r}")
     for part in ([group] if group else []) + resource.split("/"):
-        if not _NAME.match(part):
+        if not _NAME.fullmatch(part):
             raise ValueError(f"permission {text!r}: {part!r} is not a lowercase API name (no wildcards)")
     return Permission(group=group, resource=resource, verb=verb)
 

@@ -43,12 +43,12 @@ _ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 
 def _bucket(v: str) -> str:
     shown = v if len(v) <= 64 else v[:61] + "..."
-    if not _BUCKET.match(v):
+    if not _BUCKET.fullmatch(v):
         raise ValueError(
             f"{shown!r} is not a valid S3 bucket name (3-63 chars: lowercase a-z, 0-9, '.', '-'; "
             "starting and ending with a letter or digit)"
         )
-    if ".." in v or ".-" in v or "-." in v or _IPV4.match(v):
+    if ".." in v or ".-" in v or "-." in v or _IPV4.fullmatch(v):
         raise ValueError(f"{shown!r} is not a valid S3 bucket name (no '..', '.-', '-.', not an IP address)")
     if v.startswith(("xn--", "sthree-")) or v.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3")):
         raise ValueError(f"{shown!r} is not a valid S3 bucket name (reserved prefix or suffix)")
@@ -59,7 +59,7 @@ def _prefix(v: str) -> str:
     if v == "":
         return v
     shown = v if len(v) <= 64 else v[:61] + "..."
-    if len(v) > 256 or not _PREFIX.match(v) or any(part in (".", "..") for part in v.split("/")):
+    if len(v) > 256 or not _PREFIX.fullmatch(v) or any(part in (".", "..") for part in v.split("/")):
         raise ValueError(
             f"{shown!r} is not a valid key prefix (at most 256 chars of a-z, A-Z, 0-9, '.', '_', '=', '-' "
             "in '/'-separated parts; no leading '/', no '//', no '.' or '..' parts)"
@@ -68,7 +68,7 @@ def _prefix(v: str) -> str:
 
 
 def _ulid(v: str) -> str:
-    if not _ULID.match(v):
+    if not _ULID.fullmatch(v):
         shown = v if len(v) <= 64 else v[:61] + "..."
         raise ValueError(f"{shown!r} is not a ULID (26 chars of Crockford base32, upper case)")
     return v

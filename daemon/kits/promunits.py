@@ -21,7 +21,7 @@ _SIZE_POWERS = {"K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 
 def parse_prom_duration(text: str) -> float:
     """Seconds. Raises ValueError."""
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     if not text or m is None or not any(m.groups()):
         raise ValueError(f"{text[:40]!r} is not a Prometheus duration (e.g. 2h, 15d, 1y)")
     return float(sum(int(g) * u for g, u in zip(m.groups(), _DURATION_UNITS, strict=True) if g))
@@ -29,7 +29,7 @@ def parse_prom_duration(text: str) -> float:
 
 def parse_prom_size(text: str) -> int:
     """Bytes. Raises ValueError."""
-    m = _SIZE.match(text)
+    m = _SIZE.fullmatch(text)
     if m is None:
         raise ValueError(f"{text[:40]!r} is not a Prometheus size (e.g. 512MB, 10GiB)")
     if text == "0":

@@ -29,7 +29,7 @@ GI = 2**30
 def parse_quantity(text: str) -> int:
     """Whole bytes in a quantity (rounded up, as the API server rounds storage). ValueError otherwise."""
     s = str(text).strip()
-    m = _QUANTITY.match(s)
+    m = _QUANTITY.fullmatch(s)
     if m is None or len(s) > 64:
         raise ValueError(f"{s[:64]!r} is not a Kubernetes quantity such as 10Gi or 500M")
     number, suffix = m.group(1), m.group(2) or ""

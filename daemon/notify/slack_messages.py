@@ -114,7 +114,7 @@ def code(value: Any, limit: int = CODE_LIMIT) -> str:
 
 def who(identity: str) -> str:
     """A Slack user as a mention, anyone else (token names) as plain text."""
-    m = _SLACK_USER.match(identity)
+    m = _SLACK_USER.fullmatch(identity)
     return f"<@{m.group(1)}>" if m else esc(identity)
 
 

@@ -297,7 +297,7 @@ def _json_object(text: object, what: str) -> dict[str, Any]:
 
 
 def _user_id(value: object) -> str:
-    if isinstance(value, str) and _USER_ID.match(value):
+    if isinstance(value, str) and _USER_ID.fullmatch(value):
         return value
     raise InvalidRequest("missing or invalid Slack user id")
 
