@@ -100,6 +100,22 @@ async def test_signed_but_malformed_requests_get_400(tmp_path: Path) -> None:
             assert status == 400, (body, status, text)
         status, _ = await sd.post("/slack/commands", command_body("list", "", url))
         assert status == 400
+        # An adversarial pass: a repeated field (the command ran as the last user_id, the last text), a
+        # %-escape that is not UTF-8 (made U+FFFD), a repeated name in the payload's JSON.
+        paused = command_body("help", ALICE, url) + b"&text=pause"
+        someone = command_body("pause", "UNOBODY1", url) + b"&user_id=" + ALICE.encode()
+        not_utf8 = command_body("show", ALICE, url).replace(b"text=show", b"text=show%20%ff%fe")
+        twice = interaction_body(good)[:-3] + b"%2C+%22type%22%3A+%22block_actions%22%7D"
+        assert twice.endswith(b"%22type%22%3A+%22block_actions%22%7D")
+        for path, body in [
+            ("/slack/commands", paused),
+            ("/slack/commands", someone),
+            ("/slack/commands", not_utf8),
+            ("/slack/interactions", twice),
+        ]:
+            status, text = await sd.post(path, body)
+            assert status == 400, (body, status, text)
+        assert not await sd.d.engine.is_paused()
         await sd.settle()
         await unchanged(sd, run)
 

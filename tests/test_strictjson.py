@@ -100,3 +100,14 @@ def test_numbers_out_of_range_and_documents_of_too_many_values_are_refused() -> 
     for text in ('{"x": NaN}', "[Infinity]"):
         with pytest.raises(strictjson.JSONRefused, match="not standard JSON"):
             strictjson.refuse_constants(text)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"a": 1, "a": 2}', '{"x": [{"b": 1, "c": 2, "b": 1}]}', '{"a": 1, "\\u0061": 1}']
+)
+def test_an_object_repeating_a_name_is_refused(text: str) -> None:
+    """Parsers disagree on which one counts (Python keeps the last): what runbookd acts on could differ
+    from what a proxy, a log or a reviewer read (an adversarial pass on Slack payloads)."""
+    with pytest.raises(strictjson.JSONRefused, match="repeats a name"):
+        strictjson.loads(text)
+    assert strictjson.loads('{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}')["b"][1]["a"] == 3

@@ -1,5 +1,5 @@
 """JSON for hostile input: standard JSON only (no NaN/Infinity), no lone surrogates or NUL characters,
-bounded nesting.
+no repeated names in an object, bounded nesting.
 
 Python's ``json`` accepts ``NaN``, ``Infinity`` and ``"\\ud800"`` (a string that cannot be encoded again)
 and recurses once per nesting level. It also accepts ``"\\u0000"``, which PostgreSQL cannot store in a
@@ -27,6 +27,15 @@ class JSONRefused(ValueError):
 
 def _no_constant(name: str) -> NoReturn:
     raise JSONRefused(f"{name} is not standard JSON")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose names are unique: parsers disagree on a repeated one (Python's keeps the last, a
+    proxy or a log may show the first), so what runbookd acts on could differ from what was checked."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise JSONRefused("an object repeats a name")
+    return obj
 
 
 def _check_text(text: str) -> None:
@@ -69,7 +78,7 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH, max_values: int = MAX_VA
     """Parse standard JSON from UTF-8 bytes or text; JSONRefused (a ValueError) for anything else."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text, parse_constant=_no_constant)
+        data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_object)
     except JSONRefused:
         raise
     except UnicodeDecodeError:

@@ -277,13 +277,20 @@ SLACK = web.AppKey("slack", ChatOps)
 def _form(body: bytes) -> dict[str, str]:
     try:
         pairs = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, max_num_fields=64
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=True,
+            max_num_fields=64,
+            errors="strict",  # %ff: not UTF-8, refused (the default would make it U+FFFD)
         )
     except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("expected a form body (application/x-www-form-urlencoded)") from None
+        raise InvalidRequest("expected a form body (application/x-www-form-urlencoded, UTF-8)") from None
     if any("\x00" in k or "\x00" in v for k, v in pairs):  # no store keeps it (PostgreSQL refuses it)
         raise InvalidRequest("a form field holds a NUL character (%00)")
-    return dict(pairs)
+    form = dict(pairs)
+    if len(form) != len(pairs):  # which one counts? Python's the last, a proxy or a log maybe the first
+        raise InvalidRequest("a form field is repeated")
+    return form
 
 
 def _json_object(text: object, what: str) -> dict[str, Any]:
