@@ -106,6 +106,9 @@ async def test_approval_is_bound_to_the_plan(tmp_path: Path) -> None:
         status, body = await d.approve(run["id"], "look", who="alice", plan_hash="0123456789abcdef")
         assert status == 409 and "changed since you saw it" in body["error"]
         assert (await d.run(run["id"]))["steps"][0]["approvals"] == []
+        for bad in ("a" * 500_000, shown.upper(), shown + "0", "z" * 16):  # never echoed (500 kB was)
+            status, body = await d.approve(run["id"], "look", who="alice", plan_hash=bad)
+            assert status == 400 and "16 hex digits" in body["error"] and len(body["error"]) < 200, bad
         status, body = await d.approve(run["id"], "look", who="alice", plan_hash=shown)
         assert status == 200, body
         # another run of the same runbook has its own hashes: an approval cannot be replayed across runs

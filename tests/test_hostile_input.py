@@ -162,6 +162,22 @@ async def test_an_authorization_header_that_is_not_utf8_is_401_everywhere(tmp_pa
                 assert answer.status == 401, (value, method, path, answer)
 
 
+async def test_two_authorization_headers_are_401_whichever_comes_first(tmp_path: Path) -> None:
+    """An adversarial pass: the first header counted, so a good token then a bad one got in (a proxy or
+    a log may have read the second)."""
+    async with daemon(tmp_path) as d:
+        for method, path, good in [
+            ("GET", "/api/v1/runs", "admin-token"),
+            ("POST", "/api/v1/alertmanager", "wh-token"),
+        ]:
+            for first, second in ((good, "bogus"), ("bogus", good), (good, good)):
+                raw = rawhttp.head(method, path, {"Authorization": f"Bearer {first}", "Content-Length": "2"})
+                raw = raw.replace(b"\r\n\r\n", f"\r\nAuthorization: Bearer {second}\r\n\r\n".encode(), 1)
+                answer = await rawhttp.send(d.url, raw + b"{}")
+                assert answer.status == 401, (method, path, first, second, answer)
+                assert b"more than one Authorization header" in answer.body
+
+
 # ---------------------------------------------------------------- 3. JSON that is not standard
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +12,9 @@ from daemon.errors import Forbidden, InvalidRequest
 from daemon.server.answers import json_response
 from daemon.server.bodies import json_object
 from daemon.server.keys import AUTH, BODIES, engine_of
+
+_PLAN_HASH = re.compile(r"[0-9a-f]{16}")
+"""A plan's hash as ``engine.planner.plan_hash`` writes it: anything else is refused, not echoed back."""
 
 MAX_PARAM_VALUE = 4096
 """Longest string a manual trigger may give a param (the limit on an alert label's value)."""
@@ -43,8 +47,8 @@ async def approve_step(request: web.Request) -> web.Response:
     identity = _who(request)
     body = await _body(request)
     plan_hash = body.get("plan_hash")
-    if plan_hash is not None and not isinstance(plan_hash, str):
-        raise InvalidRequest("plan_hash must be a string")
+    if plan_hash is not None and not (isinstance(plan_hash, str) and _PLAN_HASH.fullmatch(plan_hash)):
+        raise InvalidRequest("plan_hash must be the 16 hex digits of a plan (as GET /api/v1/runs/{id} shows)")
     run = await engine_of(request).approve(
         request.match_info["run_id"], request.match_info["step_id"], identity, plan_hash
     )

@@ -24,7 +24,12 @@ def _digest(value: str) -> bytes:
 
 
 def bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+    """The bearer token, None without one; Unauthorized for two Authorization headers (which one a proxy
+    or a log took is not known: an adversarial pass got in with a good one first, a bad one second)."""
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        raise Unauthorized("more than one Authorization header")
+    header = headers[0] if headers else ""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None

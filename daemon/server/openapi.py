@@ -204,7 +204,16 @@ def _schemas() -> dict[str, Schema]:
             **_obj({"runbook": _STR}, {"params": {"type": "object", "additionalProperties": params_value}}),
             "additionalProperties": False,
         },
-        "ApproveBody": _obj({}, {"plan_hash": {**_STR, "description": "the plan the approver saw"}}),
+        "ApproveBody": _obj(
+            {},
+            {
+                "plan_hash": {
+                    **_STR,
+                    "pattern": "^[0-9a-f]{16}$",
+                    "description": "the plan the approver saw (its 16 hex digits)",
+                }
+            },
+        ),
         "RejectBody": _obj({"reason": {"type": "string", "minLength": 1}}),
         "NoFields": {"type": "object", "maxProperties": 0, "description": "no body, or {}"},
         "SlackForm": {
