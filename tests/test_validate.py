@@ -560,6 +560,27 @@ def test_unclosed_flow_sequence_is_invalid_yaml(tmp_path: Path) -> None:
     assert any(ln.startswith(f"{path}:") and "invalid YAML" in ln for ln in error_lines(res)), res.stderr
 
 
+def test_hostile_files_are_refused_with_their_line_and_no_traceback(tmp_path: Path) -> None:
+    """An adversarial pass: a file that is not UTF-8 and one nested 5,000 deep gave tracebacks, and 8
+    levels of aliases ("billion laughs", a few hundred bytes) took 35 s and 2.4 GB before an error."""
+    laughs = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    cases = {
+        "latin1.yaml": (b"name: t\ndescription: caf\xe9\n", 2, "not UTF-8 text"),
+        "deep.yaml": (b"name: t\nx: " + b"[" * 5000 + b"]" * 5000 + b"\n", 2, "nested deeper than 64"),
+        "laughs.yaml": (("name: t\n" + "\n".join(laughs) + "\n").encode(), 3, "an alias (*a0)"),
+    }
+    for name, (data, line, fragment) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        res = runbookd("validate", path)
+        assert_points_at(res, path, line, fragment)
+        assert "Traceback" not in res.stderr, res.stderr
+    ok = tmp_path / "anchor.yaml"  # an anchor alone repeats nothing: not refused for itself
+    ok.write_text("name: &n t\n")
+    assert "alias" not in runbookd("validate", ok).stderr
+
+
 def test_not_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "list.yaml"
     path.write_text("- just\n- a list\n")
