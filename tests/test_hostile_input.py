@@ -178,6 +178,46 @@ async def test_two_authorization_headers_are_401_whichever_comes_first(tmp_path:
                 assert b"more than one Authorization header" in answer.body
 
 
+async def test_expect_100_continue_is_answered_only_to_a_body_that_may_come(tmp_path: Path) -> None:
+    """An adversarial pass: aiohttp's default invited every body (100 Continue) before the token or the
+    size was checked, then answered 401 or 413 and lingered ~11 s draining what it had asked for."""
+    async with daemon(tmp_path, max_body_bytes=4096) as d:
+        body = json.dumps(alert_payload(job="x")).encode()
+        refused = [
+            ("/api/v1/alertmanager", "Bearer nope", 1000, 401),
+            ("/api/v1/alertmanager", "Bearer wh-token", 5_000_000, 413),
+            ("/api/v1/pause", None, 2, 401),
+        ]
+        for path, auth, length, status in refused:
+            headers = {"Expect": "100-continue", "Content-Length": str(length)}
+            if auth is not None:
+                headers["Authorization"] = auth
+            reader, writer = await rawhttp.open_partial(d.url, rawhttp.head("POST", path, headers))
+            try:
+                answer = await rawhttp.read_answer(reader, timeout=5)
+                assert answer.status == status, (path, auth, answer)
+                # not kept alive: closed once aiohttp stops waiting (2 s) for the body it never asked for
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            finally:
+                writer.close()
+        headers = {
+            "Expect": "100-continue",
+            "Content-Length": str(len(body)),
+            "Authorization": "Bearer wh-token",
+        }
+        reader, writer = await rawhttp.open_partial(
+            d.url, rawhttp.head("POST", "/api/v1/alertmanager", headers)
+        )
+        try:
+            assert (await rawhttp.read_answer(reader, timeout=5)).status == 100
+            writer.write(body)
+            stored = await rawhttp.read_answer(reader, timeout=5)
+            assert stored.status == 200 and stored.json()["status"] == "stored", stored
+        finally:
+            writer.close()
+        await healthy(d)
+
+
 # ---------------------------------------------------------------- 3. JSON that is not standard
 
 

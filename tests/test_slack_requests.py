@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import rawhttp
 from support.inproc import alert_payload
 from support.slack_api import (
     ALICE,
@@ -118,6 +119,19 @@ async def test_signed_but_malformed_requests_get_400(tmp_path: Path) -> None:
         assert not await sd.d.engine.is_paused()
         await sd.settle()
         await unchanged(sd, run)
+
+
+async def test_expect_100_continue_is_refused_without_signature_headers(tmp_path: Path) -> None:
+    """Slack never sends Expect; an unsigned sender is not invited to upload its body."""
+    async with serve_slack(tmp_path, RUNBOOKS) as sd:
+        for path in ("/slack/commands", "/slack/interactions"):
+            head = rawhttp.head("POST", path, {"Expect": "100-continue", "Content-Length": "1000"})
+            reader, writer = await rawhttp.open_partial(sd.d.url, head)
+            try:
+                answer = await rawhttp.read_answer(reader, timeout=5)
+            finally:
+                writer.close()
+            assert answer.status == 401 and b"Slack signature" in answer.body, (path, answer)
 
 
 # ---------------------------------------------------------------- buttons

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from daemon.engine.identity import Identity, Role
 from daemon.errors import Forbidden, InvalidRequest
+from daemon.server import expect
 from daemon.server.answers import json_response
 from daemon.server.bodies import json_object
 from daemon.server.keys import AUTH, BODIES, engine_of
@@ -124,15 +125,18 @@ async def status(request: web.Request) -> web.Response:
     return json_response(await engine_of(request).status())
 
 
+_EXPECT = expect.expect_handler(expect.api)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/runs", list_runs)
-    app.router.add_post("/api/v1/runs", create_run)
+    app.router.add_post("/api/v1/runs", create_run, expect_handler=_EXPECT)
     app.router.add_get("/api/v1/runs/{run_id}", get_run)
-    app.router.add_post("/api/v1/runs/{run_id}/steps/{step_id}/approve", approve_step)
-    app.router.add_post("/api/v1/runs/{run_id}/reject", reject_run)
+    app.router.add_post("/api/v1/runs/{run_id}/steps/{step_id}/approve", approve_step, expect_handler=_EXPECT)
+    app.router.add_post("/api/v1/runs/{run_id}/reject", reject_run, expect_handler=_EXPECT)
     app.router.add_get("/api/v1/runbooks", list_runbooks)
     app.router.add_get("/api/v1/receipts/{seq}", get_receipt)
-    app.router.add_post("/api/v1/pause", pause)
-    app.router.add_post("/api/v1/resume", resume)
+    app.router.add_post("/api/v1/pause", pause, expect_handler=_EXPECT)
+    app.router.add_post("/api/v1/resume", resume, expect_handler=_EXPECT)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/checks", list_checks)

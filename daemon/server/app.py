@@ -17,7 +17,7 @@ from daemon.engine.metrics import Metrics
 from daemon.engine.notifier import LogNotifier, Notifier
 from daemon.kits.clock import Clock
 from daemon.runbooks.loader import LoadedRunbook
-from daemon.server import api, openapi
+from daemon.server import api, expect, openapi
 from daemon.server.answers import json_response
 from daemon.server.auth import TokenAuth
 from daemon.server.bodies import BodyGate
@@ -47,6 +47,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+_LINGER = 2.0
+"""Seconds aiohttp keeps reading (and dropping) a body no handler read, after answering (a 401 answered on
+the headers, say), so that the client reads the answer before the connection closes. aiohttp's 10 s let
+a client without credentials hold a socket that long per request, outside ``server.max_pending_bodies``."""
+
+
 def app_runner(app: web.Application, config: Config) -> web.AppRunner:
     """How runbookd serves its app (``runbookd serve``, and the tests' in-process daemons alike).
 
@@ -61,6 +67,7 @@ def app_runner(app: web.Application, config: Config) -> web.AppRunner:
         shutdown_timeout=config.server.drain_timeout,
         keepalive_timeout=config.server.idle_timeout,
         auto_decompress=False,
+        lingering_time=_LINGER,
     )
 
 
@@ -127,7 +134,9 @@ def create_app(
 
     app.on_shutdown.append(give_up_bodies)
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
+    app.router.add_post(
+        "/api/v1/alertmanager", alertmanager_webhook, expect_handler=expect.expect_handler(expect.webhook)
+    )
     api.add_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -35,8 +35,10 @@ from daemon.notify.slack_delivery import RetryPolicy, SlackApi, SlackError
 from daemon.notify.slack_messages import APPROVE, REJECT, ButtonValue
 from daemon.notify.slack_operations import SlackOperations
 from daemon.runbooks.loader import LoadedRunbook
+from daemon.server import expect
 from daemon.server.answers import json_response
 from daemon.server.auth import Unauthorized
+from daemon.server.errors import error
 from daemon.server.keys import BODIES, engine_of
 from daemon.store.base import StateStore
 
@@ -102,8 +104,9 @@ class ChatOps:
             return None
         ops = cls(config, secrets, runbooks, clock or SystemClock())
         app[SLACK] = ops
-        app.router.add_post("/slack/interactions", interactions)
-        app.router.add_post("/slack/commands", commands)
+        signed = expect.expect_handler(ops._refuse_unsigned)
+        app.router.add_post("/slack/interactions", interactions, expect_handler=signed)
+        app.router.add_post("/slack/commands", commands, expect_handler=signed)
         return ops
 
     def start(self, store: StateStore) -> SlackNotifier:
@@ -156,6 +159,12 @@ class ChatOps:
             log.warning("slack.replayed_request", path=request.path, remote=request.remote, error="replayed")
             raise Unauthorized("replayed Slack request: this signed request was already received")
         return body
+
+    def _refuse_unsigned(self, request: web.Request) -> web.Response | None:
+        """``verified_body``'s checks on the headers, for ``Expect: 100-continue`` (Slack never sends it)."""
+        if self._signed_at(request.headers) is None:
+            return error(401, str(self._unverified(request)))
+        return None
 
     def _signs(self, signature: str, timestamp: str, body: bytes) -> bool:
         """Whether ``signature`` is Slack's v0 signature of the body's bytes as sent: ``v0=`` and the hex
