@@ -89,6 +89,25 @@ async def test_a_body_that_cannot_be_read_is_400_with_one_line_and_no_traceback(
         await healthy(d)
 
 
+async def test_a_transfer_coding_other_than_chunked_is_400_and_stores_nothing(tmp_path: Path) -> None:
+    """An adversarial pass: aiohttp framed "gzip, chunked" as chunked and dropped the gzip, storing the
+    body as if plain; a proxy in front may frame it otherwise."""
+    body = json.dumps(alert_payload(job="x")).encode()
+    chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    async with daemon(tmp_path) as d:
+        for coding, status in (("gzip, chunked", 400), ("deflate,chunked", 400), ("chunked", 200)):
+            head = rawhttp.head(
+                "POST",
+                "/api/v1/alertmanager",
+                {"Authorization": f"Bearer {WEBHOOK}", "Transfer-Encoding": coding},
+            )
+            answer = await rawhttp.send(d.url, head + chunk)
+            assert answer.status == status, (coding, answer)
+        status, receipt = await d.call("GET", "/api/v1/receipts/1")
+        assert status == 200 and receipt["alerts"] == 1  # the plain chunked one
+        assert (await d.call("GET", "/api/v1/receipts/2"))[0] == 404
+
+
 async def test_a_client_gone_mid_body_is_one_line_and_the_daemon_goes_on(tmp_path: Path) -> None:
     async with daemon(tmp_path) as d:
         with capture_logs() as logs:
@@ -235,11 +254,21 @@ async def test_lone_surrogates_and_non_standard_numbers_are_400(tmp_path: Path) 
             status, answer = await d.call("POST", "/api/v1/runs", data=body)
             assert status == 400 and answer == {"error": "body is not valid JSON"}, (body, answer)
         webhook = json.dumps(alert_payload(job="x"))
-        for extra in (', "x": NaN}', ', "x": Infinity}', ', "x": "\\ud800"}'):
+        for extra in (
+            ', "x": NaN}',
+            ', "x": Infinity}',
+            ', "x": "\\ud800"}',
+            ', "x": 1e400}',
+            ', "x": -1e999}',
+        ):
             status, answer = await d.call(
                 "POST", "/api/v1/alertmanager", token="webhook", data=(webhook[:-1] + extra).encode()
             )
             assert status == 400 and "not valid JSON" in answer["error"], (extra, answer)
+        for truncated in (-5, -1):  # Alertmanager's count of alerts left out: never negative
+            payload = {**alert_payload(job="x"), "truncatedAlerts": truncated}
+            status, answer = await d.call("POST", "/api/v1/alertmanager", token="webhook", json=payload)
+            assert status == 400 and "truncatedAlerts" in json.dumps(answer), answer
         status, runs = await d.call("GET", "/api/v1/runs")
         assert runs == {"runs": []}
 

@@ -101,7 +101,7 @@ def alert_context(alert: AlertFields) -> dict[str, object]:
 class WebhookPayload(_In):
     version: str = "4"
     groupKey: str = ""
-    truncatedAlerts: int = 0
+    truncatedAlerts: int = Field(0, ge=0)
     status: Literal["firing", "resolved"]
     receiver: str = ""
     groupLabels: dict[str, str] = Field(default_factory=dict)

@@ -75,7 +75,7 @@ class QuickPayload(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=
     alerts: Annotated[list[QuickAlert], msgspec.Meta(max_length=MAX_ALERTS)]
     version: str = "4"
     groupKey: str = ""
-    truncatedAlerts: int = 0
+    truncatedAlerts: Annotated[int, msgspec.Meta(ge=0)] = 0
     receiver: str = ""
     groupLabels: dict[str, str] = {}
     commonLabels: dict[str, str] = {}

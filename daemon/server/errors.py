@@ -51,6 +51,13 @@ def bad_body(request: web.Request, exc: BadBody) -> web.Response:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _has_nul(request):  # a run id "%00" reached PostgreSQL, which refuses NUL in text: 503, not 404
         return error(400, "the URL holds a NUL character (%00)")
+    codings = request.headers.getall("Transfer-Encoding", [])
+    if codings and [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+        # aiohttp frames "gzip, chunked" as chunked and drops the gzip: a proxy in front may read the
+        # body otherwise (an adversarial pass). chunked is the only coding a request may use here.
+        resp = error(400, "the only Transfer-Encoding understood is chunked")
+        resp.force_close()
+        return resp
     try:
         return await handler(request)
     except BadBody as exc:
