@@ -55,7 +55,9 @@ async def checks(d: Daemon) -> dict[str, dict[str, Any]]:
 
 
 async def runs(d: Daemon) -> list[dict[str, Any]]:
-    return list((await d.call("GET", "/api/v1/runs"))[1]["runs"])
+    """Each listed run in full (the list holds summaries: no plans)."""
+    listed = (await d.call("GET", "/api/v1/runs"))[1]["runs"]
+    return [(await d.call("GET", f"/api/v1/runs/{r['id']}"))[1] for r in listed]
 
 
 async def metrics(d: Daemon) -> str:

@@ -74,8 +74,9 @@ def test_alert_through_real_alertmanager_runs_to_succeeded_with_real_query_and_s
         assert r.status == 200, r
         return [x for x in r.json()["runs"] if x["runbook"] == "prometheus-scrape-failure"]
 
-    (run,) = wait_until("Alertmanager to deliver the alert and runbookd to start a run", awaiting)
-    run_id = run["id"]
+    (listed,) = wait_until("Alertmanager to deliver the alert and runbookd to start a run", awaiting)
+    run_id = listed["id"]
+    run = rb.get(f"/api/v1/runs/{run_id}").json()  # the list holds summaries: the alert is here
     assert run["trigger"] == "alert" and run["target"] == f"{JOB}/{down}" and run["dry_run"] is False
     assert run["alert"]["labels"] == labels
     assert run["current_step"] == "target-down"

@@ -48,9 +48,10 @@ SIDECAR_ALERT = "ThanosSidecarUploadFailure"
 
 
 def runs(rb: RunbookdProcess) -> list[dict[str, Any]]:
+    """Each listed run in full (the list holds summaries: no alert, params or plans)."""
     r = rb.get("/api/v1/runs")
     assert r.status == 200, r
-    return list(r.json()["runs"])
+    return [rb.get(f"/api/v1/runs/{listed['id']}").json() for listed in r.json()["runs"]]
 
 
 def step(run: Mapping[str, Any], step_id: str) -> dict[str, Any]:

@@ -227,7 +227,8 @@ async def test_schedule_fires_once_per_time_and_catches_up_once(tmp_path: Path) 
         await d.engine.tick()
         runs = (await d.call("GET", "/api/v1/runs"))[1]["runs"]
         assert len(runs) == 1 and runs[0]["trigger"] == "schedule"
-        assert runs[0]["steps"][0]["plan"]["message"] == "fired for 2027-01-16T03:00:00Z"
+        full = (await d.call("GET", f"/api/v1/runs/{runs[0]['id']}"))[1]
+        assert full["steps"][0]["plan"]["message"] == "fired for 2027-01-16T03:00:00Z"
         await d.call("POST", f"/api/v1/runs/{runs[0]['id']}/reject", json={"reason": "test"})
         clock.advance(3 * 86400)  # down for three nights: one catch-up run, not three
         await d.engine.tick()

@@ -10,7 +10,9 @@ import psycopg
 import pytest
 from support.postgres import PostgresServer
 
+from daemon.engine.views import run_summary
 from daemon.errors import StoreUnavailable
+from daemon.kits.clock import iso
 from daemon.store import migrations
 from daemon.store.base import StateStore
 from daemon.store.postgres import PgSettings, PgStore
@@ -339,3 +341,28 @@ async def test_run_history_gives_the_last_end_and_the_runs_since_in_one_answer(s
         assert await tx.run_history("rb", "t1", 301.0) == (260.5, 0)
         assert await tx.run_history("rb", "t2", 0.0) == (999.0, 1)
         assert await tx.run_history("rb", "t3", 0.0) == (None, 0)
+
+
+async def test_run_summaries_read_no_alert_params_or_plans_on_both_backends(store: StateStore) -> None:
+    """What GET /api/v1/runs lists (views.run_summary): newest first, filtered by state, steps in order."""
+    async with store.transaction() as tx:
+        await tx.save_run(_run("r1", RunState.SUCCEEDED, created_at=100.0, ended_at=150.0, outcome="done"))
+        await tx.save_run(_run("r2", created_at=200.0, current_step=1))
+        for run_id in ("r1", "r2"):
+            for idx in (1, 0):
+                await tx.save_step(_step(run_id, idx))
+    async with store.transaction() as tx:
+        found = await tx.run_summaries()
+        waiting = await tx.run_summaries(str(RunState.AWAITING_APPROVAL))
+        one = await tx.run_summaries(limit=1)
+    views = [run_summary(run, steps) for run, steps in found]
+    assert [v["id"] for v in views] == ["r2", "r1"] and [w[0]["id"] for w in waiting] == ["r2"]
+    assert [r["id"] for r, _ in one] == ["r2"]
+    assert views[0]["current_step"] == "s1" and views[0]["ended_at"] is None
+    assert views[0]["dry_run"] is True and views[0]["alert_resolved"] is False
+    assert views[1]["outcome"] == "done" and views[1]["ended_at"] == iso(150.0)
+    assert views[1]["steps"] == [
+        {"id": "s0", "index": 0, "action": "notify.log", "state": "pending", "mutating": True},
+        {"id": "s1", "index": 1, "action": "notify.log", "state": "pending", "mutating": True},
+    ]
+    assert not {"params", "alert", "plan", "output"} & ({*views[0]} | {*views[0]["steps"][0]})

@@ -292,6 +292,14 @@ class Engine:
                 for r in runs
             ]
 
+    async def run_summaries(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """What GET /api/v1/runs lists (``views.run_summary``), newest first."""
+        if state is not None and state not in {s.value for s in RunState}:
+            raise InvalidRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in RunState)})")
+        async with self.store.transaction() as tx:
+            found = await tx.run_summaries(state, limit)
+        return [views.run_summary(run, steps) for run, steps in found]
+
     async def status(self) -> dict[str, Any]:
         """What GET /api/v1/status shows: is this replica leading, is routing live, what the store holds."""
         async with self.store.transaction() as tx:

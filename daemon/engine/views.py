@@ -9,6 +9,7 @@ from daemon.actions.base import ActionRegistry
 from daemon.errors import NotFound
 from daemon.kits.clock import iso
 from daemon.runbooks.loader import LoadedRunbook
+from daemon.store.base import Row
 from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, StepRecord, UndoRecord
 from daemon.store.sqlite import Tx
 
@@ -133,6 +134,37 @@ def run_view(
     if events is not None:
         view["timeline"] = [{"at": iso(e.at), "event": e.event, "by": e.actor, **e.detail} for e in events]
     return view
+
+
+def run_summary(run: Row, steps: list[Row]) -> dict[str, Any]:
+    """A run as GET /api/v1/runs lists it (``Tx.run_summaries``): ``run_view`` without the alert, the
+    params, the approval policy and each step's plan, output and approvals (GET /api/v1/runs/{id} has them)."""
+    current = int(run["current_step"])
+    return {
+        "id": str(run["id"]),
+        "runbook": str(run["runbook"]),
+        "target": str(run["target"]),
+        "state": str(run["state"]),
+        "trigger": str(run["trigger"]),
+        "requester": run["requester"],
+        "dry_run": bool(run["dry_run"]),
+        "alert_resolved": bool(run["alert_resolved"]),
+        "created_at": iso(float(run["created_at"])),
+        "updated_at": iso(float(run["updated_at"])),
+        "ended_at": _t(run["ended_at"]),
+        "outcome": run["outcome"],
+        "current_step": str(steps[current]["step_id"]) if current < len(steps) else None,
+        "steps": [
+            {
+                "id": str(s["step_id"]),
+                "index": int(s["idx"]),
+                "action": str(s["action"]),
+                "state": str(s["state"]),
+                "mutating": bool(s["mutating"]),
+            }
+            for s in steps
+        ],
+    }
 
 
 async def view_of(tx: Tx, run_id: str, timeline: bool = True) -> dict[str, Any]:

@@ -77,7 +77,9 @@ class SlackOperations:
 
     async def command(self, engine: Engine, identity: Identity, cmd: Command) -> Answer | None:
         if cmd.verb == "list":
-            runs = await engine.list_runs("awaiting_approval") + await engine.list_runs("needs_attention")
+            runs = await engine.run_summaries("awaiting_approval") + await engine.run_summaries(
+                "needs_attention"
+            )
             return replies.run_list(runs)
         if cmd.verb in ("pause", "resume"):
             state = await engine.set_paused(cmd.verb == "pause", identity)

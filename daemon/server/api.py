@@ -36,7 +36,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 async def list_runs(request: web.Request) -> web.Response:
     _who(request)
     state = request.query.get("state")
-    return json_response({"runs": await engine_of(request).list_runs(state)})
+    return json_response({"runs": await engine_of(request).run_summaries(state)})
 
 
 async def get_run(request: web.Request) -> web.Response:

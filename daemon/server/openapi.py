@@ -157,7 +157,33 @@ def _schemas() -> dict[str, Schema]:
         "Approval": approval,
         "Step": step,
         "Run": run,
-        "RunList": _obj({"runs": {"type": "array", "items": _ref("Run")}}),
+        "RunSummary": {
+            "description": "A run as listed; GET /api/v1/runs/{id} has its alert, params, plans and outputs",
+            **_obj(
+                {
+                    "id": _STR,
+                    "runbook": _STR,
+                    "target": _STR,
+                    "state": _STR,
+                    "trigger": _STR,
+                    "requester": _nullable(_STR),
+                    "dry_run": _BOOL,
+                    "alert_resolved": _BOOL,
+                    "created_at": _TIME,
+                    "updated_at": _TIME,
+                    "ended_at": _nullable(_TIME),
+                    "outcome": _nullable(_STR),
+                    "current_step": _nullable(_STR),
+                    "steps": {
+                        "type": "array",
+                        "items": _obj(
+                            {"id": _STR, "index": _INT, "action": _STR, "state": _STR, "mutating": _BOOL}
+                        ),
+                    },
+                }
+            ),
+        },
+        "RunList": _obj({"runs": {"type": "array", "items": _ref("RunSummary")}}),
         "Runbook": runbook,
         "RunbookList": _obj({"runbooks": {"type": "array", "items": _ref("Runbook")}}),
         "Receipt": receipt,

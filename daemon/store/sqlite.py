@@ -217,6 +217,31 @@ class Tx:
             rows = await self._all("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [_from_row(RunRecord, r) for r in rows]
 
+    async def run_summaries(self, state: str | None = None, limit: int = 200) -> list[tuple[Row, list[Row]]]:
+        """``list_runs`` without what alerts and actions fill (params, context, definition; each step's
+        plan and output): each run's other columns, and its steps' index, id, action, state and mutating,
+        in one statement per 100 runs. A list of runs stays small whatever the alerts carried (an
+        adversarial pass: 80 runs of 1 MB of labels each made the full list 70 MB and ~1 s of event loop)."""
+        where, args = ("WHERE state = ? ", (state,)) if state else ("", ())
+        runs = await self._all(
+            "SELECT id, runbook, target, state, trigger, requester, dry_run, created_at, updated_at,"  # noqa: S608
+            " ended_at, current_step, alert_resolved, outcome"
+            f" FROM runs {where}ORDER BY created_at DESC LIMIT ?",
+            (*args, limit),
+        )
+        steps: dict[str, list[Row]] = {str(r["id"]): [] for r in runs}
+        ids = list(steps)
+        for i in range(0, len(ids), _MANY_ROWS):
+            chunk = ids[i : i + _MANY_ROWS]
+            rows = await self._all(
+                "SELECT run_id, idx, step_id, action, state, mutating FROM steps"  # noqa: S608
+                f" WHERE run_id IN ({', '.join('?' * len(chunk))}) ORDER BY run_id, idx",
+                tuple(chunk),
+            )
+            for row in rows:
+                steps[str(row["run_id"])].append(row)
+        return [(r, steps[str(r["id"])]) for r in runs]
+
     async def active_runs(self) -> list[RunRecord]:
         states = tuple(s.value for s in RunState if s.active)
         rows = await self._all(
