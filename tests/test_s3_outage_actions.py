@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from support.action_memory import DictActionMemory
-from support.kube_api import KubeApiEmulator
+from support.kube_api import KubeApiEmulator, resource_for
 from support.minio_health import FakeMinio, self_signed
 from support.ports import closed_port
 from support.prom import MetricsExporter, PrometheusServer, Scraped, scraped_exporter
@@ -227,6 +227,31 @@ async def test_retention_refused_without_room_changes_nothing(
     )
     assert kube_api.mutations == []
     assert kube_api.get("Prometheus", "k8s", NS)["spec"]["retention"] == "2h"
+
+
+def _unready(kube_api: KubeApiEmulator, pod: str) -> None:
+    for condition in kube_api.objects[(resource_for("Pod").key, NS, pod)]["status"]["conditions"]:
+        if condition["type"] == "Ready":
+            condition["status"] = "False"
+
+
+async def test_retention_refused_while_a_replica_is_not_ready(
+    kube_api: KubeApiEmulator, kube_client: KubernetesClient, kubelet: Scraped, moto_s3: MotoS3Server
+) -> None:
+    """An adversarial review: the operator rolls the StatefulSet one pod at a time, highest ordinal first,
+    whichever is healthy: with prometheus-k8s-0 already down, the patch restarted prometheus-k8s-1 too
+    and left no replica. The raise refuses that Prometheus; the restore waits (not yet)."""
+    add_prometheus(kube_api, retention="2h")
+    await volumes_free(kubelet, 40 * GI)  # room enough: only the pod holds it back
+    _unready(kube_api, "prometheus-k8s-0")
+    with pytest.raises(GuardRefused, match=r"k8s: pod\(s\) prometheus-k8s-0 not Ready"):
+        await raise_retention(kube_client, kubelet)
+    assert kube_api.mutations == []
+    kube_api.objects[(resource_for("Prometheus").key, NS, "k8s")]["spec"]["retention"] = "24h"
+    FakeThanosBucket(moto_s3).add(max_time=NOW_MS - HOUR_MS, labels={**STREAM, "prometheus_replica": "x"})
+    waiting = await restore(moto_s3, kube_client, [item()])
+    assert waiting["not_yet"] is True and "prometheus-k8s-0 not Ready" in waiting["message"], waiting
+    assert kube_api.mutations == []
 
 
 async def test_retention_refused_for_a_tsdb_in_an_emptydir(

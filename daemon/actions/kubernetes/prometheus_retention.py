@@ -99,10 +99,18 @@ async def _assess(
             "room": False,
             "reason": f"spec.retention is already {before['retention'] or 'unset (24h)'}",
         }
-    claims, bare = await room.claims_of(client, ns, name)
+    claims, bare, not_ready = await room.claims_of(client, ns, name)
     if bare or not claims:
         why = f"pod(s) {', '.join(bare) or '(none found)'} keep their TSDB in no PersistentVolumeClaim"
         return out | {"room": False, "reason": f"{why}: the restart the patch causes would lose the blocks"}
+    if not_ready:
+        # The operator's rolling update restarts the pods one by one, highest ordinal first, whichever is
+        # healthy: with one already down, restarting the other leaves no replica scraping or answering.
+        return out | {
+            "room": False,
+            "reason": f"pod(s) {', '.join(not_ready)} not Ready: the patch restarts every pod one by one, "
+            "and restarting a Ready one now may leave none running; bring them back first",
+        }
     vols = [await room.volume(prom, ns, c, elapsed) for c in claims]
     needs = [v.needed(elapsed, current, target, p.headroom) for v in vols]
     out["volumes"] = [v.view(n) for v, n in zip(vols, needs, strict=True)]
@@ -282,7 +290,7 @@ async def _shipped(ctx: ActionContext, p: RestoreParams) -> tuple[list[dict[str,
     "kubernetes.restore_prometheus_retention",
     read_only=False,
     idempotent=True,
-    permissions=(*CR, "s3:ListBucket", "s3:GetObject"),
+    permissions=(*CR, "list pods", "s3:ListBucket", "s3:GetObject"),
 )
 async def restore_prometheus_retention(ctx: ActionContext, p: RestoreParams) -> Output:
     """Put back exactly the spec.retention / spec.retentionSize a raise recorded, once the bucket holds
@@ -298,6 +306,17 @@ async def restore_prometheus_retention(ctx: ActionContext, p: RestoreParams) -> 
             "shipped": shipped,
             "message": "retention not restored yet, the backlog has not shipped: " + "; ".join(behind),
         }
+    for item in p.prometheuses:
+        not_ready = (await room.claims_of(client, item.namespace, item.name))[2]
+        if not_ready:  # as for the raise: the restore's patch restarts every pod one by one too
+            return {
+                "ok": False,
+                "not_yet": True,
+                "changed": False,
+                "shipped": shipped,
+                "message": f"retention not restored yet: {item.name}'s pod(s) {', '.join(not_ready)} not "
+                "Ready, and the patch restarts every pod one by one",
+            }
     done, requests = [], []
     for item in p.prometheuses:
         cr = await client.get(room.prometheus_path(item.namespace, item.name))

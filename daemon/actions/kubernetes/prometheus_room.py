@@ -58,19 +58,24 @@ async def prometheus_names(
     return names, other
 
 
-async def claims_of(client: KubernetesClient, namespace: str, name: str) -> tuple[list[str], list[str]]:
-    """(PVC names, pods without one) of every pod of the Prometheus."""
+async def claims_of(
+    client: KubernetesClient, namespace: str, name: str
+) -> tuple[list[str], list[str], list[str]]:
+    """(PVC names, pods without one, pods not Ready) of every pod of the Prometheus."""
     pods = await client.list_objects(
         f"/api/v1/namespaces/{quote(namespace, safe='')}/pods", label_selector=f"{NAME_LABEL}={name}"
     )
     claims: list[str] = []
     bare: list[str] = []
+    not_ready: list[str] = []
     for pod in pods:
         found = o.claims_of(pod)
         claims += found
         if not found:
             bare.append(o.name_of(pod))
-    return sorted(set(claims)), sorted(bare)
+        if not o.pod_ready(pod):
+            not_ready.append(o.name_of(pod))
+    return sorted(set(claims)), sorted(bare), sorted(not_ready)
 
 
 @dataclass
