@@ -224,7 +224,7 @@ def test_show_human_and_json(server: RunbookdProcess) -> None:
     assert run["target"] == f"node/{INSTANCE}"
     assert run["state"] == "awaiting_approval"
     assert run["dry_run"] is True
-    assert run["params"] == {"job": "node", "instance": INSTANCE, "recovery_wait": "25m"}
+    assert run["params"] == {"job": "node", "instance": INSTANCE, "recovery_wait": "25m", "cluster": ""}
     assert run["current_step"] == "target-down"
     assert [s["id"] for s in run["steps"]] == STEPS
     first = run["steps"][0]
@@ -483,7 +483,12 @@ def test_plan_json_renders_target_params_and_steps(plan_config: Path) -> None:
     assert run["runbook"] == "prometheus-scrape-failure"
     assert run["alert"] == "PrometheusScrapeFailure"
     assert run["target"] == f"node-exporter/{INSTANCE}"
-    assert run["params"] == {"job": "node-exporter", "instance": INSTANCE, "recovery_wait": "25m"}
+    assert run["params"] == {
+        "job": "node-exporter",
+        "instance": INSTANCE,
+        "recovery_wait": "25m",
+        "cluster": "",
+    }
     steps = {s["id"]: s for s in run["steps"]}
     assert list(steps) == STEPS
     selector = f'up{{job="node-exporter", instance="{INSTANCE}"}}'
@@ -498,6 +503,7 @@ def test_plan_json_renders_target_params_and_steps(plan_config: Path) -> None:
         {"name": "job", "value": "node-exporter", "is_regex": False, "is_equal": True},
         {"name": "instance", "value": INSTANCE, "is_regex": False, "is_equal": True},
         {"name": "alertname", "value": "PrometheusScrapeFailure", "is_regex": False, "is_equal": False},
+        {"name": "cluster", "value": "|", "is_regex": True, "is_equal": True},  # no cluster label: ""
     ]
     assert silence["plan"]["require"] == ["job", "instance"]
     assert silence["undo"]["action"] == "alertmanager.expire_silence"

@@ -7,6 +7,7 @@ active now); the subprocess kill -9 case is in test_undo_restart.py."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -58,8 +59,10 @@ def _serve(tmp_path: Path, prom: PrometheusServer, am: AlertmanagerServer, *, dr
     return serve(tmp_path, {}, config=cfg, clock=FrozenClock(time.time()))
 
 
-async def _fire(d: Daemon, instance: str, fingerprint: str = "fp-down") -> str:
-    status, body = await d.webhook(alert_payload(job=JOB, instance=instance, fingerprint=fingerprint))
+async def _fire(d: Daemon, instance: str, fingerprint: str = "fp-down", **labels: str) -> str:
+    status, body = await d.webhook(
+        alert_payload(job=JOB, instance=instance, fingerprint=fingerprint, **labels)
+    )
     assert status == 200 and len(body["started"]) == 1, body
     return str(body["started"][0])
 
@@ -85,25 +88,41 @@ def _silence_of(am: AlertmanagerServer, run: dict[str, Any]) -> dict[str, Any]:
     return silence
 
 
-def _assert_target_only(silence: dict[str, Any], down: str) -> None:
+def _assert_target_only(silence: dict[str, Any], down: str, cluster: str = "") -> None:
+    """The one target's other alerts, of this cluster only (an alert without a cluster label matches "")."""
     assert sorted((m["name"], m["value"], m["isEqual"], m["isRegex"]) for m in silence["matchers"]) == [
         ("alertname", "PrometheusScrapeFailure", False, False),
+        ("cluster", f"{re.escape(cluster)}|", True, True),
         ("instance", down, True, False),
         ("job", JOB, True, False),
     ]
 
 
-async def _silenced_run(d: Daemon, am: AlertmanagerServer, down: str) -> tuple[str, dict[str, Any]]:
+async def _silenced_run(
+    d: Daemon, am: AlertmanagerServer, down: str, cluster: str = ""
+) -> tuple[str, dict[str, Any]]:
     """A run walked up to its silence, which is active and of the one target."""
-    run_id = await _fire(d, down)
+    run_id = await (_fire(d, down, cluster=cluster) if cluster else _fire(d, down))
     run = await _approve(d, run_id, *BEFORE_SILENCE, "silence-target")
     silence = _silence_of(am, run)
     assert silence["status"]["state"] == "active"
-    _assert_target_only(silence, down)
+    _assert_target_only(silence, down, cluster)
     return run_id, run
 
 
 # ------------------------------------------------------------------------------------------ every end
+
+
+async def test_the_silence_and_the_target_are_of_the_alerts_cluster(tmp_path: Path, stack: Any) -> None:
+    """An adversarial review: without a cluster matcher, an Alertmanager shared by several clusters had
+    the same job/instance silenced in all of them, and their runs merged into one target."""
+    prom, am, _, down = stack
+    async with _serve(tmp_path, prom, am) as d:
+        run_id, run = await _silenced_run(d, am, down, cluster="eu.1")  # '.': escaped in the regex
+        assert run["target"] == f"eu.1/{JOB}/{down}"
+        silence = _silence_of(am, run)
+        assert ("cluster", "eu\\.1|") in [(m["name"], m["value"]) for m in silence["matchers"]]
+        await d.call("POST", f"/api/v1/runs/{run_id}/reject", json={"reason": "test"})
 
 
 async def test_rejected_after_the_silence_expires_it(tmp_path: Path, stack: Any) -> None:
