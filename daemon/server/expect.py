@@ -50,16 +50,16 @@ def _closing(resp: web.Response) -> web.Response:
 
 
 def webhook(request: web.Request) -> web.Response | None:
-    try:
-        request.app[AUTH].check_webhook(request)
-    except Unauthorized as exc:
-        return error(401, str(exc))
-    return None
+    return _unauthorized(lambda: request.app[AUTH].check_webhook(request))
 
 
 def api(request: web.Request) -> web.Response | None:
+    return _unauthorized(lambda: request.app[AUTH].identity(request))
+
+
+def _unauthorized(check: Callable[[], object]) -> web.Response | None:
     try:
-        request.app[AUTH].identity(request)
+        check()
     except Unauthorized as exc:
         return error(401, str(exc))
     return None

@@ -81,6 +81,17 @@ def _schemas() -> dict[str, Schema]:
             "error": _nullable(_STR),
         },
     )
+    ran: dict[str, Schema] = {  # what a run's view and its summary in a list both have
+        "trigger": _STR,
+        "requester": _nullable(_STR),
+        "dry_run": _BOOL,
+        "alert_resolved": _BOOL,
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "ended_at": _nullable(_TIME),
+        "outcome": _nullable(_STR),
+        "current_step": _nullable(_STR),
+    }
     run = _obj(
         {
             "id": _STR,
@@ -90,17 +101,9 @@ def _schemas() -> dict[str, Schema]:
             "steps": {"type": "array", "items": _ref("Step")},
         },
         {
-            "trigger": _STR,
-            "requester": _nullable(_STR),
-            "dry_run": _BOOL,
+            **ran,
             "params": {"type": "object"},
             "alert": _nullable({"type": "object"}),
-            "alert_resolved": _BOOL,
-            "created_at": _TIME,
-            "updated_at": _TIME,
-            "ended_at": _nullable(_TIME),
-            "outcome": _nullable(_STR),
-            "current_step": _nullable(_STR),
             "approval": {"type": "object"},
             "timeline": {"type": "array", "items": {"type": "object"}},
         },
@@ -165,15 +168,7 @@ def _schemas() -> dict[str, Schema]:
                     "runbook": _STR,
                     "target": _STR,
                     "state": _STR,
-                    "trigger": _STR,
-                    "requester": _nullable(_STR),
-                    "dry_run": _BOOL,
-                    "alert_resolved": _BOOL,
-                    "created_at": _TIME,
-                    "updated_at": _TIME,
-                    "ended_at": _nullable(_TIME),
-                    "outcome": _nullable(_STR),
-                    "current_step": _nullable(_STR),
+                    **ran,
                     "steps": {
                         "type": "array",
                         "items": _obj(
