@@ -132,7 +132,10 @@ async def test_a_signed_body_that_is_not_utf8_is_malformed_not_forged(tmp_path: 
             for path, body in bodies:
                 status, text = await sd.post(path, body, headers=signed_headers(body, now))
                 assert status == 400, (path, status, text)
-                assert json.loads(text)["error"] == "expected a form body (application/x-www-form-urlencoded)"
+                assert (
+                    json.loads(text)["error"]
+                    == "expected a form body (application/x-www-form-urlencoded, UTF-8)"
+                )
         assert not _events(logs, "slack.unverified_request"), logs
         await sd.settle()
         assert sd.slack.answers == []
