@@ -298,19 +298,67 @@ async def test_cordon_refused_below_etcd_quorum(kube_api: KubeApiEmulator, kube_
     assert mutations(kube_api) == [("PATCH", "/api/v1/nodes/worker-1", CORDON)]
 
 
-async def _kubectl(kube_api: KubeApiEmulator, node: str, unschedulable: bool) -> None:
+async def _kubectl(
+    kube_api: KubeApiEmulator, node: str, unschedulable: bool, agent: str = "kubectl/v1.30.2 (linux/amd64)"
+) -> None:
     """A person's ``kubectl cordon`` / ``uncordon``: a strategic merge patch through the API, as kubectl
-    sends it (its own field manager)."""
+    sends it (its own field manager, from its User-Agent)."""
     body = {"spec": {"unschedulable": True if unschedulable else None}}
     async with (
         aiohttp.ClientSession() as http,
         http.patch(
             f"{kube_api.url}/api/v1/nodes/{node}",
             json=body,
-            headers={"Content-Type": STRATEGIC_MERGE_PATCH, "User-Agent": "kubectl/v1.30.2 (linux/amd64)"},
+            headers={"Content-Type": STRATEGIC_MERGE_PATCH, "User-Agent": agent},
         ) as resp,
     ):
         assert resp.status == 200, await resp.text()
+
+
+OLD_RUNBOOKD = "OpenAPI-Generator/33.3.0+snapshot/python"
+"""The User-Agent of a runbookd that did not yet name its field manager (kubernetes-asyncio's own)."""
+
+
+async def test_a_cordon_made_before_runbookd_named_itself_is_still_its_own_to_undo(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx, action_memory: DictActionMemory
+) -> None:
+    """A review of the managedFields change: a run in progress across the upgrade would have found its
+    own cordon owned by 'OpenAPI-Generator', forgotten its record and refused its uncordon for good."""
+    seed_cluster(kube_api, SEED_NODES[:3])
+    await _kubectl(kube_api, "node-194", True, agent=OLD_RUNBOOKD)  # the older runbookd's cordon ...
+    old_record = {
+        "run_id": "run-A",
+        "step_id": "cordon",
+        "runbook": "node-degradation",
+        "at": "x",
+        "reason": "r",
+    }
+    await action_memory.put("kubernetes.cordons", "node-194", old_record)  # ... and its record
+    again = await run("kubernetes.cordon", kube_ctx(run_id="run-A"), node="node-194")
+    assert again["cordoned_by_runbookd"] is True
+    out = await run("kubernetes.uncordon", kube_ctx(run_id="run-A"), node="node-194")
+    assert out["changed"] is True and out["forced"] is False
+    # A record this runbookd wrote counts only for its own name, not for another OpenAPI-Generator client.
+    await run("kubernetes.cordon", kube_ctx(run_id="run-B"), node="node-194")
+    await _kubectl(kube_api, "node-194", False)
+    await _kubectl(kube_api, "node-194", True, agent=OLD_RUNBOOKD)
+    assert (await run("kubernetes.cordon", kube_ctx(run_id="run-C"), node="node-194"))[
+        "cordoned_by_runbookd"
+    ] is False
+
+
+async def test_a_node_without_managed_fields_keeps_the_record_but_not_the_benefit_of_the_doubt(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx, action_memory: DictActionMemory
+) -> None:
+    """Nothing on the node says who cordoned it (no managedFields): not taken for runbookd's, and the
+    record is not thrown away on that account either."""
+    seed_cluster(kube_api, SEED_NODES[:3])
+    kube_api.add_node("worker-1", control_plane=False, unschedulable=True)
+    record = {"run_id": "run-A", "step_id": "cordon", "field_manager": "runbookd", "reason": "r"}
+    await action_memory.put("kubernetes.cordons", "worker-1", record)
+    with pytest.raises(GuardRefused, match="runbookd did not cordon it"):
+        await run("kubernetes.uncordon", kube_ctx(run_id="run-B"), node="worker-1")
+    assert await action_memory.get("kubernetes.cordons", "worker-1") == record
 
 
 async def test_a_persons_cordon_after_runbookds_is_the_persons(

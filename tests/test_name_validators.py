@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from daemon.clients.thanos import is_ulid
 from daemon.kits.names import DnsLabel, DnsSubdomain, LabelName, S3BucketName, S3Prefix, Ulid
 from daemon.kits.promunits import parse_prom_duration, parse_prom_size
 from daemon.notify.slack_messages import who
+from daemon.runbooks.schema import Slug
 
 VALID: list[tuple[Any, str]] = [
     (DnsLabel, "monitoring"),
@@ -22,6 +24,7 @@ VALID: list[tuple[Any, str]] = [
     (S3BucketName, "thanos"),
     (S3Prefix, "thanos/blocks"),
     (Ulid, "01HX0000000000000000000000"),
+    (Slug, "node-degradation"),  # runbook names and step ids
 ]
 
 
@@ -43,3 +46,7 @@ def test_prometheus_units_refuse_a_trailing_newline(parse: Any, value: str) -> N
 def test_a_slack_identity_with_a_trailing_newline_is_not_mentioned_as_a_slack_user() -> None:
     assert who("slack:U0123ABCD") == "<@U0123ABCD>"
     assert "<@" not in who("slack:U0123ABCD\n")
+
+
+def test_a_block_name_with_a_trailing_newline_is_not_a_ulid() -> None:
+    assert is_ulid("01HX0000000000000000000000") and not is_ulid("01HX0000000000000000000000\n")

@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 
 def is_ulid(text: str) -> bool:
-    return _ULID.match(text) is not None
+    return _ULID.fullmatch(text) is not None
 
 
 def resolution_name(ms: int) -> str:

@@ -14,7 +14,7 @@ _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\
 
 
 def _slug(v: str) -> str:
-    if not _SLUG.match(v):
+    if not _SLUG.fullmatch(v):
         raise ValueError(f"{v!r} must be lowercase letters, digits and '-' (at most 63)")
     return v
 
@@ -189,7 +189,7 @@ class Runbook(_Model):
     @classmethod
     def _param_names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for k in v:
-            if not re.match(r"^[a-z_][a-z0-9_]*$", k):
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", k):
                 raise ValueError(f"param name {k!r} must be lowercase letters, digits and _")
         return v
 

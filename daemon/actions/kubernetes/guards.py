@@ -139,6 +139,7 @@ async def remember_cordon(ctx: ActionContext, node: str, reason: str) -> None:
         "runbook": ctx.runbook,
         "at": iso(ctx.clock.now()),
         "reason": reason,
+        "field_manager": FIELD_MANAGER,  # (a record without it is from before runbookd named itself)
     }
     await ctx.memory.put(CORDONS, node, record)
 
@@ -147,32 +148,47 @@ async def cordon_record(ctx: ActionContext, node: str) -> dict[str, Any] | None:
     return await ctx.memory.get(CORDONS, node)
 
 
-def runbookd_set_unschedulable(node: o.Obj) -> bool:
-    """Whether the node's ``spec.unschedulable`` is as runbookd's own patch set it: the API server keeps
-    which field manager set each field (``metadata.managedFields``), and a person's ``kubectl uncordon``
-    or ``cordon`` since takes the field over. runbookd's record of a cordon alone cannot tell: it
-    outlives a person uncordoning the node and cordoning it again (an adversarial review found node
-    runs treating such a person's cordon as runbookd's, then draining and uncordoning the node)."""
-    for entry in o.meta(node).get("managedFields") or []:
-        if entry.get("manager") != FIELD_MANAGER or entry.get("operation") != "Update":
-            continue
-        spec = (entry.get("fieldsV1") or {}).get("f:spec")
-        if isinstance(spec, dict) and "f:unschedulable" in spec:
-            return True
-    return False
+LEGACY_MANAGER = "OpenAPI-Generator"
+"""Who the API server took for the manager of a cordon runbookd made before it named itself
+(``FIELD_MANAGER``): kubernetes-asyncio's User-Agent up to its first '/'. Accepted only for a record such
+a runbookd wrote (without ``field_manager``), so that a node it cordoned is still its own to uncordon
+after the upgrade."""
+
+
+def unschedulable_owners(node: o.Obj) -> set[str] | None:
+    """The field managers that set the node's ``spec.unschedulable`` as it is (``metadata.managedFields``,
+    operation Update); None when the node shows no managedFields at all (nothing can be told)."""
+    entries = o.meta(node).get("managedFields")
+    if not isinstance(entries, list):
+        return None
+    owners: set[str] = set()
+    for entry in entries:
+        spec = (entry.get("fieldsV1") or {}).get("f:spec") if isinstance(entry, dict) else None
+        if entry.get("operation") == "Update" and isinstance(spec, dict) and "f:unschedulable" in spec:
+            owners.add(str(entry.get("manager")))
+    return owners
 
 
 async def runbookd_cordon(ctx: ActionContext, node: o.Obj, *, tidy: bool = True) -> dict[str, Any] | None:
-    """runbookd's record of the cordon the node has now, if runbookd made that cordon (None: the node is
-    schedulable, or a person cordoned it). With ``tidy``, a record left from an earlier cordon is
-    forgotten (not in dry-run)."""
+    """runbookd's record of the cordon the node has now, if runbookd made that cordon; None when the node
+    is schedulable, or someone else set its ``spec.unschedulable`` since (a person's ``kubectl uncordon``
+    and ``cordon`` take the field over).
+
+    runbookd's record alone cannot tell: it outlives a person uncordoning the node and cordoning it again
+    (an adversarial review found node runs treating such a person's cordon as runbookd's, then draining
+    and uncordoning the node). The API server keeps which field manager set each field, and runbookd
+    names itself (``FIELD_MANAGER``). With ``tidy``, a record that is known stale (the node schedulable,
+    or the field someone else's) is forgotten, not in dry-run; one the node cannot confirm or refute (no
+    managedFields) is kept, and the cordon is not taken for runbookd's."""
     name = o.name_of(node)
     record = await cordon_record(ctx, name)
     if record is None:
         return None
-    if o.is_unschedulable(node) and runbookd_set_unschedulable(node):
+    owners = unschedulable_owners(node) if o.is_unschedulable(node) else set()
+    mine = {FIELD_MANAGER} if record.get("field_manager") else {FIELD_MANAGER, LEGACY_MANAGER}
+    if owners and owners & mine:
         return record
-    if tidy and not ctx.dry_run:
+    if owners is not None and tidy and not ctx.dry_run:
         await forget_cordon(ctx, name)
     return None
 
