@@ -163,8 +163,10 @@ def unschedulable_owners(node: o.Obj) -> set[str] | None:
         return None
     owners: set[str] = set()
     for entry in entries:
-        spec = (entry.get("fieldsV1") or {}).get("f:spec") if isinstance(entry, dict) else None
-        if entry.get("operation") == "Update" and isinstance(spec, dict) and "f:unschedulable" in spec:
+        if not isinstance(entry, dict) or entry.get("operation") != "Update":
+            continue
+        spec = (entry.get("fieldsV1") or {}).get("f:spec")
+        if isinstance(spec, dict) and "f:unschedulable" in spec:
             owners.add(str(entry.get("manager")))
     return owners
 
