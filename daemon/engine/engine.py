@@ -281,8 +281,7 @@ class Engine:
             return await views.view_of(tx, run_id)
 
     async def list_runs(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        if state is not None and state not in {s.value for s in RunState}:
-            raise InvalidRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in RunState)})")
+        _check_state(state)
         async with self.store.transaction() as tx:
             runs = await tx.list_runs(state, limit)
             return [
@@ -294,8 +293,7 @@ class Engine:
 
     async def run_summaries(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """What GET /api/v1/runs lists (``views.run_summary``), newest first."""
-        if state is not None and state not in {s.value for s in RunState}:
-            raise InvalidRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in RunState)})")
+        _check_state(state)
         async with self.store.transaction() as tx:
             found = await tx.run_summaries(state, limit)
         return [views.run_summary(run, steps) for run, steps in found]
@@ -330,3 +328,9 @@ class Engine:
 
 
 __all__ = ["SYSTEM", "Engine"]
+
+
+def _check_state(state: str | None) -> None:
+    """InvalidRequest for a run state filter that names no state (GET /api/v1/runs?state=...)."""
+    if state is not None and state not in {s.value for s in RunState}:
+        raise InvalidRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in RunState)})")
