@@ -16,12 +16,12 @@ from support.inproc import alert_payload, base_config, serve
 from support.kube_api import STRATEGIC_MERGE_PATCH, KubeApiEmulator
 from support.kube_fixtures import seed_cluster
 from support.runs import states, steps_of, walk
-from support.safety_seed import GI, lh_node, lh_settings, lh_volume, node_lease, requests_pod
+from support.safety_seed import GI, lh_node, lh_replica, lh_settings, lh_volume, node_lease, requests_pod
 
 from daemon.actions import kubernetes
 from daemon.actions.base import ActionContext, Output
 from daemon.actions.kubernetes.capacity import cpu_millis, pod_requests
-from daemon.actions.kubernetes.longhorn_disks import Disk
+from daemon.actions.kubernetes.longhorn_disks import LONGHORN, Disk
 from daemon.errors import GuardRefused
 from daemon.kits.clock import FrozenClock
 
@@ -109,6 +109,105 @@ async def test_pressure_node_whose_pods_fit_nowhere_is_not_drained(
     assert capacity["output"]["free"]["cpu"] == 1500
     assert "would stay Pending" in capacity["error"]
     assert states(run)["cordon"] == "pending" and kube_api.mutations == []
+
+
+# -- Longhorn's last healthy copy ----------------------------------------------------------------------
+
+T0, T1 = "2026-12-01T10:00:00Z", "2026-12-03T09:00:00Z"
+
+
+def node_with_an_app(kube: KubeApiEmulator, *, ready: bool = True) -> None:
+    """The four seed nodes; node-196 under disk pressure (or NotReady) with one app pod to evict."""
+    seed_cluster(kube)
+    kube.add_node(NODE, ready=ready, pressure=() if not ready else ("DiskPressure",))
+    kube.add_pod("app-7d9f-x2k4q", NS, node=NODE, owner=("ReplicaSet", "app-7d9f"))
+
+
+async def test_drain_refuses_a_node_holding_the_last_healthy_copy_of_a_longhorn_volume(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    node_with_an_app(kube_api)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-here", NODE, healthy_at=T0)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-failed", "node-197", healthy_at=T0, failed_at=T1)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-rebuilding", "node-198")
+    lh_replica(kube_api, "pvc-9f8e", "pvc-9f8e-r-0", NODE, healthy_at=T0)  # has a copy elsewhere
+    lh_replica(kube_api, "pvc-9f8e", "pvc-9f8e-r-1", "node-194", healthy_at=T0)
+
+    with pytest.raises(GuardRefused) as refused:
+        await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
+    message = str(refused.value)
+    assert message.startswith(
+        f"refusing to drain {NODE}: it holds the last healthy copy of 1 Longhorn volume(s)"
+    ), message
+    assert (
+        "pvc-0a1b (here: pvc-0a1b-r-here; elsewhere: pvc-0a1b-r-failed (node-197, failed); "
+        "pvc-0a1b-r-rebuilding (node-198, never healthy (rebuilding or new)))"
+    ) in message
+    assert "pvc-9f8e" not in message and message.endswith("Nothing was changed.")
+    assert kube_api.mutations == []  # not even the cordon
+
+    # Once Longhorn has rebuilt a replica elsewhere, the same drain goes ahead.
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-rebuilding", "node-198", healthy_at=T1)
+    out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
+    assert out["ok"] is True and [r.method for r in kube_api.mutations] == ["PATCH", "POST"]
+
+
+async def test_a_healthy_copy_on_a_cordoned_or_not_ready_node_does_not_count(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    node_with_an_app(kube_api)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0)
+    kube_api.add_node("node-199", control_plane=False)  # a worker: etcd keeps quorum throughout
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-199", healthy_at=T0)
+    ctx = kube_ctx(max_unavailable_nodes=2)  # the blast-radius guard lets a second node go
+    kube_api.add_node("node-199", control_plane=False, ready=False)
+    with pytest.raises(GuardRefused, match=r"pvc-0a1b-r-1 \(node-199, its node is not Ready\)"):
+        await run("kubernetes.drain", ctx, node=NODE)
+    kube_api.add_node("node-199", control_plane=False, unschedulable=True)
+    with pytest.raises(GuardRefused, match=r"pvc-0a1b-r-1 \(node-199, its node is cordoned\)"):
+        await run("kubernetes.drain", ctx, node=NODE)
+    assert kube_api.mutations == []
+    kube_api.add_node("node-199", control_plane=False)
+    out = await run("kubernetes.drain", ctx, node=NODE, poll_interval="10ms")
+    assert out["ok"] is True
+
+
+async def test_a_not_ready_nodes_failed_replicas_do_not_block_its_drain(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    """A NotReady node's replicas have failed and each volume is degraded, but a healthy copy of each is
+    on a Ready node (read from status, as a later Longhorn may keep it): the drain goes ahead. So do a
+    replica that never held data and an unrelated volume's replicas."""
+    node_with_an_app(kube_api, ready=False)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0, failed_at=T1)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-197", healthy_at=T0, in_status=True)
+    lh_replica(kube_api, "pvc-new", "pvc-new-r-0", NODE)  # created, never healthy: no data to keep
+    lh_replica(kube_api, "pvc-9f8e", "pvc-9f8e-r-0", "node-194", healthy_at=T0)
+    out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
+    assert out["ok"] is True and [r.method for r in kube_api.mutations] == ["PATCH", "POST"]
+
+
+async def test_drain_without_longhorn_goes_ahead_and_an_unreadable_longhorn_refuses(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    node_with_an_app(kube_api)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0)
+    kube_api.fail("GET", f"{LONGHORN}/replicas", status=403)
+    with pytest.raises(GuardRefused, match=r"could not read Longhorn's replicas .*Nothing was changed"):
+        await run("kubernetes.drain", kube_ctx(), node=NODE)
+    assert kube_api.mutations == []
+    # The one opt-out: a person who knows the copy is lost anyway (a dead disk) drains regardless.
+    out = await run(
+        "kubernetes.drain", kube_ctx(), node=NODE, check_longhorn_replicas=False, poll_interval="10ms"
+    )
+    assert out["ok"] is True
+
+
+async def test_drain_where_longhorn_is_not_installed(kube_api: KubeApiEmulator, kube_ctx: MakeCtx) -> None:
+    node_with_an_app(kube_api)
+    kube_api.fail("GET", f"{LONGHORN}/replicas", status=404)
+    out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
+    assert out["ok"] is True and [r.method for r in kube_api.mutations] == ["PATCH", "POST"]
 
 
 # -- out of service ----------------------------------------------------------------------------------------

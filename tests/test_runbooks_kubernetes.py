@@ -28,7 +28,7 @@ from support.ports import closed_port
 from support.procs import base_env
 from support.prom import MetricsExporter, PrometheusServer
 from support.runs import states, steps_of, walk
-from support.safety_seed import lh_node, lh_settings, lh_volume
+from support.safety_seed import lh_node, lh_replica, lh_settings, lh_volume
 
 from daemon.actions.registry import default_registry
 
@@ -263,6 +263,39 @@ async def test_node_drain_refused_is_reported_and_the_node_still_comes_back(
         assert f"The drain of {NODE} did not finish: it was refused" in report["output"]["message"]
     assert mutations(kube_api) == [CORDON, UNCORDON]  # nothing was evicted
     assert kube_api.exists("Pod", "debug-shell", "default")
+
+
+async def test_node_holding_the_last_copy_of_a_longhorn_volume_is_not_drained(
+    tmp_path: Path, kube_api: KubeApiEmulator
+) -> None:
+    """The node's replica of a volume is the only one that ever held its data (the other failed):
+    the drain refuses before evicting anything, whatever Longhorn's node-drain-policy says; the run
+    reports it, waits for the node and uncordons, as for any refused drain."""
+    degraded_node(kube_api)  # NotReady: its kubelet is down, its replicas may still be serving
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at="2026-12-01T10:00:00Z")
+    lh_replica(
+        kube_api,
+        "pvc-0a1b",
+        "pvc-0a1b-r-1",
+        "node-197",
+        healthy_at="2026-12-01T10:00:00Z",
+        failed_at="2026-12-03T09:00:00Z",
+    )
+    async with daemon(tmp_path, kube_api) as d:
+        run_id = await start(d, node_alert())
+        run, approved = await walk(
+            d, run_id, before={"wait-ready": lambda: kube_api.set_node_ready(NODE, True)}
+        )
+        assert run["state"] == "succeeded", run
+        drain = steps_of(run)["drain"]
+        assert drain["state"] == "failed"
+        assert drain["error"].startswith(
+            f"refusing to drain {NODE}: it holds the last healthy copy of 1 Longhorn volume(s)"
+        ), drain["error"]
+        assert "pvc-0a1b (here: pvc-0a1b-r-0; elsewhere: pvc-0a1b-r-1 (node-197, failed))" in drain["error"]
+        assert "drain-incomplete" in approved and approved[-1] == "uncordon"
+    assert mutations(kube_api) == [CORDON, UNCORDON]  # nothing was evicted
+    assert kube_api.exists("Pod", "thanos-store-0", NS)
 
 
 async def test_node_a_person_cordoned_is_left_to_them(tmp_path: Path, kube_api: KubeApiEmulator) -> None:
@@ -734,6 +767,7 @@ async def test_plan_renders_the_node_notready_example(tmp_path: Path, kube_api: 
         "poll_interval": "5s",
         "grace_period_seconds": None,
         "check_capacity": True,
+        "check_longhorn_replicas": True,
     }
     assert steps["capacity"]["plan"] == {"node": NODE}
     assert steps["out-of-service"]["plan"] == {"node": NODE, "lease_stale_after": "5m"}

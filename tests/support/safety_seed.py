@@ -176,6 +176,31 @@ def lh_volume(
         )
 
 
+def lh_replica(
+    kube: KubeApiEmulator,
+    volume: str,
+    name: str,
+    node: str,
+    *,
+    healthy_at: str = "",
+    failed_at: str = "",
+    in_status: bool = False,
+) -> None:
+    """One Longhorn replica of ``volume`` on ``node`` with its health times (in spec, as Longhorn 1.x
+    keeps them, or in status with ``in_status``)."""
+    times = {"healthyAt": healthy_at, "failedAt": failed_at}
+    kube.put(
+        {
+            "apiVersion": "longhorn.io/v1beta2",
+            "kind": "Replica",
+            "metadata": {"name": name, "namespace": LH_NS, "labels": {"longhornvolume": volume}},
+            "spec": {"volumeName": volume, "nodeID": node, **({} if in_status else times)},
+            "status": {"currentState": "running" if healthy_at and not failed_at else "stopped"}
+            | (times if in_status else {}),
+        }
+    )
+
+
 def node_lease(kube: KubeApiEmulator, node: str, renewed_at: float) -> None:
     kube.put(
         {

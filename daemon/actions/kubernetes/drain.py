@@ -3,7 +3,8 @@
 DaemonSet pods and mirror (static) pods are skipped; finished pods are evicted; a pod using emptyDir
 needs ``delete_emptydir_data`` and a pod without a controller (or whose DaemonSet is gone) needs
 ``force_unmanaged``. Any pod needing an opt-in that was not given refuses the whole drain before
-anything changes. Pods are evicted through the Eviction API, all at once; a pod a PodDisruptionBudget
+anything changes, as does a node holding the last healthy copy of a Longhorn volume
+(``longhorn_replicas``) or pods the other nodes cannot absorb (``capacity``). Pods are evicted through the Eviction API, all at once; a pod a PodDisruptionBudget
 protects (429) is retried every ``poll_interval`` until ``timeout``; an evicted pod is waited for until
 it is gone. Every pod's outcome is reported.
 """
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from daemon.actions.base import ActionContext, Output, Params, action
-from daemon.actions.kubernetes import capacity, guards
+from daemon.actions.kubernetes import capacity, guards, longhorn_replicas
 from daemon.actions.kubernetes import objects as o
 from daemon.clients.kubernetes import EvictionBlocked, KubeNotFound, KubernetesClient
 from daemon.errors import ActionError, GuardRefused
@@ -44,6 +45,10 @@ class DrainParams(Params):
     check_capacity: bool = True
     """Refuse when the other Ready, schedulable nodes cannot absorb the evicted pods' requests
     (cpu, memory, pod slots): they would stay Pending. See daemon.actions.kubernetes.capacity."""
+    check_longhorn_replicas: bool = True
+    """Refuse when the node holds the last healthy copy of a Longhorn volume (Longhorn's own
+    block-if-contains-last-replica rule, checked whatever the cluster's node-drain-policy says). See
+    daemon.actions.kubernetes.longhorn_replicas."""
 
     @field_validator("timeout")
     @classmethod
@@ -144,6 +149,28 @@ def _refuse_opt_ins(node: str, plans: list[PodPlan]) -> None:
     raise GuardRefused(
         f"refusing to drain {node}: {len(blocked)} pod(s) need an explicit opt-in: {listed}{more}. "
         "Nothing was changed."
+    )
+
+
+async def _refuse_last_longhorn_copies(client: KubernetesClient, nodes: list[o.Obj], node: str) -> None:
+    try:
+        replicas = await longhorn_replicas.read_replicas(client)
+    except ActionError as exc:
+        raise GuardRefused(
+            f"refusing to drain {node}: could not read Longhorn's replicas to check that no volume "
+            f"keeps its last healthy copy there ({exc}). Nothing was changed."
+        ) from exc
+    if replicas is None:  # Longhorn is not installed
+        return
+    last = longhorn_replicas.last_copies(node, replicas, nodes)
+    if not last:
+        return
+    listed = "; ".join(c.describe() for c in last[:10])
+    more = f"; and {len(last) - 10} more" if len(last) > 10 else ""
+    raise GuardRefused(
+        f"refusing to drain {node}: it holds the last healthy copy of {len(last)} Longhorn volume(s), "
+        f"and no other Ready, schedulable node has a healthy replica: {listed}{more}. Rebuild a replica "
+        "elsewhere first (or evict the node's replicas in Longhorn), then drain. Nothing was changed."
     )
 
 
@@ -252,6 +279,7 @@ def _report(node: str, cordoned: bool, plans: list[PodPlan], results: list[PodRe
         "get pods",
         "create pods/eviction",
         "get apps/daemonsets",
+        *longhorn_replicas.PERMISSIONS,
     ),
 )
 async def drain(ctx: ActionContext, p: DrainParams) -> Output:
@@ -273,6 +301,8 @@ async def drain(ctx: ActionContext, p: DrainParams) -> Output:
             to_evict = [pl.pod for pl in plans if pl.evict]
             if p.check_capacity:
                 await _refuse_without_room(client, nodes, p.node, to_evict)
+            if p.check_longhorn_replicas:
+                await _refuse_last_longhorn_copies(client, nodes, p.node)
             cordon = (
                 None
                 if o.is_unschedulable(node)
