@@ -176,7 +176,7 @@ async def test_s3_down_everywhere_silences_the_upload_alert_and_reports(
         async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
             run_id = await start(d, s3_alert())
             run, approved = await walk(d, run_id)
-    assert approved == [*S3_STEPS, "silence-upload-failure", "protect-blocks", "report"]
+    assert approved == [*S3_STEPS, "protect-blocks", "silence-upload-failure", "report"]
     assert states(run)["protect-blocks"] == "failed"  # no kubernetes section: the report says so
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert out["probe"]["ok"] is False and out["probe"]["error"]["kind"] == "unreachable"
@@ -295,6 +295,47 @@ async def test_two_failing_pods_against_one_dead_minio_make_one_run_that_protect
     message = steps_of(run)["report"]["output"]["message"]
     assert "the MinIO cluster has no write quorum" in message
     assert "retention raised: k8s 2h -> 24h" in message
+
+
+async def test_the_silence_is_lifted_when_the_run_ends_while_the_retention_restore_waits(
+    tmp_path: Path,
+    kube_api: KubeApiEmulator,
+    pods: ThanosPods,
+    sidecar_prometheus: Callable[[], PrometheusServer],
+    alertmanager_factory: Callable[..., AlertmanagerServer],
+) -> None:
+    """Both mutating steps ran; the run ends while S3 is still down. The retention restore waits for the
+    backlog to ship (days, possibly); the silence's undo must not wait behind it: upload failures after
+    the run must alert again. (Undos run latest step first: the silence used to come first, so its undo
+    waited for the restore.)"""
+    add_prometheus(kube_api, "k8s", NS, retention="2h")
+    volume_metrics(pods.exporter, "k8s", NS, available=40 * 2**30, used=2 * 2**30)
+    pods.calls = {POD: [("upload", True)]}
+    prom = sidecar_prometheus()
+    am = alertmanager_factory()
+    async with pods.moving():
+        await prom.wait_for_async(f'rate({FAILURES}{{pod="{POD}"}}[5m]) > 0')
+        await prom.wait_for_async("kubelet_volume_stats_available_bytes")
+        cfg = config(
+            tmp_path,
+            s3=s3_down(),
+            prometheus={"url": prom.url},
+            alertmanager={"url": am.url},
+            kubernetes={"host": kube_api.url},
+        )
+        clock = FrozenClock(time.time())
+        async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+            run_id = await start(d, s3_alert())
+            run, approved = await walk(d, run_id, timeout=30)
+    assert run["state"] == "undoing", run["state"]
+    silence_id = steps_of(run)["silence-upload-failure"]["output"]["silence_id"]
+    (silence,) = [s for s in am.silences() if s["id"] == silence_id]
+    assert silence["status"]["state"] == "expired"
+    undo = {k: (s.get("undo") or {}).get("state") for k, s in steps_of(run).items()}
+    assert undo["silence-upload-failure"] == "succeeded"
+    assert undo["protect-blocks"] == "waiting"  # the bucket cannot be read: nothing has shipped
+    assert kube_api.get("Prometheus", "k8s", NS)["spec"]["retention"] == "24h"
+    assert approved == [*S3_STEPS, "protect-blocks", "silence-upload-failure", "report"]
 
 
 async def test_retention_not_raised_without_room_and_the_report_says_so(
