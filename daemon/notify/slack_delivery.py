@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
 import structlog
@@ -30,6 +32,49 @@ log = structlog.get_logger("runbookd.slack")
 # slack_sdk logs request bodies (response URLs included) at debug level; keep it to warnings.
 _SDK_LOG = logging.getLogger("runbookd.slack_sdk")
 _SDK_LOG.setLevel(logging.WARNING)
+
+
+MAX_RESPONSE_URL = 2048
+"""A response_url this long or longer is refused (Slack's are about 100 characters)."""
+_UNSAFE_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+"""Whitespace and control characters: urlsplit silently drops some (tab, CR, LF) and strips others at
+the ends, so a URL holding one may not be the URL that gets checked."""
+
+
+def _http_parts(url: str) -> SplitResult | None:
+    """``url`` split, when it is an http(s) URL with an ASCII host, no userinfo and a valid port; else
+    None (also for anything urlsplit cannot parse)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number from 0 to 65535 raises ValueError here
+    except ValueError:
+        return None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not parts.netloc.isascii()  # before lower(): "\u212a" (Kelvin sign) lower-cases to "k"
+        or "@" in parts.netloc
+    ):
+        return None
+    return parts
+
+
+def response_url_allowed(url: str, api_url: str) -> bool:
+    """Whether runbookd may POST to ``url`` as a ``response_url``: only on the Slack it is configured for.
+
+    Slack's response_urls are on ``hooks.`` + the Web API's host (``https://hooks.slack.com/commands/...``
+    for ``https://slack.com/api/``; GovSlack's on ``hooks.slack-gov.com``). Accepting any URL would let a
+    forged request (a leaked signing secret, a signature bug) make runbookd POST to services inside its
+    cluster. So ``url`` must be shorter than ``MAX_RESPONSE_URL`` with no whitespace or control
+    character, have ``api_url``'s scheme (http or https), no userinfo, and a host[:port] that is exactly,
+    case aside, ``api_url``'s or ``hooks.`` + ``api_url``'s host (with its port, if it names one)."""
+    if len(url) >= MAX_RESPONSE_URL or _UNSAFE_CHARS.search(url):
+        return False
+    parts, api = _http_parts(url), _http_parts(api_url)
+    if parts is None or api is None or parts.scheme != api.scheme:
+        return False
+    slack = api.netloc.lower()  # host[:port]: _http_parts refused userinfo
+    return parts.netloc.lower() in (slack, "hooks." + slack)
 
 
 class SlackError(RunbookdError):
@@ -110,6 +155,7 @@ class SlackApi:
 
     def __init__(self, token: SecretStr, base_url: str, timeout: float, policy: RetryPolicy) -> None:
         self.policy = policy
+        self._base_url = base_url
         self._timeout = max(1, math.ceil(timeout))
         self._client = AsyncWebClient(
             token=token.get_secret_value(),
@@ -148,7 +194,12 @@ class SlackApi:
         await with_retries(call, quick, "views.open")
 
     async def respond(self, response_url: str, message: dict[str, Any]) -> None:
-        """Answer one click or command through its response_url (valid 30 minutes, 5 uses)."""
+        """Answer one click or command through its response_url (valid 30 minutes, 5 uses).
+
+        Only to a response_url on the configured Slack (``response_url_allowed``: the handlers refuse the
+        others already, this is the second line)."""
+        if not response_url_allowed(response_url, self._base_url):
+            raise SlackRefused("response_url is not on the configured Slack: not answered")
         client = AsyncWebhookClient(response_url, timeout=self._timeout, retry_handlers=[], logger=_SDK_LOG)
 
         async def call() -> None:

@@ -5,9 +5,10 @@ Every request's signature and timestamp (5-minute window) are checked before any
 forged, unsigned, replayed or altered requests get 401 and change nothing; a signed but malformed one gets
 400; a compressed one (Slack never compresses) gets 415 before its body is read. Slack waits 3 seconds
 for an answer, so the handler answers at once and the work happens in a named background task, which
-replies through the request's ``response_url``. A Slack user acts as ``slack:<user id>`` with the
-approver role when some approver group lists that name, and through exactly the engine's calls, so the
-approval rules are the API's.
+replies through the request's ``response_url``: only one on the configured Slack (``slack.api_url``'s
+host or its ``hooks.`` host), anything else is 400 before any work starts. A Slack user acts as
+``slack:<user id>`` with the approver role when some approver group lists that name, and through exactly
+the engine's calls, so the approval rules are the API's.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from daemon.kits.clock import Clock, SystemClock
 from daemon.notify import slack_replies as replies
 from daemon.notify.slack import SlackNotifier
 from daemon.notify.slack_commands import UsageError, parse
-from daemon.notify.slack_delivery import RetryPolicy, SlackApi, SlackError
+from daemon.notify.slack_delivery import (
+    MAX_RESPONSE_URL,
+    RetryPolicy,
+    SlackApi,
+    SlackError,
+    response_url_allowed,
+)
 from daemon.notify.slack_messages import APPROVE, REJECT, ButtonValue
 from daemon.notify.slack_operations import SlackOperations
 from daemon.runbooks.loader import LoadedRunbook
@@ -318,10 +325,27 @@ def _user_id(value: object) -> str:
     raise InvalidRequest("missing or invalid Slack user id")
 
 
-def _response_url(value: object) -> str:
-    if isinstance(value, str) and value.startswith(("https://", "http://")) and len(value) < 2048:
-        return value
-    raise InvalidRequest("missing or invalid response_url")
+_FOREIGN_URL = "response_url not on the configured Slack"
+"""The refusal's ``error`` in the log: one text, so a flood of them is one kind to the rate limit."""
+
+
+def _response_url(value: object, api_url: str) -> str:
+    """The request's response_url, if runbookd may answer there: 400 otherwise, before any work starts.
+
+    Only a URL on the configured Slack (``slack.api_url``'s scheme, its host or ``hooks.`` + its host,
+    no userinfo; ``response_url_allowed``) is taken. The request is signed, but runbookd runs inside a
+    cluster: should the signing secret leak, any URL here would make it POST to internal services. A
+    signed request with a foreign URL means exactly that, so it is logged as a warning."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("missing response_url")
+    if not response_url_allowed(value, api_url):
+        log.warning("slack.foreign_response_url", error=_FOREIGN_URL)
+        raise InvalidRequest(
+            "invalid response_url: runbookd answers only on the configured Slack (an http(s) URL with "
+            "slack.api_url's scheme, on its host or hooks.<its host>, without userinfo, whitespace or "
+            f"control characters, under {MAX_RESPONSE_URL} characters)"
+        )
+    return value
 
 
 def _text(value: object, what: str) -> str:
@@ -355,7 +379,7 @@ def _on_click(
     action_id = actions[0].get("action_id")
     if action_id not in (APPROVE, REJECT):
         return web.Response()  # the link button, or a button of some other app version
-    response_url = _response_url(payload.get("response_url"))
+    response_url = _response_url(payload.get("response_url"), ops.slack.api_url)
     try:
         button = ButtonValue.decode(actions[0].get("value"))
     except ValueError:
@@ -385,7 +409,7 @@ def _on_submission(
         return web.Response()
     meta = _json_object(view.get("private_metadata"), "private_metadata")
     run_id = _text(meta.get("run"), "run id")
-    response_url = _response_url(meta.get("response_url"))
+    response_url = _response_url(meta.get("response_url"), ops.slack.api_url)
     try:
         reason = view["state"]["values"][replies.REASON_BLOCK][replies.REASON_BLOCK]["value"]
     except (KeyError, TypeError):
@@ -412,7 +436,7 @@ async def commands(request: web.Request) -> web.StreamResponse:
     if form.get("ssl_check") == "1":  # Slack checking the certificate when the URL is set
         return web.Response()
     user_id = _user_id(form.get("user_id"))
-    response_url = _response_url(form.get("response_url"))
+    response_url = _response_url(form.get("response_url"), ops.slack.api_url)
     try:
         cmd = parse(form.get("text", ""))
     except UsageError as exc:

@@ -19,8 +19,11 @@ from .runbookd import RunbookdProcess, daemon_config
 
 SIGNING_SECRET = "fuzz-signing-secret"
 SLACK_USER = "U0FUZZ001"
-RESPOND_URL = f"http://127.0.0.1:{closed_port()}/respond"
-"""Where runbookd answers fuzzed Slack requests: nothing listens there."""
+SLACK_ORIGIN = f"http://127.0.0.1:{closed_port()}"
+"""Slack for the fuzzed daemon: nothing listens there."""
+RESPOND_URL = f"{SLACK_ORIGIN}/respond"
+"""Where runbookd answers fuzzed Slack requests: on the configured Slack's origin (``slack.api_url``'s),
+as runbookd requires, so valid-looking requests get past the response_url check to the work."""
 
 RUNBOOK = """
 name: one
@@ -49,7 +52,7 @@ def fuzz_daemon(workdir: Path) -> RunbookdProcess:
     cfg["slack"] = {
         "bot_token": {"env": "RUNBOOKD_SLACK_BOT_TOKEN"},
         "signing_secret": {"env": "RUNBOOKD_SLACK_SIGNING_SECRET"},
-        "api_url": f"http://127.0.0.1:{closed_port()}/api/",
+        "api_url": f"{SLACK_ORIGIN}/api/",
         "timeout": "1s",
     }
     cfg["server"] = {"listen": "127.0.0.1:0", "max_body_bytes": 65536}
@@ -82,6 +85,19 @@ json_values = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(hostile_text, inner, max_size=4)),
     max_leaves=20,
 )
+
+
+foreign_urls = st.sampled_from(
+    [
+        f"http://127.0.0.1:{closed_port()}/steal",
+        RESPOND_URL.replace("http://", "http://user@"),
+        RESPOND_URL.replace("http://", "https://"),
+        SLACK_ORIGIN + ".evil.example/x",
+        RESPOND_URL + "\t",
+        "file:///etc/passwd",
+    ]
+)
+"""response_urls off the configured Slack, each refused with 400 (loopback only, should one slip through)."""
 
 
 def _dumps(value: Any) -> str:
@@ -155,7 +171,7 @@ def interaction_payloads(draw: st.DrawFn) -> str:
         payload: dict[str, Any] = {
             "type": "block_actions",
             "user": user,
-            "response_url": draw(st.one_of(st.just(url), hostile_text)),
+            "response_url": draw(st.one_of(st.just(url), foreign_urls, hostile_text)),
             "trigger_id": draw(hostile_text),
             "actions": draw(st.one_of(st.just([action]), json_values)),
         }

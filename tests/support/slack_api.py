@@ -109,6 +109,8 @@ class FakeSlack:
         return f"http://127.0.0.1:{self.port}/api/"
 
     def response_url(self) -> str:
+        """A fresh response_url, on ``api_url``'s origin: runbookd answers only on the Slack it is
+        configured for (real Slack's are on the hooks. host, which loopback cannot have)."""
         return f"http://127.0.0.1:{self.port}/respond/{next(self._urls)}"
 
     def fail_next(self, n: int, status: int = 500, retry_after: str | None = None) -> None:
