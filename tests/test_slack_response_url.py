@@ -1,5 +1,5 @@
 """runbookd answers Slack only on the Slack it is configured for: a response_url elsewhere is refused (400)
-before any work starts.
+before any work starts, and an answer never follows a redirect.
 
 Slack's requests are signed, but runbookd runs inside a cluster: with a leaked signing secret, a
 response_url of the attacker's choosing would make runbookd POST to internal services (SSRF)."""
@@ -219,3 +219,24 @@ async def test_the_delivery_side_refuses_a_foreign_url_too(catcher: Catcher) -> 
     with pytest.raises(SlackRefused, match="not on the configured Slack"):
         await api.respond(catcher.url, {"text": "hello"})
     assert catcher.got == []
+
+
+# ---------------------------------------------------------------- redirects
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_an_answer_never_follows_a_redirect(tmp_path: Path, catcher: Catcher, status: int) -> None:
+    """aiohttp follows redirects by default (307 and 308 re-POST the body): a response_url on Slack's
+    host must not hand the answer, or the request, to anywhere else."""
+    async with serve_slack(tmp_path, RUNBOOKS) as sd:
+        sd.slack.redirect_next(catcher.url, status)
+        with capture_logs() as logs:
+            status_, _, url = await sd.command("pause", ALICE)
+        assert status_ == 200
+        assert await sd.d.engine.is_paused()  # the work was done; its answer was not redirected
+        assert catcher.got == [] and sd.slack.answers_to(url) == []
+        (failed,) = [e for e in logs if e["event"] == "slack.answer_failed"]
+        assert f"HTTP {status}" in failed["error"]
+
+        _, _, url = await sd.command("resume", ALICE)  # the next answer, not redirected, arrives
+        assert "resumed runbookd" in sd.slack.answers_to(url)[0]["text"]

@@ -22,14 +22,14 @@ import structlog
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from daemon.errors import RunbookdError
+from daemon.kits import strictjson
 
 T = TypeVar("T")
 log = structlog.get_logger("runbookd.slack")
 
-# slack_sdk logs request bodies (response URLs included) at debug level; keep it to warnings.
+# slack_sdk logs request bodies at debug level; keep it to warnings.
 _SDK_LOG = logging.getLogger("runbookd.slack_sdk")
 _SDK_LOG.setLevel(logging.WARNING)
 
@@ -146,6 +146,9 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+_RESPOND_HEADERS = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "runbookd"}
+
+
 class _ResponseFailed(aiohttp.ClientError):
     """A response_url answered 429 or 5xx (mapped onto the retry rules of the Web API)."""
 
@@ -197,21 +200,28 @@ class SlackApi:
         """Answer one click or command through its response_url (valid 30 minutes, 5 uses).
 
         Only to a response_url on the configured Slack (``response_url_allowed``: the handlers refuse the
-        others already, this is the second line)."""
+        others already, this is the second line), and never through a redirect. aiohttp follows redirects
+        unless told not to (a 307 or 308 even re-POSTs the body wherever it points) and slack_sdk's webhook
+        client cannot tell it, so this POST is aiohttp's own, with ``allow_redirects=False``; a 3xx is a
+        refusal."""
         if not response_url_allowed(response_url, self._base_url):
             raise SlackRefused("response_url is not on the configured Slack: not answered")
-        client = AsyncWebhookClient(response_url, timeout=self._timeout, retry_handlers=[], logger=_SDK_LOG)
+        fields = {
+            "text": message.get("text"),
+            "blocks": message.get("blocks"),
+            "response_type": message.get("response_type", "ephemeral"),
+            "replace_original": False,
+        }
+        body = strictjson.dumps({k: v for k, v in fields.items() if v is not None})  # as slack_sdk sent it
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        async with aiohttp.ClientSession(timeout=timeout, headers=_RESPOND_HEADERS) as session:
 
-        async def call() -> None:
-            resp = await client.send(
-                text=message.get("text"),
-                blocks=message.get("blocks"),
-                response_type=message.get("response_type", "ephemeral"),
-                replace_original=False,
-            )
-            if resp.status_code == 429 or resp.status_code >= 500:
-                raise _ResponseFailed(f"response_url answered {resp.status_code}")
-            if resp.status_code >= 400:
-                raise SlackRefused(f"response_url refused the answer: HTTP {resp.status_code}")
+            async def call() -> None:
+                async with session.post(response_url, data=body, allow_redirects=False) as resp:
+                    status = resp.status
+                if status == 429 or status >= 500:
+                    raise _ResponseFailed(f"response_url answered {status}")
+                if status >= 300:
+                    raise SlackRefused(f"response_url refused the answer: HTTP {status}")
 
-        await with_retries(call, self.policy, "response_url")
+            await with_retries(call, self.policy, "response_url")

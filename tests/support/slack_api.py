@@ -97,6 +97,7 @@ class FakeSlack:
     answers: list[Answer] = field(default_factory=list)
     channel_ids: dict[str, str] = field(default_factory=dict)
     _failures: deque[tuple[int, str | None]] = field(default_factory=deque)
+    _redirects: deque[tuple[int, str]] = field(default_factory=deque)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _urls: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     port: int = 0
@@ -116,8 +117,13 @@ class FakeSlack:
     def fail_next(self, n: int, status: int = 500, retry_after: str | None = None) -> None:
         self._failures.extend([(status, retry_after)] * n)
 
+    def redirect_next(self, location: str, status: int = 307) -> None:
+        """Make the next response_url answer a redirect to ``location`` (which runbookd must not follow)."""
+        self._redirects.append((status, location))
+
     def heal(self) -> None:
         self._failures.clear()
+        self._redirects.clear()
 
     def calls_of(self, method: str, *, ok_only: bool = True) -> list[Call]:
         return [c for c in self.calls if c.method == method and (c.status == 200 or not ok_only)]
@@ -200,6 +206,9 @@ class FakeSlack:
         return {"ok": True, "channel": key[0], "ts": key[1]}
 
     async def _respond(self, request: web.Request) -> web.Response:
+        if self._redirects:
+            status, location = self._redirects.popleft()
+            return web.Response(status=status, headers={"Location": location})
         self.answers.append(Answer(str(request.url.with_query(None)), await request.json()))
         return web.Response(text="ok")
 
