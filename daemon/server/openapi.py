@@ -52,6 +52,12 @@ _ERRORS = {
     503: "Cannot store now, runbookd is starting or shutting down, or too many bodies are being "
     "received (`server.max_pending_bodies`); retry.",
 }
+_SLACK_400 = (
+    "Invalid request: a body that cannot be read, or a signed one that is malformed (not a UTF-8 form, "
+    "a repeated field, a payload that is not a JSON object, invalid fields) or whose response_url is not "
+    "on the configured Slack (`slack.api_url`'s scheme, no userinfo, and `slack.api_url`'s host[:port] "
+    "or `hooks.` + its host). Nothing was done."
+)
 
 
 def _schemas() -> dict[str, Schema]:
@@ -263,7 +269,9 @@ def _op(
     security: list[dict[str, list[str]]] | None = None,
     parameters: list[Schema] | None = None,
     op_id: str,
+    says: dict[int, str] | None = None,
 ) -> Schema:
+    """One operation; ``says`` replaces the common description of an error where the route means more."""
     op: Schema = {"operationId": op_id, "summary": summary}
     if parameters:
         op["parameters"] = parameters
@@ -272,7 +280,7 @@ def _op(
     op["security"] = security if security is not None else []
     op["responses"] = {
         **{str(code): answer for code, answer in ok.items()},
-        **{str(code): _answer(_ERRORS[code], _ref("Error")) for code in errors},
+        **{str(code): _answer((says or {}).get(code, _ERRORS[code]), _ref("Error")) for code in errors},
     }
     return op
 
@@ -435,6 +443,7 @@ def _paths() -> dict[str, Schema]:
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
                 op_id="slackInteractions",
+                says={400: _SLACK_400},
             )
         },
         "/slack/commands": {
@@ -446,6 +455,7 @@ def _paths() -> dict[str, Schema]:
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
                 op_id="slackCommands",
+                says={400: _SLACK_400},
             )
         },
         "/metrics": {
