@@ -7,6 +7,7 @@ runs in an in-process daemon up to the taint (the engine runs undos once the und
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,22 @@ from support.inproc import alert_payload, base_config, serve
 from support.kube_api import STRATEGIC_MERGE_PATCH, KubeApiEmulator
 from support.kube_fixtures import seed_cluster
 from support.runs import states, steps_of, walk
-from support.safety_seed import GI, lh_node, lh_replica, lh_settings, lh_volume, node_lease, requests_pod
+from support.safety_seed import (
+    GI,
+    lh_instance_manager,
+    lh_node,
+    lh_replica,
+    lh_settings,
+    lh_volume,
+    node_lease,
+    requests_pod,
+)
 
 from daemon.actions import kubernetes
 from daemon.actions.base import ActionContext, Output
 from daemon.actions.kubernetes.capacity import cpu_millis, pod_requests
-from daemon.actions.kubernetes.longhorn_disks import LONGHORN, Disk
+from daemon.actions.kubernetes.longhorn_disks import Disk
+from daemon.clients.kubernetes import KubernetesClient
 from daemon.errors import GuardRefused
 from daemon.kits.clock import FrozenClock
 
@@ -111,22 +122,38 @@ async def test_pressure_node_whose_pods_fit_nowhere_is_not_drained(
     assert states(run)["cordon"] == "pending" and kube_api.mutations == []
 
 
-# -- Longhorn's last healthy copy ----------------------------------------------------------------------
+# -- Longhorn's last copy --------------------------------------------------------------------------------
 
 T0, T1 = "2026-12-01T10:00:00Z", "2026-12-03T09:00:00Z"
+REPLICAS = "/apis/longhorn.io/v1beta2/namespaces/longhorn-system/replicas"
 
 
 def node_with_an_app(kube: KubeApiEmulator, *, ready: bool = True) -> None:
-    """The four seed nodes; node-196 under disk pressure (or NotReady) with one app pod to evict."""
+    """The four seed nodes, each with a running Longhorn instance manager; node-196 under disk pressure
+    (or NotReady) with one app pod to evict."""
     seed_cluster(kube)
     kube.add_node(NODE, ready=ready, pressure=() if not ready else ("DiskPressure",))
     kube.add_pod("app-7d9f-x2k4q", NS, node=NODE, owner=("ReplicaSet", "app-7d9f"))
+    for node in ("node-194", NODE, "node-197", "node-198"):
+        lh_instance_manager(kube, node)
 
 
-async def test_drain_refuses_a_node_holding_the_last_healthy_copy_of_a_longhorn_volume(
+def drain_policy(kube: KubeApiEmulator, value: str) -> None:
+    kube.put(
+        {
+            "apiVersion": "longhorn.io/v1beta2",
+            "kind": "Setting",
+            "metadata": {"name": "node-drain-policy", "namespace": "longhorn-system"},
+            "value": value,
+        }
+    )
+
+
+async def test_drain_refuses_a_node_holding_the_last_copy_of_a_longhorn_volume(
     kube_api: KubeApiEmulator, kube_ctx: MakeCtx
 ) -> None:
     node_with_an_app(kube_api)
+    drain_policy(kube_api, "always-allow")  # Longhorn itself would let this drain stop the last copy
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-here", NODE, healthy_at=T0)
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-failed", "node-197", healthy_at=T0, failed_at=T1)
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-rebuilding", "node-198")
@@ -136,55 +163,122 @@ async def test_drain_refuses_a_node_holding_the_last_healthy_copy_of_a_longhorn_
     with pytest.raises(GuardRefused) as refused:
         await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
     message = str(refused.value)
-    assert message.startswith(
-        f"refusing to drain {NODE}: it holds the last healthy copy of 1 Longhorn volume(s)"
-    ), message
+    assert message.startswith(f"refusing to drain {NODE}: it holds the last copy of 1 Longhorn volume(s)"), (
+        message
+    )
     assert (
-        "pvc-0a1b (here: pvc-0a1b-r-here; elsewhere: pvc-0a1b-r-failed (node-197, failed); "
+        "pvc-0a1b (here: pvc-0a1b-r-here (healthy); elsewhere: pvc-0a1b-r-failed (node-197, failed); "
         "pvc-0a1b-r-rebuilding (node-198, never healthy (rebuilding or new)))"
     ) in message
+    assert "node-drain-policy is always-allow" in message
     assert "pvc-9f8e" not in message and message.endswith("Nothing was changed.")
     assert kube_api.mutations == []  # not even the cordon
 
-    # Once Longhorn has rebuilt a replica elsewhere, the same drain goes ahead.
+    # Once Longhorn has rebuilt a replica elsewhere, the same drain goes ahead and says what it checked.
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-rebuilding", "node-198", healthy_at=T1)
     out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
     assert out["ok"] is True and [r.method for r in kube_api.mutations] == ["PATCH", "POST"]
+    assert out["longhorn"]["outcome"] == "passed" and out["longhorn"]["volumes_here"] == 2
+    used = {r.permission for r in kube_api.requests}
+    assert used <= set(ACTIONS["kubernetes.drain"].permissions), used
 
 
-async def test_a_healthy_copy_on_a_cordoned_or_not_ready_node_does_not_count(
-    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+@pytest.mark.parametrize(
+    ("spoil", "why"),
+    [
+        (lambda k: k.add_node("node-199", control_plane=False, ready=False), "its node is not Ready"),
+        (lambda k: k.add_node("node-199", control_plane=False, unschedulable=True), "its node is cordoned"),
+        (
+            lambda k: lh_instance_manager(k, "node-199", state="error"),
+            "instance manager im-node-199 not running",
+        ),
+        (
+            lambda k: lh_replica(k, "pvc-0a1b", "pvc-0a1b-r-1", "node-199", healthy_at=T0, state="error"),
+            "in state error",
+        ),
+        (
+            lambda k: k.objects[("longhorn.io/replicas", "longhorn-system", "pvc-0a1b-r-1")][
+                "metadata"
+            ].update(deletionTimestamp=T1),
+            "being deleted",
+        ),
+    ],
+)
+async def test_a_copy_elsewhere_counts_only_where_longhorn_can_serve_it(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx, spoil: Callable[[KubeApiEmulator], None], why: str
 ) -> None:
     node_with_an_app(kube_api)
-    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0)
     kube_api.add_node("node-199", control_plane=False)  # a worker: etcd keeps quorum throughout
+    lh_instance_manager(kube_api, "node-199")
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0)
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-199", healthy_at=T0)
     ctx = kube_ctx(max_unavailable_nodes=2)  # the blast-radius guard lets a second node go
-    kube_api.add_node("node-199", control_plane=False, ready=False)
-    with pytest.raises(GuardRefused, match=r"pvc-0a1b-r-1 \(node-199, its node is not Ready\)"):
-        await run("kubernetes.drain", ctx, node=NODE)
-    kube_api.add_node("node-199", control_plane=False, unschedulable=True)
-    with pytest.raises(GuardRefused, match=r"pvc-0a1b-r-1 \(node-199, its node is cordoned\)"):
+    spoil(kube_api)
+    with pytest.raises(GuardRefused, match=re.escape(f"pvc-0a1b-r-1 (node-199, {why})")):
         await run("kubernetes.drain", ctx, node=NODE)
     assert kube_api.mutations == []
-    kube_api.add_node("node-199", control_plane=False)
-    out = await run("kubernetes.drain", ctx, node=NODE, poll_interval="10ms")
-    assert out["ok"] is True
 
 
 async def test_a_not_ready_nodes_failed_replicas_do_not_block_its_drain(
     kube_api: KubeApiEmulator, kube_ctx: MakeCtx
 ) -> None:
     """A NotReady node's replicas have failed and each volume is degraded, but a healthy copy of each is
-    on a Ready node (read from status, as a later Longhorn may keep it): the drain goes ahead. So do a
-    replica that never held data and an unrelated volume's replicas."""
+    on a Ready node: the drain goes ahead. So do a replica that never held data and another volume's
+    replicas."""
     node_with_an_app(kube_api, ready=False)
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0, failed_at=T1)
-    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-197", healthy_at=T0, in_status=True)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-197", healthy_at=T0)
     lh_replica(kube_api, "pvc-new", "pvc-new-r-0", NODE)  # created, never healthy: no data to keep
     lh_replica(kube_api, "pvc-9f8e", "pvc-9f8e-r-0", "node-194", healthy_at=T0)
     out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
     assert out["ok"] is True and [r.method for r in kube_api.mutations] == ["PATCH", "POST"]
+    assert (
+        out["longhorn"]["volumes_here"] == 1 and out["longhorn"]["policy"] == "block-if-contains-last-replica"
+    )
+
+
+async def test_the_drain_follows_longhorns_drain_policy(kube_api: KubeApiEmulator, kube_ctx: MakeCtx) -> None:
+    """A detached volume's only replica is here, stopped. allow-if-replica-is-stopped lets it go (as
+    Longhorn does); under the eviction policies Longhorn moves it off the cordoned node itself, so the
+    drain must not refuse (it would never be cordoned); any other policy refuses."""
+    node_with_an_app(kube_api)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0)
+    kube_api.objects[("longhorn.io/replicas", "longhorn-system", "pvc-0a1b-r-0")]["spec"]["desireState"] = (
+        "stopped"
+    )
+    kube_api.objects[("longhorn.io/replicas", "longhorn-system", "pvc-0a1b-r-0")]["status"][
+        "currentState"
+    ] = "stopped"
+    for policy in ("block-if-contains-last-replica", "always-allow"):
+        drain_policy(kube_api, policy)
+        with pytest.raises(GuardRefused, match=f"node-drain-policy is {policy}"):
+            await run("kubernetes.drain", kube_ctx(), node=NODE)
+    assert kube_api.mutations == []
+    for policy, outcome in (
+        ("allow-if-replica-is-stopped", "passed"),
+        ("block-for-eviction", "left_to_longhorn"),
+        ("block-for-eviction-if-contains-last-replica", "left_to_longhorn"),
+    ):
+        drain_policy(kube_api, policy)
+        kube_api.add_pod("app-7d9f-x2k4q", NS, node=NODE, owner=("ReplicaSet", "app-7d9f"))
+        kube_api.add_node(NODE, pressure=("DiskPressure",))  # not cordoned again
+        out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
+        assert out["ok"] is True and out["longhorn"]["outcome"] == outcome, (policy, out["longhorn"])
+        assert out["longhorn"]["policy"] == policy
+
+
+async def test_longhorn_in_its_configured_namespace_is_the_one_checked(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx, kube_client: KubernetesClient
+) -> None:
+    node_with_an_app(kube_api)
+    kube_client.longhorn_namespace = "storage"  # kubernetes.longhorn_namespace
+    lh_instance_manager(kube_api, "node-197", namespace="storage")
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0, namespace="storage")
+    with pytest.raises(GuardRefused, match="it holds the last copy of 1 Longhorn volume"):
+        await run("kubernetes.drain", kube_ctx(), node=NODE)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-197", healthy_at=T0, namespace="storage")
+    out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
+    assert out["ok"] is True and out["longhorn"]["volumes_here"] == 1
 
 
 async def test_drain_without_longhorn_goes_ahead_and_an_unreadable_longhorn_refuses(
@@ -192,7 +286,7 @@ async def test_drain_without_longhorn_goes_ahead_and_an_unreadable_longhorn_refu
 ) -> None:
     node_with_an_app(kube_api)
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0)
-    kube_api.fail("GET", f"{LONGHORN}/replicas", status=403)
+    kube_api.fail("GET", REPLICAS, status=403)
     with pytest.raises(GuardRefused, match=r"could not read Longhorn's replicas .*Nothing was changed"):
         await run("kubernetes.drain", kube_ctx(), node=NODE)
     assert kube_api.mutations == []
@@ -200,14 +294,15 @@ async def test_drain_without_longhorn_goes_ahead_and_an_unreadable_longhorn_refu
     out = await run(
         "kubernetes.drain", kube_ctx(), node=NODE, check_longhorn_replicas=False, poll_interval="10ms"
     )
-    assert out["ok"] is True
+    assert out["ok"] is True and out["longhorn"] is None
 
 
 async def test_drain_where_longhorn_is_not_installed(kube_api: KubeApiEmulator, kube_ctx: MakeCtx) -> None:
     node_with_an_app(kube_api)
-    kube_api.fail("GET", f"{LONGHORN}/replicas", status=404)
+    kube_api.fail("GET", REPLICAS, status=404)
     out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
     assert out["ok"] is True and [r.method for r in kube_api.mutations] == ["PATCH", "POST"]
+    assert out["longhorn"]["outcome"] == "not_installed"
 
 
 # -- out of service ----------------------------------------------------------------------------------------

@@ -290,9 +290,12 @@ async def test_node_holding_the_last_copy_of_a_longhorn_volume_is_not_drained(
         drain = steps_of(run)["drain"]
         assert drain["state"] == "failed"
         assert drain["error"].startswith(
-            f"refusing to drain {NODE}: it holds the last healthy copy of 1 Longhorn volume(s)"
+            f"refusing to drain {NODE}: it holds the last copy of 1 Longhorn volume(s)"
         ), drain["error"]
-        assert "pvc-0a1b (here: pvc-0a1b-r-0; elsewhere: pvc-0a1b-r-1 (node-197, failed))" in drain["error"]
+        assert (
+            "pvc-0a1b (here: pvc-0a1b-r-0 (healthy); elsewhere: pvc-0a1b-r-1 (node-197, failed))"
+            in drain["error"]
+        )
         assert "drain-incomplete" in approved and approved[-1] == "uncordon"
     assert mutations(kube_api) == [CORDON, UNCORDON]  # nothing was evicted
     assert kube_api.exists("Pod", "thanos-store-0", NS)

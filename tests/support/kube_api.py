@@ -102,6 +102,7 @@ RESOURCES = [
     Resource("longhorn.io/v1beta2", "volumes", "Volume", True),
     Resource("longhorn.io/v1beta2", "nodes", "Node", True),
     Resource("longhorn.io/v1beta2", "replicas", "Replica", True),
+    Resource("longhorn.io/v1beta2", "instancemanagers", "InstanceManager", True),
     Resource("longhorn.io/v1beta2", "settings", "Setting", True),
     Resource("longhorn.io/v1beta2", "snapshots", "Snapshot", True),
     Resource("longhorn.io/v1beta2", "backups", "Backup", True),

@@ -184,19 +184,44 @@ def lh_replica(
     *,
     healthy_at: str = "",
     failed_at: str = "",
-    in_status: bool = False,
+    state: str | None = None,
+    manager: str | None = None,
+    namespace: str = LH_NS,
 ) -> None:
-    """One Longhorn replica of ``volume`` on ``node`` with its health times (in spec, as Longhorn 1.x
-    keeps them, or in status with ``in_status``)."""
-    times = {"healthyAt": healthy_at, "failedAt": failed_at}
+    """One Longhorn replica of ``volume`` on ``node``, with its health times (spec) and its instance
+    manager (``im-<node>`` unless given); its state is running when healthy, else stopped."""
+    running = bool(healthy_at) and not failed_at
     kube.put(
         {
             "apiVersion": "longhorn.io/v1beta2",
             "kind": "Replica",
-            "metadata": {"name": name, "namespace": LH_NS, "labels": {"longhornvolume": volume}},
-            "spec": {"volumeName": volume, "nodeID": node, **({} if in_status else times)},
-            "status": {"currentState": "running" if healthy_at and not failed_at else "stopped"}
-            | (times if in_status else {}),
+            "metadata": {"name": name, "namespace": namespace, "labels": {"longhornvolume": volume}},
+            "spec": {
+                "volumeName": volume,
+                "nodeID": node,
+                "healthyAt": healthy_at,
+                "failedAt": failed_at,
+                "desireState": "running" if running else "stopped",
+            },
+            "status": {
+                "currentState": state or ("running" if running else "stopped"),
+                "instanceManagerName": manager if manager is not None else f"im-{node}",
+            },
+        }
+    )
+
+
+def lh_instance_manager(
+    kube: KubeApiEmulator, node: str, *, state: str = "running", namespace: str = LH_NS
+) -> None:
+    """Node ``node``'s Longhorn instance manager, ``im-<node>``, in ``state``."""
+    kube.put(
+        {
+            "apiVersion": "longhorn.io/v1beta2",
+            "kind": "InstanceManager",
+            "metadata": {"name": f"im-{node}", "namespace": namespace},
+            "spec": {"nodeID": node, "type": "aio", "dataEngine": "v1"},
+            "status": {"currentState": state},
         }
     )
 

@@ -3,7 +3,7 @@
 DaemonSet pods and mirror (static) pods are skipped; finished pods are evicted; a pod using emptyDir
 needs ``delete_emptydir_data`` and a pod without a controller (or whose DaemonSet is gone) needs
 ``force_unmanaged``. Any pod needing an opt-in that was not given refuses the whole drain before
-anything changes, as does a node holding the last healthy copy of a Longhorn volume
+anything changes, as does a node holding the last copy of a Longhorn volume
 (``longhorn_replicas``) or pods the other nodes cannot absorb (``capacity``). Pods are evicted through the Eviction API, all at once; a pod a PodDisruptionBudget
 protects (429) is retried every ``poll_interval`` until ``timeout``; an evicted pod is waited for until
 it is gone. Every pod's outcome is reported.
@@ -46,9 +46,9 @@ class DrainParams(Params):
     """Refuse when the other Ready, schedulable nodes cannot absorb the evicted pods' requests
     (cpu, memory, pod slots): they would stay Pending. See daemon.actions.kubernetes.capacity."""
     check_longhorn_replicas: bool = True
-    """Refuse when the node holds the last healthy copy of a Longhorn volume (Longhorn's own
-    block-if-contains-last-replica rule, checked whatever the cluster's node-drain-policy says). See
-    daemon.actions.kubernetes.longhorn_replicas."""
+    """Refuse when the node holds the last copy of a Longhorn volume (Longhorn's own drain rule, also
+    under node-drain-policy always-allow; the eviction policies are left to Longhorn). See
+    daemon.actions.kubernetes.longhorn_replicas; the output's ``longhorn`` says what was found."""
 
     @field_validator("timeout")
     @classmethod
@@ -152,25 +152,24 @@ def _refuse_opt_ins(node: str, plans: list[PodPlan]) -> None:
     )
 
 
-async def _refuse_last_longhorn_copies(client: KubernetesClient, nodes: list[o.Obj], node: str) -> None:
+async def _longhorn_check(client: KubernetesClient, nodes: list[o.Obj], node: str) -> dict[str, Any]:
+    """Refuse when the drain would take away the last copy of a Longhorn volume; else what was found."""
     try:
-        replicas = await longhorn_replicas.read_replicas(client)
+        found = await longhorn_replicas.check(client, node, nodes)
     except ActionError as exc:
         raise GuardRefused(
             f"refusing to drain {node}: could not read Longhorn's replicas to check that no volume "
-            f"keeps its last healthy copy there ({exc}). Nothing was changed."
+            f"keeps its last copy there ({exc}). Nothing was changed."
         ) from exc
-    if replicas is None:  # Longhorn is not installed
-        return
-    last = longhorn_replicas.last_copies(node, replicas, nodes)
-    if not last:
-        return
-    listed = "; ".join(c.describe() for c in last[:10])
-    more = f"; and {len(last) - 10} more" if len(last) > 10 else ""
+    if found.outcome != "refused":
+        return found.as_dict()
+    listed = "; ".join(c.describe() for c in found.last[:10])
+    more = f"; and {len(found.last) - 10} more" if len(found.last) > 10 else ""
     raise GuardRefused(
-        f"refusing to drain {node}: it holds the last healthy copy of {len(last)} Longhorn volume(s), "
-        f"and no other Ready, schedulable node has a healthy replica: {listed}{more}. Rebuild a replica "
-        "elsewhere first (or evict the node's replicas in Longhorn), then drain. Nothing was changed."
+        f"refusing to drain {node}: it holds the last copy of {len(found.last)} Longhorn volume(s): no "
+        f"healthy replica on another Ready, schedulable node with a running instance manager: {listed}{more}. "
+        f"Longhorn's node-drain-policy is {found.policy}. Let Longhorn rebuild a replica elsewhere (or evict "
+        "the node's replicas), then drain. Nothing was changed."
     )
 
 
@@ -301,8 +300,7 @@ async def drain(ctx: ActionContext, p: DrainParams) -> Output:
             to_evict = [pl.pod for pl in plans if pl.evict]
             if p.check_capacity:
                 await _refuse_without_room(client, nodes, p.node, to_evict)
-            if p.check_longhorn_replicas:
-                await _refuse_last_longhorn_copies(client, nodes, p.node)
+            longhorn = await _longhorn_check(client, nodes, p.node) if p.check_longhorn_replicas else None
             cordon = (
                 None
                 if o.is_unschedulable(node)
@@ -315,14 +313,16 @@ async def drain(ctx: ActionContext, p: DrainParams) -> Output:
                     evict = client.evict_pod(ns, o.name_of(pod), grace_period_seconds=p.grace_period_seconds)
                     requests.append(evict.describe(client.host))
                 skipped = [{"pod": pl.ref, "reason": pl.reason} for pl in plans if not pl.evict]
-                return ctx.would(*requests, node=p.node, skipped=skipped)
+                return ctx.would(*requests, node=p.node, skipped=skipped, longhorn=longhorn)
             started = time.monotonic()
             await held.enter_async_context(guards.drain_lock(ctx, p.node, hold_for=p.timeout))
             if cordon is not None:
                 await guards.remember_cordon(ctx, p.node, f"drain ({ctx.origin})")
                 await client.send(cordon)
         results = await _evict_all(ctx, client, p, to_evict)  # the drain lock is held until the end
-    return _report(p.node, cordon is not None, plans, results, time.monotonic() - started)
+    return _report(p.node, cordon is not None, plans, results, time.monotonic() - started) | {
+        "longhorn": longhorn
+    }
 
 
 ACTIONS = [drain]

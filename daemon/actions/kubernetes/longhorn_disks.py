@@ -26,9 +26,9 @@ from typing import Any
 
 from daemon.actions.kubernetes import objects as o
 from daemon.clients.kubernetes import KubeNotFound, KubernetesClient
+from daemon.clients.longhorn import resource_path
 from daemon.kits.quantities import format_bytes
 
-LONGHORN = "/apis/longhorn.io/v1beta2/namespaces/longhorn-system"
 OVER_PROVISIONING = "storage-over-provisioning-percentage"
 MINIMAL_AVAILABLE = "storage-minimal-available-percentage"
 DEFAULTS = {OVER_PROVISIONING: 100, MINIMAL_AVAILABLE: 25}
@@ -38,6 +38,11 @@ PERMISSIONS = (
     "get longhorn.io/nodes",
     "get longhorn.io/settings",
 )
+
+
+def lh_path(client: KubernetesClient, plural: str, name: str | None = None) -> str:
+    """A Longhorn resource's path in the configured namespace (``kubernetes.longhorn_namespace``)."""
+    return resource_path(client.longhorn_namespace, plural, name)
 
 
 def _gib(n: int) -> str:
@@ -172,7 +177,7 @@ class Room:
 
 async def _setting(client: KubernetesClient, name: str) -> int:
     try:
-        obj = await client.get(f"{LONGHORN}/settings/{name}")
+        obj = await client.get(lh_path(client, "settings", name))
     except KubeNotFound:
         return DEFAULTS[name]
     value = obj.get("value")
@@ -189,10 +194,12 @@ def _find_disk(node: o.Obj, uuid: str) -> tuple[str, o.Obj, o.Obj] | None:
 async def room_for(client: KubernetesClient, volume: str, current: int, target: int) -> Room:
     """Read the volume's replicas, their disks and the settings now; raises KubeNotFound for a volume
     Longhorn does not know (not a Longhorn volume)."""
-    await client.get(f"{LONGHORN}/volumes/{volume}")
+    await client.get(lh_path(client, "volumes", volume))
     replicas = [
         r
-        for r in await client.list_objects(f"{LONGHORN}/replicas", label_selector=f"longhornvolume={volume}")
+        for r in await client.list_objects(
+            lh_path(client, "replicas"), label_selector=f"longhornvolume={volume}"
+        )
         if o.spec(r).get("volumeName") == volume and o.spec(r).get("nodeID")
     ]
     over, minimal = await _setting(client, OVER_PROVISIONING), await _setting(client, MINIMAL_AVAILABLE)
@@ -204,7 +211,7 @@ async def room_for(client: KubernetesClient, volume: str, current: int, target: 
     nodes: dict[str, o.Obj] = {}
     for (node_name, uuid), n in sorted(counts.items()):
         if node_name not in nodes:
-            nodes[node_name] = await client.get(f"{LONGHORN}/nodes/{node_name}")
+            nodes[node_name] = await client.get(lh_path(client, "nodes", node_name))
         found = _find_disk(nodes[node_name], uuid)
         if found is None:
             missing.append(f"on {node_name} disk {uuid}")
