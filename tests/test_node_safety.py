@@ -279,6 +279,17 @@ async def test_longhorn_in_its_configured_namespace_is_the_one_checked(
     lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-197", healthy_at=T0, namespace="storage")
     out = await run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="10ms")
     assert out["ok"] is True and out["longhorn"]["volumes_here"] == 1
+    # The node's report reads the same namespace.
+    kube_api.put(
+        {
+            "apiVersion": "longhorn.io/v1beta2",
+            "kind": "Volume",
+            "metadata": {"name": "pvc-0a1b", "namespace": "storage"},
+            "status": {"currentNodeID": NODE},
+        }
+    )
+    report = await run("kubernetes.longhorn_volumes", kube_ctx(), node=NODE)
+    assert [v["volume"] for v in report["volumes"]] == ["pvc-0a1b"]
 
 
 async def test_drain_without_longhorn_goes_ahead_and_an_unreadable_longhorn_refuses(
