@@ -7,6 +7,7 @@ runs in an in-process daemon up to the taint (the engine runs undos once the und
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -217,6 +218,41 @@ async def test_a_copy_elsewhere_counts_only_where_longhorn_can_serve_it(
     with pytest.raises(GuardRefused, match=re.escape(f"pvc-0a1b-r-1 (node-199, {why})")):
         await run("kubernetes.drain", ctx, node=NODE)
     assert kube_api.mutations == []
+
+
+async def test_the_instance_manager_is_not_evicted_once_its_replicas_hold_the_last_copy(
+    kube_api: KubeApiEmulator, kube_ctx: MakeCtx
+) -> None:
+    """always-allow: Longhorn would let its instance manager go. The drain passes its first check (a
+    healthy copy on node-197), its evictions of the instance manager are refused for a while, and then
+    node-197's copy fails: the next attempt checks again and leaves the pod alone."""
+    node_with_an_app(kube_api)
+    drain_policy(kube_api, "always-allow")
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-0", NODE, healthy_at=T0)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-197", healthy_at=T0)
+    kube_api.add_pod(
+        "instance-manager-6f1c",
+        "longhorn-system",
+        node=NODE,
+        owner=("InstanceManager", f"im-{NODE}"),
+        labels={"longhorn.io/component": "instance-manager"},
+        pdb_blocks=None,  # Longhorn's budget, until the node's volumes are detached
+    )
+    evicting = "/api/v1/namespaces/longhorn-system/pods/instance-manager-6f1c/eviction"
+    drain = asyncio.create_task(
+        run("kubernetes.drain", kube_ctx(), node=NODE, poll_interval="20ms", timeout="3s")
+    )
+    while not any(r.path == evicting for r in kube_api.requests):
+        await asyncio.sleep(0.01)
+    lh_replica(kube_api, "pvc-0a1b", "pvc-0a1b-r-1", "node-197", healthy_at=T0, failed_at=T1)
+    out = await asyncio.wait_for(drain, 10)
+    result = {p["name"]: p for p in out["pods"]}["instance-manager-6f1c"]
+    assert out["ok"] is False and result["outcome"] == "blocked", result
+    assert result["reason"].startswith(
+        "not evicted: it runs the last copy of 1 Longhorn volume(s) now: pvc-0a1b"
+    )
+    assert {p["name"]: p["outcome"] for p in out["pods"]}["app-7d9f-x2k4q"] == "evicted"
+    assert kube_api.exists("Pod", "instance-manager-6f1c", "longhorn-system")
 
 
 async def test_a_not_ready_nodes_failed_replicas_do_not_block_its_drain(

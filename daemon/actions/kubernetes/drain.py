@@ -192,9 +192,12 @@ class _Evictor:
     async def run(self, pod: o.Obj) -> PodResult:
         ns, name, uid = str(o.meta(pod).get("namespace")), o.name_of(pod), o.meta(pod).get("uid")
         request = self.client.evict_pod(ns, name, grace_period_seconds=self.p.grace_period_seconds)
+        runs_replicas = self.p.check_longhorn_replicas and longhorn_replicas.is_instance_manager(pod)
         attempts, last_block = 0, ""
         while True:
             attempts += 1
+            if runs_replicas and (why := await self._last_copy_here()):
+                return PodResult(ns, name, "blocked", why, attempts)
             try:
                 await self.client.send(request)
                 break
@@ -208,6 +211,19 @@ class _Evictor:
             if not await self._sleep():
                 return PodResult(ns, name, "blocked", f"still refused at the timeout: {last_block}", attempts)
         return await self._wait_gone(ns, name, uid, attempts)
+
+    async def _last_copy_here(self) -> str | None:
+        """Why evicting the node's Longhorn instance manager now would stop the last copy of a volume
+        (None: it would not). Checked again before every attempt: while its evictions are retried
+        (Longhorn's budget holds them until the node's volumes are detached) a copy elsewhere may fail."""
+        try:
+            found = await longhorn_replicas.check(self.client, self.p.node, await self.client.list_nodes())
+        except ActionError as exc:
+            return f"not evicted: could not re-check Longhorn's replicas ({exc})"
+        if found.outcome != "refused":
+            return None
+        listed = "; ".join(c.describe() for c in found.last[:10])
+        return f"not evicted: it runs the last copy of {len(found.last)} Longhorn volume(s) now: {listed}"
 
     async def _wait_gone(self, ns: str, name: str, uid: Any, attempts: int) -> PodResult:
         while True:

@@ -46,6 +46,11 @@ STOPPED_ALLOWED = "allow-if-replica-is-stopped"
 Outcome = Literal["passed", "refused", "not_installed", "left_to_longhorn"]
 
 
+def is_instance_manager(pod: o.Obj) -> bool:
+    """A Longhorn instance-manager pod (it runs its node's replicas): ``longhorn.io/component`` label."""
+    return (o.meta(pod).get("labels") or {}).get("longhorn.io/component") == "instance-manager"
+
+
 def holds_data(replica: o.Obj) -> bool:
     return bool(o.spec(replica).get("healthyAt")) or bool(o.spec(replica).get("failedAt"))
 
