@@ -180,6 +180,60 @@ async def test_clear_stuck_backup_deletes_only_a_stuck_one(
     assert out["ok"] is False
 
 
+async def test_a_backup_synced_from_the_store_is_never_stuck(
+    lh: Longhorn, kube_ctx: Ctx, kube_api: KubeApiEmulator, clock: FrozenClock
+) -> None:
+    """Longhorn makes a Backup (no snapshot name, state "") for each backup it finds in the store and
+    fills it in once read; one that waits longer is finished data, not a stuck backup: deleting the
+    object would delete the backup from the store."""
+    lh.backup("b-synced", VOL, hours_ago=8, state="", synced=True)
+    lh.backup("b-asked", OTHER, hours_ago=8, state="")  # asked for, never picked up: stuck
+    status = await backup_status.run(kube_ctx(clock=clock), StatusParams())
+    assert [s["backup"] for s in status["stuck"]] == ["b-asked"]
+    out = await clear_stuck_backup.run(kube_ctx(clock=clock), ClearParams(backups=["b-synced", "b-asked"]))
+    assert deletes(kube_api) == ["b-asked"]
+    (refused,) = out["refused"]
+    assert refused["backup"] == "b-synced" and "synced from the backup store" in refused["reason"]
+
+
+async def test_retention_counts_each_backup_target_apart(
+    lh: Longhorn, kube_ctx: Ctx, kube_api: KubeApiEmulator, clock: FrozenClock
+) -> None:
+    """Longhorn 1.8+: a volume backed up to two targets. Ten recent backups on the default target are
+    no copy of the data on the offsite one: the offsite target's newest backup, and its only ones within
+    keep_last, stay."""
+    for d in range(10):
+        lh.backup(f"b-{d}", VOL, hours_ago=24 * (1 + d))
+    lh.backup("offsite-new", VOL, hours_ago=24 * 40, target="offsite")
+    lh.backup("offsite-old", VOL, hours_ago=24 * 47, target="offsite")
+    plan = await plan_backup_retention.run(kube_ctx(clock=clock), RetentionParams())
+    assert plan["backups"] == []
+    reasons = {b["backup"]: b["reason"] for b in plan["volumes"][VOL]}
+    assert reasons["offsite-new"] == "the newest Completed backup of its volume (backup target offsite)"
+    assert reasons["offsite-old"] == "among the newest 7 Completed backups (backup target offsite)"
+    out = await delete_backups.run(
+        kube_ctx(clock=clock), DeleteParams(backups=["offsite-new", "offsite-old"])
+    )
+    assert deletes(kube_api) == [] and {r["backup"] for r in out["refused"]} == {"offsite-new", "offsite-old"}
+    # Per target the rules still apply: with keep_last 1, the older offsite backup goes.
+    plan = await plan_backup_retention.run(kube_ctx(clock=clock), RetentionParams(keep_last=1))
+    assert plan["backups"] == ["offsite-old"]
+
+
+async def test_a_plan_lists_at_most_500_backups_the_oldest_first(
+    lh: Longhorn, kube_ctx: Ctx, clock: FrozenClock
+) -> None:
+    """A first run over a large backlog: the plan takes the 500 oldest (the delete step takes no more)
+    and says how many wait for a later run."""
+    for d in range(520):
+        lh.backup(f"b-{d:03d}", VOL, hours_ago=24 * (40 + d))
+    plan = await plan_backup_retention.run(kube_ctx(clock=clock), RetentionParams(keep_last=1, keep_days=0))
+    assert plan["truncated"] is True and len(plan["backups"]) == 500
+    assert set(plan["backups"]) == {f"b-{d:03d}" for d in range(20, 520)}
+    assert "19 more beyond retention are left to a later run" in plan["message"]
+    DeleteParams(backups=plan["backups"], keep_last=1, keep_days=0)  # what the runbook passes on
+
+
 async def test_create_backup_takes_a_snapshot_then_a_backup_and_waits(
     lh: Longhorn, kube_ctx: Ctx, kube_api: KubeApiEmulator, clock: FrozenClock
 ) -> None:
@@ -231,7 +285,7 @@ def test_the_newest_completed_backup_is_kept_whatever_keep_last_says() -> None:
 
     def completed(name: str, days: float) -> Backup:
         at = NOW - days * 86400
-        return Backup(name, "uid-" + name, VOL, "Completed", at, at, "", "")
+        return Backup(name, "uid-" + name, VOL, "default", "Completed", at, at, "", "")
 
     backups = [completed("new", 40), completed("old", 50)]
     verdicts = retention_verdicts(backups, keep_last=0, keep_days=0, now=NOW)

@@ -87,17 +87,27 @@ class Longhorn:
         )
 
     def backup(
-        self, name: str, volume: str, *, hours_ago: float, state: str = "Completed", error: str = ""
+        self,
+        name: str,
+        volume: str,
+        *,
+        hours_ago: float,
+        state: str = "Completed",
+        error: str = "",
+        target: str = "default",
+        synced: bool = False,
     ) -> None:
-        """A backup requested ``hours_ago`` (and, if Completed, finished then). One seeded Pending or
-        InProgress never leaves that state (the controller leaves it alone): a stuck backup."""
+        """A backup requested ``hours_ago`` (and, if Completed, finished then), on backup ``target``. One
+        seeded Pending or InProgress never leaves that state (the controller leaves it alone): a stuck
+        backup. ``synced``: made by Longhorn from what it found in the backup store, no snapshot name
+        (longhorn-manager backup_controller), state "" until Longhorn has read it."""
         at = self.clock.now() - hours_ago * HOUR
         if state in ("Pending", "InProgress"):
             self.stuck.add(name)
         status: dict[str, Any] = {
             "state": state,
             "volumeName": volume,
-            "snapshotName": f"snap-{name}",
+            "snapshotName": "" if synced else f"snap-{name}",
             "ownerID": "node-196",
         }
         if state == "Completed":
@@ -116,8 +126,12 @@ class Longhorn:
             {
                 "apiVersion": API,
                 "kind": "Backup",
-                "metadata": self._meta(name, at, {"backup-volume": volume, "backup-target": "default"}),
-                "spec": {"snapshotName": f"snap-{name}", "labels": {}, "backupMode": "incremental"},
+                "metadata": self._meta(name, at, {"backup-volume": volume, "backup-target": target}),
+                "spec": {
+                    "snapshotName": "" if synced else f"snap-{name}",
+                    "labels": {},
+                    "backupMode": "incremental",
+                },
                 "status": status,
             }
         )

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from daemon.actions.base import ActionContext, Output, Params, action
 from daemon.actions.longhorn.model import Backup, retention_verdicts
-from daemon.actions.longhorn.status import RetentionParams, longhorn
+from daemon.actions.longhorn.status import MAX_DELETE, RetentionParams, longhorn
 from daemon.clients.kubernetes import KubeConflict, KubeNotFound, WriteRequest
 from daemon.clients.longhorn import DEFAULT_TARGET, LonghornClient
 from daemon.errors import GuardRefused, TemporaryError
@@ -170,7 +170,7 @@ async def create_backup(ctx: ActionContext, p: CreateParams) -> Output:
 
 
 class DeleteParams(RetentionParams):
-    backups: list[DnsSubdomain] = Field(min_length=1, max_length=500)
+    backups: list[DnsSubdomain] = Field(min_length=1, max_length=MAX_DELETE)
     """The Backup objects the approved plan lists; each is re-checked against the plan rules first."""
 
 
@@ -182,17 +182,18 @@ class DeleteParams(RetentionParams):
 )
 async def delete_backups(ctx: ActionContext, p: DeleteParams) -> Output:
     """Delete the listed Backup objects (which deletes them from the backup store), one at a time, each
-    only if the retention rules still say so for its volume as it is right now.
+    only if the retention rules still say so for its volume on its backup target as they are right now.
+    One already being deleted counts as gone (a re-run after a restart finds its own deletes so).
 
     Never the newest Completed backup, never a volume's only backup: those are refused, not deleted."""
     lh, deleted, refused, gone, would = longhorn(ctx), [], [], [], []
     for name in p.backups:
         objects = await lh.backups()
         target = next((Backup.of(o) for o in objects if (o.get("metadata") or {}).get("name") == name), None)
-        if target is None:
+        if target is None or target.deleting:  # a delete (ours, before a restart, or anyone's) under way
             gone.append(name)
             continue
-        mine = [Backup.of(o) for o in objects if Backup.of(o).volume == target.volume]
+        mine = [b for b in map(Backup.of, objects) if (b.volume, b.target) == (target.volume, target.target)]
         if p.volumes and target.volume not in p.volumes:
             refused.append({"backup": name, "reason": f"volume {target.volume} is not in the plan's volumes"})
             continue
@@ -252,7 +253,8 @@ async def clear_stuck_backup(ctx: ActionContext, p: ClearParams) -> Output:
             continue
         age = b.stuck_for(now, p.stuck_after)
         if age is None:
-            why = f"it is {b.state}" if not b.running else f"it has run less than {p.stuck_after / 3600:g}h"
+            state = b.state or "New, synced from the backup store and not read yet"
+            why = f"it is {state}" if not b.running else f"it has run less than {p.stuck_after / 3600:g}h"
             refused.append({"backup": name, "volume": b.volume, "reason": f"not stuck: {why}"})
             continue
         req = lh.delete_backup(name, b.uid)

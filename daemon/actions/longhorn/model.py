@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.clients.longhorn import LABEL_BACKUP_VOLUME
+from daemon.clients.longhorn import LABEL_BACKUP_TARGET, LABEL_BACKUP_VOLUME
 from daemon.kits.clock import iso, parse_iso
 
-RUNNING_STATES = frozenset({"", "Pending", "InProgress"})
-"""Not finished: "" is a Backup no controller has picked up yet."""
+RUNNING_STATES = frozenset({"Pending", "InProgress"})
+"""Not finished. A Backup in state "" is running too when it names a snapshot: one asked for that no
+controller has picked up yet (see ``Backup.running``)."""
 DAY = 86400.0
 
 
@@ -29,6 +30,10 @@ class Backup:
     name: str
     uid: str
     volume: str
+    target: str
+    """The BackupTarget it is stored in (label ``backup-target``, else ``status.backupTargetName``; ""
+    before Longhorn 1.8, which had one target). Retention counts each volume's backups per target:
+    the newest backup on one target is no copy of the data on another."""
     state: str
     requested_at: float | None
     """When the Backup object was created (the backup was asked for)."""
@@ -36,6 +41,9 @@ class Backup:
     """``status.backupCreatedAt``: when the upload finished (Completed backups)."""
     error: str
     url: str
+    snapshot: str = ""
+    """``spec.snapshotName``: empty on a Backup Longhorn made from what it found in the backup store
+    (longhorn-manager backup_controller: "the backup already exists in the remote backup target")."""
     deleting: bool = False
     """``metadata.deletionTimestamp`` is set: Longhorn is removing it from the backup store (its finalizer
     holds the object until then, for as long as the target is unreachable). It is no copy to count on."""
@@ -49,11 +57,13 @@ class Backup:
             name=str(meta.get("name", "")),
             uid=str(meta.get("uid", "")),
             volume=str(labels.get(LABEL_BACKUP_VOLUME) or status.get("volumeName") or ""),
+            target=str(labels.get(LABEL_BACKUP_TARGET) or status.get("backupTargetName") or ""),
             state=str(status.get("state") or ""),
             requested_at=_time(meta.get("creationTimestamp")),
             completed_at=completed if status.get("state") == "Completed" else None,
             error=str(status.get("error") or ""),
             url=str(status.get("url") or ""),
+            snapshot=str((obj.get("spec") or {}).get("snapshotName") or ""),
             deleting=bool(meta.get("deletionTimestamp")),
         )
 
@@ -64,7 +74,10 @@ class Backup:
 
     @property
     def running(self) -> bool:
-        return self.state in RUNNING_STATES
+        """Pending or InProgress, or not picked up yet ("") when it names a snapshot to back up. A
+        Backup synced from the store (no snapshot name) waits in "" until Longhorn has read it: it is
+        finished data, never a stuck backup to clear."""
+        return self.state in RUNNING_STATES or (self.state == "" and bool(self.snapshot))
 
     def stuck_for(self, now: float, threshold: float) -> float | None:
         """Seconds it has been running, when that is longer than ``threshold``."""
@@ -92,6 +105,14 @@ def by_volume(objects: list[dict[str, Any]]) -> dict[str, list[Backup]]:
     return out
 
 
+def by_target(backups: list[Backup]) -> dict[str, list[Backup]]:
+    """One volume's backups by the BackupTarget they are stored in."""
+    out: dict[str, list[Backup]] = {}
+    for b in backups:
+        out.setdefault(b.target, []).append(b)
+    return out
+
+
 def newest_first(backups: list[Backup]) -> list[Backup]:
     """Completed backups, newest first (by completion time, then name for a stable order)."""
     done = [b for b in backups if b.completed and b.completed_at is not None]
@@ -107,7 +128,7 @@ class Verdict:
 def retention_verdicts(
     backups: list[Backup], keep_last: int, keep_days: float, now: float
 ) -> dict[str, Verdict]:
-    """For each backup of ONE volume: delete it or keep it, and why. A backup is deleted only when it is
+    """For each backup of ONE volume on ONE backup target: delete it or keep it, and why. A backup is deleted only when it is
     Completed, is not among the newest ``keep_last`` Completed ones, is older than ``keep_days``, is not
     the newest Completed backup and is not the volume's only Completed one; anything else is kept."""
     ordered = newest_first(backups)
@@ -131,4 +152,19 @@ def retention_verdicts(
             out[b.name] = Verdict(
                 True, f"#{rank + 1} newest, {age_days:.1f} days old: beyond keep_last and keep_days"
             )
+    return out
+
+
+def volume_verdicts(
+    backups: list[Backup], keep_last: int, keep_days: float, now: float
+) -> dict[str, Verdict]:
+    """The retention verdicts of one volume's backups, target by target: the newest backup on one
+    target is no copy of the data on another (Longhorn 1.8+ keeps a BackupVolume per volume and
+    target). When the volume has backups on more than one target, each reason names its target."""
+    targets = by_target(backups)
+    out: dict[str, Verdict] = {}
+    for target, group in targets.items():
+        for name, v in retention_verdicts(group, keep_last, keep_days, now).items():
+            where = f" (backup target {target or 'unnamed'})" if len(targets) > 1 else ""
+            out[name] = Verdict(v.delete, v.reason + where)
     return out

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from daemon.actions.base import ActionContext, Output, Params, action
-from daemon.actions.longhorn.model import Backup, by_volume, newest_first, retention_verdicts
+from daemon.actions.longhorn.model import Backup, by_volume, newest_first, volume_verdicts
 from daemon.clients.longhorn import DEFAULT_TARGET, LonghornClient
 from daemon.kits.clock import iso
 from daemon.kits.durations import Duration
@@ -137,6 +137,11 @@ async def backup_status(ctx: ActionContext, p: StatusParams) -> Output:
     }
 
 
+MAX_DELETE = 500
+"""Backups one plan lists for deletion at most (``longhorn.delete_backups`` takes no more): a first run
+over a large backlog takes the oldest, the next runs the rest."""
+
+
 class RetentionParams(Params):
     keep_last: int = Field(7, ge=1, le=1000)
     """Keep at least this many Completed backups per volume, whatever their age."""
@@ -149,14 +154,20 @@ class RetentionParams(Params):
 def plan_for(
     objects: list[dict[str, Any]], p: RetentionParams, now: float
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per volume: each backup with the verdict of the retention rules."""
+    """Per volume: each backup with the verdict of the retention rules, applied to the volume's
+    backups on each backup target apart (``verdicts``)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for volume, backups in sorted(by_volume(objects).items()):
         if p.volumes and volume not in p.volumes:
             continue
-        verdicts = retention_verdicts(backups, p.keep_last, p.keep_days, now)
+        verdicts = volume_verdicts(backups, p.keep_last, p.keep_days, now)
         out[volume] = [
-            {**b.brief(now), "delete": verdicts[b.name].delete, "reason": verdicts[b.name].reason}
+            {
+                **b.brief(now),
+                "target": b.target,
+                "delete": verdicts[b.name].delete,
+                "reason": verdicts[b.name].reason,
+            }
             for b in sorted(backups, key=lambda b: b.completed_at or b.requested_at or 0.0, reverse=True)
         ]
     return out
@@ -176,12 +187,22 @@ async def plan_backup_retention(ctx: ActionContext, p: RetentionParams) -> Outpu
     now = ctx.clock.now()
     plan = plan_for(await longhorn(ctx).backups(), p, now)
     delete = [
-        {k: b[k] for k in ("backup", "volume", "at", "age_hours", "reason")}
+        {k: b[k] for k in ("backup", "volume", "target", "at", "age_hours", "reason")}
         for bs in plan.values()
         for b in bs
         if b["delete"]
     ]
     kept = sum(1 for bs in plan.values() for b in bs if not b["delete"])
+    later = len(delete) - MAX_DELETE
+    if later > 0:  # the oldest first; the rest are planned again tomorrow
+        oldest = {d["backup"] for d in sorted(delete, key=lambda d: -(d["age_hours"] or 0.0))[:MAX_DELETE]}
+        delete = [d for d in delete if d["backup"] in oldest]
+    message = (
+        f"{len(delete)} backup(s) to delete, {kept} kept, over {len(plan)} volume(s) "
+        f"(keep_last {p.keep_last}, keep_days {p.keep_days:g})"
+    )
+    if later > 0:
+        message += f"; {later} more beyond retention are left to a later run (at most {MAX_DELETE} a run)"
     return {
         "ok": True,
         "keep_last": p.keep_last,
@@ -189,9 +210,9 @@ async def plan_backup_retention(ctx: ActionContext, p: RetentionParams) -> Outpu
         "volumes": plan,
         "delete": delete,
         "backups": [d["backup"] for d in delete],
+        "truncated": later > 0,
         "findings": delete,
-        "message": f"{len(delete)} backup(s) to delete, {kept} kept, over {len(plan)} volume(s) "
-        f"(keep_last {p.keep_last}, keep_days {p.keep_days:g})",
+        "message": message,
     }
 
 
