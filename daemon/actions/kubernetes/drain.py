@@ -3,9 +3,9 @@
 DaemonSet pods and mirror (static) pods are skipped; finished pods are evicted; a pod using emptyDir
 needs ``delete_emptydir_data`` and a pod without a controller (or whose DaemonSet is gone) needs
 ``force_unmanaged``. Any pod needing an opt-in that was not given refuses the whole drain before
-anything changes, as does a node holding the last copy of a Longhorn volume
-(``longhorn_replicas``) or pods the other nodes cannot absorb (``capacity``). Pods are evicted through the Eviction API, all at once; a pod a PodDisruptionBudget
-protects (429) is retried every ``poll_interval`` until ``timeout``; an evicted pod is waited for until
+anything changes, as does a node holding the last copy of a Longhorn volume (``longhorn_replicas``) or
+pods the other nodes cannot absorb (``capacity``). Pods are evicted through the Eviction API, all at
+once; a pod a PodDisruptionBudget protects (429) is retried every ``poll_interval`` until ``timeout``; an evicted pod is waited for until
 it is gone. Every pod's outcome is reported.
 """
 
@@ -163,11 +163,9 @@ async def _longhorn_check(client: KubernetesClient, nodes: list[o.Obj], node: st
         ) from exc
     if found.outcome != "refused":
         return found.as_dict()
-    listed = "; ".join(c.describe() for c in found.last[:10])
-    more = f"; and {len(found.last) - 10} more" if len(found.last) > 10 else ""
     raise GuardRefused(
         f"refusing to drain {node}: it holds the last copy of {len(found.last)} Longhorn volume(s): no "
-        f"healthy replica on another Ready, schedulable node with a running instance manager: {listed}{more}. "
+        f"healthy replica on another Ready, schedulable node with a running instance manager: {found.listed()}. "
         f"Longhorn's node-drain-policy is {found.policy}. Let Longhorn rebuild a replica elsewhere (or evict "
         "the node's replicas), then drain. Nothing was changed."
     )
@@ -222,8 +220,7 @@ class _Evictor:
             return f"not evicted: could not re-check Longhorn's replicas ({exc})"
         if found.outcome != "refused":
             return None
-        listed = "; ".join(c.describe() for c in found.last[:10])
-        return f"not evicted: it runs the last copy of {len(found.last)} Longhorn volume(s) now: {listed}"
+        return f"not evicted: it runs the last copy of {len(found.last)} Longhorn volume(s) now: {found.listed()}"
 
     async def _wait_gone(self, ns: str, name: str, uid: Any, attempts: int) -> PodResult:
         while True:

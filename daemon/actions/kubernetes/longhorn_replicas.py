@@ -89,6 +89,11 @@ class Check:
     """Volumes with a replica on the node that holds data (and counts under the policy)."""
     last: list[LastCopy] = field(default_factory=list)
 
+    def listed(self, most: int = 10) -> str:
+        """The volumes that would lose their last copy, the first ``most`` described, then a count."""
+        shown = "; ".join(c.describe() for c in self.last[:most])
+        return shown + (f"; and {len(self.last) - most} more" if len(self.last) > most else "")
+
     def message(self) -> str:
         if self.outcome == "not_installed":
             return "Longhorn is not installed (its replicas API answered 404): nothing to check"
