@@ -62,11 +62,29 @@ class BlockMeta:
     source: str
     labels: Labels
     """thanos.labels (the external labels of the Prometheus that produced it), sorted."""
+    sources: tuple[str, ...] | None = None
+    """compaction.sources: the ULIDs of the uploaded blocks whose data this block holds (a compacted or
+    downsampled block inherits them). None when missing or malformed: such a block is never taken as
+    downsampled, nor as holding any block's downsampled data (actions/thanos/coverage.py)."""
 
     @property
     def stream(self) -> tuple[Labels, int]:
         """Blocks of one stream are copies of the same series at the same resolution."""
         return (self.labels, self.resolution)
+
+
+def parse_sources(compaction: object) -> tuple[str, ...] | None:
+    """compaction.sources as interned ULID strings (a raw, a 5m and a 1h block repeat the same ones), or
+    None when missing, empty, or not all ULIDs. Never raises: a bad list must not make the rest of the
+    meta.json unusable, only keep the block from counting as downsampled."""
+    if not isinstance(compaction, dict):
+        return None
+    raw = compaction.get("sources")
+    if not isinstance(raw, list) or not raw:
+        return None
+    if not all(isinstance(s, str) and is_ulid(s) for s in raw):
+        return None
+    return tuple(sys.intern(s) for s in dict.fromkeys(raw))
 
 
 def parse_meta(ulid: str, data: bytes, share: Callable[[Labels], Labels] = lambda x: x) -> BlockMeta:
@@ -103,6 +121,7 @@ def parse_meta(ulid: str, data: bytes, share: Callable[[Labels], Labels] = lambd
         level=level if isinstance(level, int) else 1,
         source=sys.intern(str(thanos.get("source") or "unknown")[:32]),
         labels=share(tuple(sorted((str(k), v) for k, v in labels.items()))),
+        sources=parse_sources(compaction),
     )
 
 

@@ -2,13 +2,16 @@
 
 A block is a folder named by its ULID holding ``chunks/000001``, ``index`` and, uploaded last,
 ``meta.json`` (facts.md §4; thanos pkg/block/metadata). ``partial=True`` leaves meta.json out, as an upload
-cut short does; ``marked=True`` adds the deletion-mark.json Thanos writes.
+cut short does; ``marked=True`` adds the deletion-mark.json Thanos writes. A block's compaction.sources is
+its own ULID unless given (a sidecar's upload); a downsampled copy (``cover``) keeps its input's sources,
+as thanos pkg/compact/downsample does.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,14 +41,14 @@ def meta_json(
     resolution: int = 0,
     level: int = 1,
     source: str = "sidecar",
-    sources: list[str] | None = None,
+    sources: list[Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "ulid": block_id,
         "minTime": min_time,
         "maxTime": max_time,
         "stats": {"numSamples": 120_000, "numSeries": 1_000, "numChunks": 1_000},
-        "compaction": {"level": level, "sources": sources or [block_id]},
+        "compaction": {"level": level, "sources": [block_id] if sources is None else sources},
         "version": 1,
         "thanos": {
             "labels": labels,
@@ -71,6 +74,11 @@ class Block:
     partial: bool = False
     marked: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> Any:
+        """compaction.sources as its meta.json lists it (None when the key is missing)."""
+        return self.meta.get("compaction", {}).get("sources")
 
 
 class FakeThanosBucket:
@@ -105,9 +113,12 @@ class FakeThanosBucket:
         level: int = 1,
         meta: dict[str, Any] | None = None,
         min_time: int | None = None,
+        sources: list[Any] | None = None,
+        tweak: Callable[[dict[str, Any]], None] | None = None,
     ) -> Block:
         """A block covering ``hours`` up to ``max_time`` (ms); its ULID is stamped ``created`` (default: just
-        after max_time, as a sidecar cuts it)."""
+        after max_time, as a sidecar cuts it). ``sources`` defaults to the block's own ULID; ``tweak``
+        edits the meta.json document before it is uploaded (e.g. to break it)."""
         block_id = ulid(created if created is not None else max_time + 60_000, self.rnd)
         min_time = max_time - hours * HOUR_MS if min_time is None else min_time
         doc = meta or meta_json(
@@ -118,7 +129,10 @@ class FakeThanosBucket:
             resolution=resolution,
             level=level,
             source=source,
+            sources=sources,
         )
+        if tweak is not None:
+            tweak(doc)
         base = f"{self.prefix}{block_id}/"
         self.put(base + "chunks/000001", b"c" * 2048)
         self.put(base + "index", b"i" * 512)
@@ -130,8 +144,10 @@ class FakeThanosBucket:
         return Block(block_id, min_time, max_time, labels, resolution, partial, marked, doc)
 
     def cover(self, blocks: list[Block], *, marked: bool = False) -> list[Block]:
-        """The compactor's downsampled copies of ``blocks``: same external labels and time range, one
-        resolution coarser (raw -> 5m, 5m -> 1h), as thanos pkg/compact/downsample writes them."""
+        """The compactor's downsampled copies of ``blocks``: one resolution coarser (raw -> 5m, 5m -> 1h),
+        each a copy of its input's meta.json but for the ULID and the resolution, as thanos
+        pkg/compact/downsample (Downsample: ``newMeta := *origMeta``) writes them: same external labels,
+        time range, compaction level and compaction.sources."""
         coarser = {0: 300_000, 300_000: 3_600_000}
         out = []
         for b in blocks:
@@ -142,10 +158,11 @@ class FakeThanosBucket:
                     hours=0,
                     resolution=coarser[b.resolution],
                     source="compactor",
-                    level=2,
+                    level=b.meta["compaction"]["level"],
                     created=b.max_time + 3_600_000,
                     marked=marked,
                     min_time=b.min_time,
+                    sources=list(b.sources),
                 )
             )
         return out
