@@ -1,5 +1,6 @@
-"""Retention never destroys history: a block is retired only when coarser blocks of the same stream cover
-it, never while the compactor is halted or idle, and never beyond the compactor's own retention flags.
+"""Retention never destroys history: a block is retired only once downsampled (coarser blocks of the same
+stream hold every one of its compaction.sources, as Thanos's cmd/thanos/downsample.go tells it), never
+while the compactor is halted or idle, and never beyond the compactor's own retention flags.
 
 Against moto's S3 server and, for the compactor's health, a real Prometheus scraping a test exporter that
 plays the compactor's metrics (thanos_compact_halted, thanos_compact_iterations_total).
@@ -7,6 +8,7 @@ plays the compactor's metrics (thanos_compact_halted, thanos_compact_iterations_
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -15,11 +17,23 @@ import pytest
 from pydantic import ValidationError
 from support.prom import MetricsExporter, PrometheusServer, Scraped, scraped_exporter
 from support.s3 import MotoS3Server
-from support.thanos_blocks import DAY_MS, SIDECAR_A, SIDECAR_B, Block, FakeThanosBucket, action_ctx, s3_client
+from support.thanos_blocks import (
+    DAY_MS,
+    HOUR_MS,
+    SIDECAR_A,
+    SIDECAR_B,
+    Block,
+    FakeThanosBucket,
+    action_ctx,
+    meta_json,
+    s3_client,
+    ulid,
+)
 
 from daemon.actions.thanos import retention
 from daemon.clients.prometheus import PrometheusClient
 from daemon.clients.s3 import S3Client
+from daemon.clients.thanos import parse_meta
 
 NOW = time.time()
 NOW_MS = int(NOW * 1000)
@@ -95,8 +109,7 @@ async def test_a_raw_only_bucket_marks_nothing_and_lists_every_old_block_as_not_
     assert out["not_downsampled_count"] == len(old) == 20
     assert {x["ulid"] for x in out["not_downsampled"]} == old
     assert all(
-        x["reason"]
-        == "kept: not downsampled yet (no 5m blocks of the same stream cover its whole time range)"
+        x["reason"] == "kept: not downsampled yet (its source is in no 5m block of the same stream)"
         for x in out["not_downsampled"]
     )
     assert "kept 20 past retention that are not downsampled yet" in out["message"]
@@ -122,24 +135,138 @@ async def test_coverage_by_another_stream_does_not_count(client: S3Client, bucke
     assert marks(bucket) == set()
 
 
-async def test_a_raw_block_needs_its_whole_range_covered(client: S3Client, bucket: FakeThanosBucket) -> None:
+def late_reason(name: str, which: str = "its source is") -> str:
+    return (
+        f"kept: not downsampled: {name} blocks of the same stream span its time range, but {which} in no "
+        f"{name} block (uploaded late or backfilled after those were built)"
+    )
+
+
+async def test_a_raw_block_is_covered_only_when_5m_blocks_hold_every_one_of_its_sources(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    """A compacted raw block holds the data of several uploads (its sources). 5m blocks that hold them
+    between them cover it; a source held by no 5m block keeps it, whatever the time ranges say."""
     daily(bucket, SIDECAR_A, range(1, 3))
-    half = bucket.add(max_time=NOW_MS - 40 * DAY_MS, labels=SIDECAR_A)  # 2h block
-    full = bucket.add(max_time=NOW_MS - 41 * DAY_MS, labels=SIDECAR_A)
-    bucket.add(  # a 5m block over the last hour of `half` only
-        max_time=half.max_time, min_time=half.max_time - 3_600_000, labels=SIDECAR_A, resolution=FIVE_M
-    )
-    # Two contiguous 5m blocks together cover `full`.
+    src = [ulid(NOW_MS - 45 * DAY_MS + i * HOUR_MS, bucket.rnd) for i in range(4)]
+    full = bucket.add(max_time=NOW_MS - 41 * DAY_MS, labels=SIDECAR_A, hours=4, level=2, sources=src[:2])
+    half = bucket.add(max_time=NOW_MS - 40 * DAY_MS, labels=SIDECAR_A, hours=4, level=2, sources=src[2:])
+    mid = full.min_time + 2 * HOUR_MS
+    # `full`: two 5m blocks, one from each of its sources (downsampled before they were compacted).
+    bucket.add(min_time=full.min_time, max_time=mid, labels=SIDECAR_A, resolution=FIVE_M, sources=src[:1])
+    bucket.add(min_time=mid, max_time=full.max_time, labels=SIDECAR_A, resolution=FIVE_M, sources=src[1:2])
+    # `half`: one 5m block over its whole range, but built from only one of its two sources.
     bucket.add(
-        max_time=full.min_time + 3_600_000, min_time=full.min_time, labels=SIDECAR_A, resolution=FIVE_M
-    )
-    bucket.add(
-        max_time=full.max_time, min_time=full.min_time + 3_600_000, labels=SIDECAR_A, resolution=FIVE_M
+        min_time=half.min_time, max_time=half.max_time, labels=SIDECAR_A, resolution=FIVE_M, sources=src[3:]
     )
     out = await plan(client)
     assert out["ulids"] == [full.ulid]
-    assert [x["ulid"] for x in out["not_downsampled"]] == [half.ulid]
-    assert (await mark(client, [full.ulid]))["marked"] == 1
+    reason = late_reason("5m", "1 of its 2 sources is")
+    assert [(x["ulid"], x["reason"]) for x in out["not_downsampled"]] == [(half.ulid, reason)]
+    result = await mark(client, [full.ulid, half.ulid])
+    assert (result["marked"], result["refused"]) == (1, 1)
+    assert result["refusals"] == [{"ulid": half.ulid, "reason": reason}]
+    assert marks(bucket) == {full.ulid}
+
+
+@pytest.mark.parametrize("resolution", [0, FIVE_M], ids=["raw-inside-5m", "5m-inside-1h"])
+async def test_a_late_block_inside_a_downsampled_range_is_kept(
+    client: S3Client, bucket: FakeThanosBucket, resolution: int
+) -> None:
+    """The review's case. The compactor downsampled `early` (its copy holds early's sources and spans its
+    time range); then a block of the same stream was uploaded late, or backfilled, inside that range. Its
+    data is in no coarser block: Thanos, which tells downsampled blocks by compaction.sources
+    (cmd/thanos/downsample.go), would still downsample it. Retiring it by time range lost that data."""
+    rets = {"retention_raw": "30d", "retention_5m": "180d"}
+    age, name = (40, "5m") if resolution == 0 else (200, "1h")
+    daily(bucket, SIDECAR_A, range(1, 3), resolution=resolution)  # the stream's newest: protected
+    early = bucket.add(max_time=NOW_MS - age * DAY_MS, labels=SIDECAR_A, hours=48, resolution=resolution)
+    bucket.cover([early])
+    late = bucket.add(
+        max_time=early.max_time - 12 * HOUR_MS,
+        labels=SIDECAR_A,
+        resolution=resolution,
+        created=NOW_MS - DAY_MS,  # uploaded yesterday
+    )
+    out = await plan(client, max_listed=100, **rets)
+    assert out["ulids"] == [early.ulid]
+    assert [(x["ulid"], x["reason"]) for x in out["not_downsampled"]] == [(late.ulid, late_reason(name))]
+    assert (
+        "kept 1 past retention that are not downsampled yet (1 of them inside the time range of coarser "
+        "blocks built from other sources: uploaded late or backfilled)"
+    ) in out["message"]
+    # Asked directly (a hand-written list), the mark step refuses it for the same reason.
+    result = await mark(client, [early.ulid, late.ulid], **rets)
+    assert (result["marked"], result["refused"]) == (1, 1)
+    assert result["refusals"] == [{"ulid": late.ulid, "reason": late_reason(name)}]
+    assert marks(bucket) == {early.ulid}
+
+
+BROKEN_SOURCES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "missing": lambda doc: doc["compaction"].pop("sources"),
+    "no-compaction": lambda doc: doc.pop("compaction"),
+    "empty": lambda doc: doc["compaction"].update(sources=[]),
+    "not-a-list": lambda doc: doc["compaction"].update(sources=doc["ulid"]),
+    "not-ulids": lambda doc: doc["compaction"].update(sources=["not-a-ulid"]),
+    "lowercase": lambda doc: doc["compaction"].update(sources=[doc["ulid"].lower()]),
+    "one-bad": lambda doc: doc["compaction"]["sources"].append(42),
+}
+
+
+@pytest.mark.parametrize("tweak", list(BROKEN_SOURCES.values()), ids=list(BROKEN_SOURCES))
+async def test_a_block_with_missing_or_malformed_sources_is_kept(
+    client: S3Client, bucket: FakeThanosBucket, tweak: Callable[[dict[str, Any]], None]
+) -> None:
+    """Nobody can tell whether its data was downsampled: kept, with the reason, and the plan goes on."""
+    daily(bucket, SIDECAR_A, range(1, 3))
+    good = bucket.add(max_time=NOW_MS - 41 * DAY_MS, labels=SIDECAR_A)
+    bad = bucket.add(max_time=NOW_MS - 40 * DAY_MS, labels=SIDECAR_A, tweak=tweak)
+    bucket.cover([good])
+    bucket.add(  # a 5m block over `bad` that even lists its ULID
+        min_time=bad.min_time, max_time=bad.max_time, labels=SIDECAR_A, resolution=FIVE_M, sources=[bad.ulid]
+    )
+    out = await plan(client)
+    assert out["ulids"] == [good.ulid]
+    reason = (
+        "kept: not downsampled as far as can be told (its meta.json has no valid compaction.sources, so no "
+        "5m block can be shown to hold its data)"
+    )
+    assert [(x["ulid"], x["reason"]) for x in out["not_downsampled"]] == [(bad.ulid, reason)]
+    result = await mark(client, [bad.ulid])
+    assert result["refusals"] == [{"ulid": bad.ulid, "reason": reason}]
+    assert marks(bucket) == set()
+
+
+async def test_a_5m_block_with_malformed_sources_covers_nothing(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    daily(bucket, SIDECAR_A, range(1, 3))
+    raw = bucket.add(max_time=NOW_MS - 40 * DAY_MS, labels=SIDECAR_A)
+    bucket.add(
+        min_time=raw.min_time,
+        max_time=raw.max_time,
+        labels=SIDECAR_A,
+        resolution=FIVE_M,
+        sources=[raw.ulid, "garbage"],
+    )
+    out = await plan(client)
+    assert out["count"] == 0
+    assert [(x["ulid"], x["reason"]) for x in out["not_downsampled"]] == [
+        (raw.ulid, "kept: not downsampled yet (its source is in no 5m block of the same stream)")
+    ]
+    assert (await mark(client, [raw.ulid]))["marked"] == 0 and marks(bucket) == set()
+
+
+def test_parse_meta_reads_compaction_sources_and_never_fails_on_them() -> None:
+    own, other = ulid(NOW_MS), ulid(NOW_MS - DAY_MS)
+    doc = meta_json(own, min_time=0, max_time=1, labels=SIDECAR_A, sources=[own, other, own])
+    assert parse_meta(own, json.dumps(doc).encode()).sources == (own, other)
+    for name, tweak in BROKEN_SOURCES.items():
+        doc = meta_json(own, min_time=0, max_time=1, labels=SIDECAR_A)
+        tweak(doc)
+        meta = parse_meta(own, json.dumps(doc).encode())
+        assert meta.sources is None, name
+        assert (meta.min_time, meta.max_time, meta.labels) == (0, 1, tuple(sorted(SIDECAR_A.items())))
 
 
 async def test_5m_blocks_need_1h_blocks_and_a_marked_cover_does_not_count(
@@ -152,7 +279,9 @@ async def test_5m_blocks_need_1h_blocks_and_a_marked_cover_does_not_count(
     out = await plan(client, retention_raw="30d", retention_5m="180d", max_listed=100)
     assert set(out["ulids"]) == {x.ulid for x in five[:5]}
     assert {x["ulid"] for x in out["not_downsampled"]} == {x.ulid for x in five[5:]}
-    assert out["not_downsampled"][0]["reason"].startswith("kept: not downsampled yet (no 1h blocks")
+    assert out["not_downsampled"][0]["reason"] == (
+        "kept: not downsampled yet (its source is in no 1h block of the same stream)"
+    )
 
 
 async def test_mark_rechecks_coverage_a_cover_marked_after_the_plan_refuses(
@@ -169,6 +298,54 @@ async def test_mark_rechecks_coverage_a_cover_marked_after_the_plan_refuses(
     assert result["marked"] == 2 and result["refused"] == 1
     assert result["refusals"][0]["ulid"] == old[0].ulid
     assert marks(bucket) == {old[1].ulid, old[2].ulid, copies[0].ulid}
+
+
+async def test_mark_rechecks_the_sources_of_the_covers_read_anew(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    """Right before each mark the covering blocks' meta.json is read again, never from the cache, and
+    their compaction.sources must still hold the block's: here one copy's meta.json changes after the
+    plan (which cached it) and no longer lists its input."""
+    daily(bucket, SIDECAR_A, range(1, 3))
+    old = daily(bucket, SIDECAR_A, range(35, 37))
+    copies = bucket.cover(old)
+    planned = (await plan(client))["ulids"]
+    assert set(planned) == {x.ulid for x in old}
+    doc = {**copies[0].meta, "compaction": {"level": 1, "sources": [ulid(NOW_MS, bucket.rnd)]}}
+    bucket.put(f"{copies[0].ulid}/meta.json", json.dumps(doc).encode())
+    result = await mark(client, planned)
+    assert (result["marked"], result["refused"]) == (1, 1)
+    assert result["refusals"] == [
+        {
+            "ulid": old[0].ulid,
+            "reason": "kept: not downsampled any more (its source is in no 5m block of its stream now)",
+        }
+    ]
+    assert marks(bucket) == {old[1].ulid}
+
+
+async def test_a_source_still_held_by_another_5m_block_is_enough(
+    client: S3Client, bucket: FakeThanosBucket
+) -> None:
+    """The compactor compacts 5m blocks too: d0 and d1 became D (their sources together), and d0 is marked
+    after the plan. D still holds old[0]'s source, so old[0] is downsampled and may go, as Thanos sees it."""
+    daily(bucket, SIDECAR_A, range(1, 3))
+    old = daily(bucket, SIDECAR_A, range(35, 37))
+    d0, _ = bucket.cover(old)
+    bucket.add(
+        min_time=old[0].min_time,
+        max_time=old[1].max_time,
+        labels=SIDECAR_A,
+        resolution=FIVE_M,
+        level=2,
+        sources=[old[0].ulid, old[1].ulid],
+    )
+    planned = (await plan(client))["ulids"]
+    assert set(planned) == {x.ulid for x in old}
+    bucket.put(f"{d0.ulid}/deletion-mark.json", b'{"id": "x", "version": 1, "deletion_time": 1}')
+    result = await mark(client, planned)
+    assert (result["marked"], result["refused"]) == (2, 0)
+    assert marks(bucket) == {old[0].ulid, old[1].ulid, d0.ulid}
 
 
 # -- the compactor's own retention flags -------------------------------------------------------------------

@@ -488,6 +488,44 @@ async def test_retention_plans_and_marks_with_approval(
     assert f"{len(made['old'])} block(s) marked, 0 already marked, 0 refused." in report
 
 
+async def test_retention_keeps_a_late_block_inside_a_downsampled_range(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
+) -> None:
+    """A raw block uploaded late (or backfilled) inside the time range of a 5m block built from other
+    sources was never downsampled (Thanos tells downsampled blocks by compaction.sources,
+    cmd/thanos/downsample.go): the run neither plans nor marks it, and the report says why."""
+    fire = next_fire(time.time())
+    made = retention_bucket(moto_s3, fire)
+    bucket = FakeThanosBucket(moto_s3, create=False)
+    now_ms = int(fire * 1000) + 6 * 3_600_000
+    # Inside the range of replica A's 35-day-old raw block, whose 5m copy holds only that block's source.
+    late = bucket.add(
+        max_time=now_ms - 35 * DAY_MS - 30 * 60_000, labels=SIDECAR_A, hours=1, created=now_ms - DAY_MS
+    )
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        run, approved = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    assert approved == ["status", "plan", "mark", "report"]
+    plan = steps_of(run)["plan"]["output"]
+    assert set(plan["ulids"]) == set(made["old"]) and late.ulid not in plan["ulids"]
+    assert [(b["ulid"], b["reason"]) for b in plan["not_downsampled"]] == [
+        (
+            late.ulid,
+            "kept: not downsampled: 5m blocks of the same stream span its time range, but its source is "
+            "in no 5m block (uploaded late or backfilled after those were built)",
+        )
+    ]
+    marked = steps_of(run)["mark"]["output"]
+    assert (marked["marked"], marked["refused"]) == (len(made["old"]), 0)
+    assert f"{late.ulid}/deletion-mark.json" not in bucket.objects()
+    report = steps_of(run)["report"]["output"]["message"]
+    assert "1 of them inside the time range of coarser blocks built from other sources" in report
+    assert f"Kept, not downsampled yet: 1 block(s) past retention (e.g. {late.ulid} raw" in report
+
+
 async def test_retention_dry_run_writes_nothing_and_a_second_day_marks_nothing_new(
     tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
 ) -> None:

@@ -6,9 +6,11 @@ Safety rules, enforced here and not left to runbooks:
 - a block is old enough when its meta.json maxTime is older than now minus the retention of its
   resolution (the longer of ours and the compactor's own flags, when given); mark_for_deletion reads
   meta.json again (never from a cache) right before writing;
-- a raw block is retired only when 5m blocks of the same stream (same external labels) cover its whole
-  time range, a 5m block only when 1h blocks do (coverage.py); mark_for_deletion checks this again and
-  reads the covering blocks once more right before writing each mark;
+- a raw block is retired only when it has been downsampled as Thanos tells it (coverage.py): each ULID of
+  its compaction.sources is a source of a 5m block of the same stream (same external labels); a 5m block
+  only when 1h blocks hold its sources. Time ranges prove nothing (a late or backfilled block inside a
+  5m block's range was never downsampled). mark_for_deletion checks this again, and right before
+  writing each mark reads the covering blocks' meta.json anew and checks their sources once more;
 - nothing is planned or marked while the compactor is halted or completed no iteration in 24h
   (compactor.py), asked again by mark_for_deletion;
 - the newest block of a stream (same external labels, same resolution) is never planned nor marked, so
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -27,7 +30,7 @@ from pydantic import Field, field_validator
 from daemon.actions.base import ActionContext, Output, action
 from daemon.actions.thanos.common import READ, MaxListed, RetentionParams, block_view, gib, iso_ms, scan_view
 from daemon.actions.thanos.compactor import compactor_health
-from daemon.actions.thanos.coverage import Coverage, uncovered_reason
+from daemon.actions.thanos.coverage import NEXT_RESOLUTION, Coverage, is_cover, sources_text, unheld
 from daemon.clients.s3 import S3Client
 from daemon.clients.thanos import (
     DELETION_MARK,
@@ -40,6 +43,7 @@ from daemon.clients.thanos import (
     ThanosBucket,
     for_each,
     labels_text,
+    parse_meta,
     resolution_name,
 )
 from daemon.kits.clock import iso
@@ -97,15 +101,27 @@ class PlanParams(RetentionParams):
     max_listed: MaxListed = 20
 
 
-def split_covered(
-    eligible: list[BlockFolder], blocks: list[BlockFolder]
-) -> tuple[list[BlockFolder], list[BlockFolder], dict[str, list[str]]]:
-    """(covered, uncovered, coverers by ULID) of the eligible blocks, coarsest resolution first, so a
-    coarser block retired in the same pass never counts as covering a finer one."""
+@dataclass
+class Split:
+    """The eligible blocks divided by the coverage rule (coverage.py), which the plan and the mark step
+    both apply."""
+
+    covered: list[BlockFolder] = field(default_factory=list)
+    uncovered: list[BlockFolder] = field(default_factory=list)
+    coverers: dict[str, list[str]] = field(default_factory=dict)
+    """ULID of a covered block -> the coarser blocks holding its sources, read again before its mark."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """ULID of an uncovered block -> why it is kept, for the approver."""
+    late: int = 0
+    """Uncovered blocks inside the time range of coarser blocks built from other sources: uploaded late or
+    backfilled. Counted apart because a rule by time range would have retired them."""
+
+
+def split_covered(eligible: list[BlockFolder], blocks: list[BlockFolder]) -> Split:
+    """The eligible blocks divided into covered and uncovered, coarsest resolution first, so a coarser
+    block retired in the same pass never counts as covering a finer one."""
     going: set[str] = set()
-    covered: list[BlockFolder] = []
-    uncovered: list[BlockFolder] = []
-    coverers: dict[str, list[str]] = {}
+    split = Split()
     for res in (3_600_000, 300_000, 0):
         batch = [f for f in eligible if _meta(f).resolution == res]
         if not batch:
@@ -114,12 +130,15 @@ def split_covered(
         for f in batch:
             found = cov.covering(_meta(f))
             if found is None:
-                uncovered.append(f)
+                split.uncovered.append(f)
+                split.reasons[f.ulid] = cov.why_not(_meta(f))
+                if _meta(f).sources is not None and cov.spanned(_meta(f)):
+                    split.late += 1
             else:
-                covered.append(f)
-                coverers[f.ulid] = found
+                split.covered.append(f)
+                split.coverers[f.ulid] = found
                 going.add(f.ulid)
-    return covered, uncovered, coverers
+    return split
 
 
 async def _compactor(ctx: ActionContext, p: RetentionParams) -> dict[str, Any] | None:
@@ -131,9 +150,10 @@ async def _compactor(ctx: ActionContext, p: RetentionParams) -> dict[str, Any] |
 @action("thanos.plan_retention", read_only=True, idempotent=True, permissions=READ)
 async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
     """Which blocks are older than the retention of their resolution (raw / 5m / 1h; 0 keeps) and whose
-    history survives them (5m blocks of the same stream cover a raw block, 1h blocks a 5m one), excluding
-    blocks already marked, partial uploads, and the newest block of every stream. Nothing is planned while
-    the compactor is halted or idle.
+    history survives them (downsampled, as Thanos tells it: 5m blocks of the same stream hold every
+    source of a raw block, 1h blocks every source of a 5m one), excluding blocks already marked, partial
+    uploads, and the newest block of every stream. Nothing is planned while the compactor is halted or
+    idle.
 
     ``ulids`` (oldest first, at most ``max_blocks``) is what a thanos.mark_for_deletion step takes;
     ``count`` and ``bytes`` cover every eligible block."""
@@ -148,8 +168,8 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
     eligible = [f for f in blocks if too_young(_meta(f), cutoffs) is None]
     protected = [f for f in eligible if newest[_meta(f).stream] is f]
     old = [f for f in eligible if newest[_meta(f).stream] is not f]
-    covered, uncovered = split_covered(old, blocks)[:2]
-    uncovered.sort(key=_rank)
+    split = split_covered(old, blocks)
+    covered, uncovered = split.covered, sorted(split.uncovered, key=_rank)
     held = compactor is not None and not compactor["healthy"]
     planned = [] if held else sorted(covered, key=_rank)
     by_res: dict[str, dict[str, int]] = {}
@@ -169,6 +189,12 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
         )
         + (f"; the first {len(ulids)} are listed" if len(ulids) < len(planned) else "")
         + (f"; kept {len(uncovered)} past retention that are not downsampled yet" if uncovered else "")
+        + (
+            f" ({split.late} of them inside the time range of coarser blocks built from other sources: "
+            "uploaded late or backfilled)"
+            if split.late
+            else ""
+        )
         + (f"; kept {len(protected)} that are the newest of their stream" if protected else "")
         + (f"; {p.compactor_note()}" if p.compactor_flags() else "")
     )
@@ -190,7 +216,7 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
         "truncated": len(ulids) < len(planned),
         "blocks": [block_view(f) for f in planned[: p.max_listed]],
         "not_downsampled": [
-            {**block_view(f), "reason": uncovered_reason(_meta(f))} for f in uncovered[: p.max_listed]
+            {**block_view(f), "reason": split.reasons[f.ulid]} for f in uncovered[: p.max_listed]
         ],
         "not_downsampled_count": len(uncovered),
         "protected": [
@@ -293,44 +319,72 @@ async def _check(
         else:
             targets.append(f)
     unmarked = [f for f in scan.folders.values() if f.meta is not None and not f.marked]
-    covered, uncovered, coverers = split_covered(targets, unmarked)
-    for f in uncovered:
-        marking.refuse(f.ulid, uncovered_reason(_meta(f)))
+    split = split_covered(targets, unmarked)
+    for f in split.uncovered:
+        marking.refuse(f.ulid, split.reasons[f.ulid])
     others = [f for f in scan.folders.values() if f.complete and not f.marked and f.ulid not in requested]
-    others += [f for f in candidates if f not in covered]  # a refused block stays, so it counts as newer
-    await _guard_newest(tb, covered, others, marking)
-    return [f for f in covered if f.ulid not in marking.outcome], coverers
+    others += [f for f in candidates if f not in split.covered]  # a refused block stays: it counts as newer
+    await _guard_newest(tb, split.covered, others, marking)
+    return [f for f in split.covered if f.ulid not in marking.outcome], split.coverers
 
 
 class _Coverers:
-    """Right before a block's mark is written, the blocks that cover it are read again: still complete
-    (meta.json present) and not marked for deletion themselves. Each is read once per step."""
+    """Right before a block's mark is written, the blocks that hold its sources are read again: still
+    complete, not marked for deletion themselves, and, by their meta.json read anew (never from the
+    cache), coarser blocks of its stream whose compaction.sources together still hold every one of its
+    sources: the plan's rule (coverage.py), on what the bucket says now. Each is read once per step."""
 
     def __init__(self, tb: ThanosBucket) -> None:
         self.tb = tb
-        self.seen: dict[str, str | None] = {}
+        self.seen: dict[str, BlockMeta | str] = {}
         self.locks: dict[str, asyncio.Lock] = {}
 
-    async def _read(self, ulid: str) -> str | None:
+    async def _read(self, ulid: str) -> BlockMeta | str:
+        """The covering block's meta.json as it is now, or why it no longer counts."""
         s3, bucket = self.tb.s3, self.tb.bucket
         if (
             await s3.get_object(bucket, self.tb.key(ulid, DELETION_MARK), max_bytes=MAX_META_BYTES)
             is not None
         ):
             return f"its covering block {ulid} is now marked for deletion itself"
-        if await s3.get_object(bucket, self.tb.key(ulid, META), max_bytes=MAX_META_BYTES) is None:
+        data = await s3.get_object(bucket, self.tb.key(ulid, META), max_bytes=MAX_META_BYTES)
+        if data is None:
             return f"its covering block {ulid} is gone"
-        return None
+        try:
+            return parse_meta(ulid, data, s3.memo.share)
+        except ValueError as exc:
+            return f"its covering block {ulid} has an unusable meta.json now: {exc}"
 
-    async def problem(self, ulids: list[str]) -> str | None:
+    async def _get(self, ulid: str) -> BlockMeta | str:
+        async with self.locks.setdefault(ulid, asyncio.Lock()):
+            if ulid not in self.seen:
+                self.seen[ulid] = await self._read(ulid)
+        return self.seen[ulid]
+
+    async def problem(self, meta: BlockMeta, ulids: list[str]) -> str | None:
+        """Why the block of ``meta`` (its meta.json as just re-read) is no longer downsampled by the
+        covers ``ulids`` the check found, or None when they still hold all of its sources."""
+        if meta.resolution not in NEXT_RESOLUTION:
+            return None  # 1h: nothing coarser exists, nothing is required
+        name = resolution_name(NEXT_RESOLUTION[meta.resolution])
+        held: set[str] = set()
+        problems: list[str] = []
         for ulid in ulids:
-            async with self.locks.setdefault(ulid, asyncio.Lock()):
-                if ulid not in self.seen:
-                    self.seen[ulid] = await self._read(ulid)
-            why = self.seen[ulid]
-            if why is not None:
-                return why
-        return None
+            cover = await self._get(ulid)
+            if isinstance(cover, str):
+                problems.append(cover)
+            elif not is_cover(cover, meta):
+                problems.append(f"its covering block {ulid} is no longer a {name} block of its stream")
+            else:
+                held.update(cover.sources or ())
+        missing = unheld(meta, held)
+        if missing == []:
+            return None
+        if problems:
+            return problems[0]
+        if missing is None or meta.sources is None:
+            return "its meta.json has no valid compaction.sources"
+        return f"{sources_text(len(missing), len(meta.sources))} in no {name} block of its stream now"
 
 
 def _summary(marking: _Marking, verb: str) -> dict[str, Any]:
@@ -359,9 +413,9 @@ async def mark_for_deletion(ctx: ActionContext, p: MarkParams) -> Output:
     compactor deletes it after its --delete-delay. Never deletes an object.
 
     Each block's meta.json is read again first: a block that is missing, partial, too young for the
-    retention of its resolution, not covered by coarser blocks of its stream, or the newest of its stream
-    is refused, and everything is refused while the compactor is halted or idle. Already marked: left as
-    is."""
+    retention of its resolution, not downsampled (coarser blocks of its stream do not hold all of its
+    sources) or the newest of its stream is refused, and everything is refused while the compactor is
+    halted or idle. Already marked: left as is."""
     s3: S3Client = ctx.need("s3")
     tb = p.open(s3)
     now = ctx.clock.now()
@@ -378,7 +432,7 @@ async def mark_for_deletion(ctx: ActionContext, p: MarkParams) -> Output:
     recheck = _Coverers(tb)
 
     async def put(f: BlockFolder) -> None:
-        why = await recheck.problem(coverers.get(f.ulid, []))
+        why = await recheck.problem(_meta(f), coverers.get(f.ulid, []))
         if why is not None:
             marking.refuse(f.ulid, f"kept: not downsampled any more ({why})")
             return
