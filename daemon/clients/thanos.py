@@ -114,7 +114,7 @@ def parse_meta(ulid: str, data: bytes, share: Callable[[Labels], Labels] = lambd
     compaction = doc.get("compaction") or {}
     level = compaction.get("level", 1) if isinstance(compaction, dict) else 1
     return BlockMeta(
-        ulid=ulid,
+        ulid=sys.intern(ulid),  # the object its own compaction.sources and its copies' then share
         min_time=min_t,
         max_time=max_t,
         resolution=resolution,
