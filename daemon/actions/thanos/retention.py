@@ -110,11 +110,17 @@ class Split:
     uncovered: list[BlockFolder] = field(default_factory=list)
     coverers: dict[str, list[str]] = field(default_factory=dict)
     """ULID of a covered block -> the coarser blocks holding its sources, read again before its mark."""
-    reasons: dict[str, str] = field(default_factory=dict)
-    """ULID of an uncovered block -> why it is kept, for the approver."""
     late: int = 0
     """Uncovered blocks inside the time range of coarser blocks built from other sources: uploaded late or
     backfilled. Counted apart because a rule by time range would have retired them."""
+    coverage: dict[int, Coverage] = field(default_factory=dict)
+    """Resolution -> the coverage its blocks were judged by."""
+
+    def reason(self, f: BlockFolder) -> str:
+        """Why an uncovered block is kept, for the approver. Worded on demand: a plan lists only a few
+        of what may be 100,000 uncovered blocks."""
+        meta = _meta(f)
+        return self.coverage[meta.resolution].why_not(meta)
 
 
 def split_covered(eligible: list[BlockFolder], blocks: list[BlockFolder]) -> Split:
@@ -126,12 +132,11 @@ def split_covered(eligible: list[BlockFolder], blocks: list[BlockFolder]) -> Spl
         batch = [f for f in eligible if _meta(f).resolution == res]
         if not batch:
             continue
-        cov = Coverage.of(f for f in blocks if f.ulid not in going)
+        cov = split.coverage[res] = Coverage.of(f for f in blocks if f.ulid not in going)
         for f in batch:
             found = cov.covering(_meta(f))
             if found is None:
                 split.uncovered.append(f)
-                split.reasons[f.ulid] = cov.why_not(_meta(f))
                 if _meta(f).sources is not None and cov.spanned(_meta(f)):
                     split.late += 1
             else:
@@ -215,9 +220,7 @@ async def plan_retention(ctx: ActionContext, p: PlanParams) -> Output:
         "ulids": ulids,
         "truncated": len(ulids) < len(planned),
         "blocks": [block_view(f) for f in planned[: p.max_listed]],
-        "not_downsampled": [
-            {**block_view(f), "reason": split.reasons[f.ulid]} for f in uncovered[: p.max_listed]
-        ],
+        "not_downsampled": [{**block_view(f), "reason": split.reason(f)} for f in uncovered[: p.max_listed]],
         "not_downsampled_count": len(uncovered),
         "protected": [
             {**block_view(f), "reason": "newest block of its stream"} for f in protected[: p.max_listed]
@@ -321,7 +324,7 @@ async def _check(
     unmarked = [f for f in scan.folders.values() if f.meta is not None and not f.marked]
     split = split_covered(targets, unmarked)
     for f in split.uncovered:
-        marking.refuse(f.ulid, split.reasons[f.ulid])
+        marking.refuse(f.ulid, split.reason(f))
     others = [f for f in scan.folders.values() if f.complete and not f.marked and f.ulid not in requested]
     others += [f for f in candidates if f not in split.covered]  # a refused block stays: it counts as newer
     await _guard_newest(tb, split.covered, others, marking)
