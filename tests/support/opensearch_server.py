@@ -12,7 +12,12 @@ OpenSearch is not installable here, so this server follows the documented shapes
   one) in the state the test chose (``SUCCESS`` by default, ``PARTIAL`` with failed shards, ``FAILED``).
   At most ``max_concurrent_operations`` (1000, the 2.x default of ``snapshot.max_concurrent_operations``)
   run at once; one more answers 503 ``concurrent_snapshot_execution_exception``. A snapshot captures each
-  index's document count at its start (``captured``).
+  index's document count at its start (``captured``) and, for the tests only, which index it copied
+  (``copied``: name -> ``index.uuid``). As in OpenSearch, the snapshot API lists index names only: no uuid
+  of a snapshotted index is ever in an answer (SnapshotInfo's ``indices`` is a list of names).
+- Every index has its own ``uuid`` and ``creation.date`` (``_cat/indices`` columns ``uuid`` and
+  ``creation.date``, settings ``index.uuid`` and ``index.creation_date``); an index deleted and created
+  again under the same name (``add_index`` of a name again) gets a new uuid and a new creation date.
 - ``DELETE /{index}`` of an index a running snapshot copies answers 400 ``snapshot_in_progress_exception``;
   of a data stream's write index 400 ``illegal_argument_exception``; of an alias 400.
 - ``index.blocks.write``: a document write to a blocked index answers 403 ``cluster_block_exception``.
@@ -101,6 +106,9 @@ class Snapshot:
     failed_indices: list[str] = field(default_factory=list)
     captured: dict[str, int] = field(default_factory=dict)
     """Each index's document count when the snapshot started."""
+    copied: dict[str, str] = field(default_factory=dict)
+    """Index name -> the ``index.uuid`` of the index the snapshot copied under that name (never shown by
+    the API: tests use it to tell which of two same-named indices a snapshot holds)."""
 
     def doc(self) -> dict[str, Any]:
         listed = [i for i in self.indices if self.state == "IN_PROGRESS" or i not in self.omit]
@@ -236,6 +244,10 @@ class FakeOpenSearch:
         self.indices[name] = idx
         return idx
 
+    def delete_index(self, name: str) -> None:
+        """The index is gone, as after ``DELETE /{name}`` (its uuid is never seen again)."""
+        del self.indices[name]
+
     def add_data_stream(self, name: str, generations: int, *, age_days: float = 0.0) -> list[str]:
         """Backing indices ``.ds-<name>-00000N``, oldest first; the last is the write index."""
         backing = []
@@ -269,6 +281,12 @@ class FakeOpenSearch:
             failed_indices=failed_indices or [],
             held=state == "IN_PROGRESS",
             captured={i: self.indices[i].docs for i in indices if i in self.indices},
+            # An index created after the snapshot started is not what it copied: that was an earlier one.
+            copied={
+                i: self.indices[i].uuid
+                for i in indices
+                if i in self.indices and self.indices[i].creation_ms <= start
+            },
         )
         self.repositories[repo].snapshots[name] = snap
         return snap
@@ -682,6 +700,7 @@ class FakeOpenSearch:
             [t.name for t in targets],
             self.now_ms(),
             captured={t.name: t.docs for t in targets},
+            copied={t.name: t.uuid for t in targets},
             **control,
         )
         repo.snapshots[name] = snap
