@@ -271,6 +271,29 @@ async def test_create_snapshot_waits_for_success_and_records_the_blocks_at_its_s
     assert record["uuid"] == opensearch.snapshot("final-x").uuid
 
 
+async def test_create_snapshot_records_the_uuid_of_each_index_it_copied(
+    opensearch: FakeOpenSearch, os_ctx: Ctx, os_memory: Any
+) -> None:
+    a = opensearch.add_index("logs-2026.01.01", age_days=20)
+    b = opensearch.add_index("logs-2026.01.02", age_days=21)
+    start = opensearch._create_snapshot
+
+    def b_recreated_just_before_the_start(*args: Any) -> Any:
+        opensearch.delete_index(b.name)  # between runbookd's read of b and the snapshot's start
+        opensearch.add_index(b.name, docs=1)
+        return start(*args)
+
+    opensearch._create_snapshot = b_recreated_just_before_the_start  # type: ignore[method-assign]
+    out = await run(
+        snapshots.create_snapshot, os_ctx(), indices=[a.name, b.name], name="final-x", poll_interval="10ms"
+    )
+    assert out["ok"] is True
+    record = await os_memory.get(snapshots.MEMORY, "opensearch-logs/final-x")
+    assert record["index_uuids"] == {a.name: a.uuid, b.name: b.uuid}  # read before the start
+    assert record["copied"] == {a.name: a.uuid}  # b's uuid changed: which b it copied is not proven
+    assert opensearch.snapshot("final-x").copied[b.name] != b.uuid
+
+
 @pytest.mark.parametrize("state", ["PARTIAL", "FAILED"])
 async def test_create_snapshot_reports_partial_and_failed_as_failure(
     opensearch: FakeOpenSearch, os_ctx: Ctx, state: str

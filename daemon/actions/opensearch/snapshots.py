@@ -3,7 +3,10 @@
 ``create_snapshot`` never starts a second snapshot of indices a running one already copies, asks for
 ``partial: false``, waits (polling) for the end, and reports PARTIAL and FAILED as failures. Before it
 starts the snapshot it records, durably, which of its indices were write-blocked at that moment: only such
-a snapshot holds everything the index will ever hold, and opensearch.delete_indices accepts no other.
+a snapshot holds everything the index will ever hold, and opensearch.delete_indices accepts no other. It
+records each index's uuid then too, and once the snapshot has started which of those uuids are still the
+index of that name: the snapshot copied exactly those indices (OpenSearch's snapshot API names indices,
+never their uuids), so a later index of the same name can be told from the one it holds.
 
 ``delete_snapshots`` deletes one snapshot at a time, each re-read right before: never one IN_PROGRESS
 (deleting it would abort it), never one younger than ``snapshot_keep_days``, and never one whose deletion
@@ -37,7 +40,9 @@ from daemon.clients.opensearch import OpenSearchClient, OpenSearchPermanentError
 from daemon.kits.durations import Duration
 
 MEMORY = "opensearch.snapshots"
-"""ActionMemory namespace: "{repo}/{snapshot}" -> the indices write-blocked when runbookd started it."""
+"""ActionMemory namespace: "{repo}/{snapshot}" -> what runbookd noted when it took that snapshot:
+``indices``, ``write_blocked`` and ``index_uuids`` (index -> uuid, read before the start), ``uuid`` (the
+snapshot's), ``copied`` (index -> uuid, read before the start and again after)."""
 
 
 def render_name(template: str, now: float) -> str:
@@ -68,19 +73,41 @@ class CreateParams(RepositoryParams):
 
 async def _blocks_now(
     client: OpenSearchClient, indices: list[str]
-) -> tuple[dict[str, str], list[str], list[str]]:
-    """(write-blocked index -> its uuid, not blocked, missing)."""
+) -> tuple[dict[str, str], dict[str, str], list[str], list[str]]:
+    """(index -> its uuid, write-blocked index -> its uuid, not blocked, missing)."""
+    uuids: dict[str, str] = {}
     blocked: dict[str, str] = {}
     open_, missing = [], []
     for name in indices:
         index = await read_index(client, name)
         if index is None:
             missing.append(name)
-        elif is_blocked(await client.index_settings(name)):
+            continue
+        uuids[name] = index.uuid
+        if is_blocked(await client.index_settings(name)):
             blocked[name] = index.uuid
         else:
             open_.append(name)
-    return blocked, open_, missing
+    return uuids, blocked, open_, missing
+
+
+async def _note_copies(
+    ctx: ActionContext, client: OpenSearchClient, key: str, record: dict[str, Any], snap: Snapshot
+) -> None:
+    """Record the snapshot's uuid and ``copied``: each index whose uuid, read before the snapshot
+    started, is still the uuid of the index of that name now. The snapshot exists, so it has started; an
+    index seen before and after its start under one uuid bore that name at the start (a uuid is never
+    reused), so it is the index the snapshot copied. An index deleted and created again in between is
+    left out: which of the two the snapshot holds is not proven."""
+    if ctx.dry_run or not record or record.get("uuid") not in (None, "", snap.uuid):
+        return  # nothing runbookd read before the start, or the record is of another snapshot of that name
+    before: dict[str, str] = {**record.get("write_blocked", {}), **record.get("index_uuids", {})}
+    copied = {}
+    for name, uuid in sorted(before.items()):
+        index = await read_index(client, name) if name in snap.indices else None
+        if index is not None and index.uuid == uuid:
+            copied[name] = uuid
+    await ctx.memory.put(MEMORY, key, {**record, "uuid": snap.uuid, "copied": copied})
 
 
 async def _running_overlap(client: OpenSearchClient, repo: str, indices: list[str], name: str) -> list[str]:
@@ -159,7 +186,10 @@ async def create_snapshot(ctx: ActionContext, p: CreateParams) -> Output:
         if record and not record.get("uuid") and not ctx.dry_run:  # the process died before noting it
             record["uuid"] = snap.uuid
             await ctx.memory.put(MEMORY, key, record)
-        return _result(await _wait(client, p.repository, name, p), p, name, record)
+        waited = await _wait(client, p.repository, name, p)
+        if waited is not None and not record.get("copied"):
+            await _note_copies(ctx, client, key, record, waited)
+        return _result(waited, p, name, record)
     overlap = await _running_overlap(client, p.repository, p.indices, name)
     if overlap:
         return {
@@ -169,7 +199,7 @@ async def create_snapshot(ctx: ActionContext, p: CreateParams) -> Output:
             "message": "not starting a second snapshot of the same indices while one runs: "
             + "; ".join(overlap),
         }
-    blocked, not_blocked, missing = await _blocks_now(client, p.indices)
+    uuids, blocked, not_blocked, missing = await _blocks_now(client, p.indices)
     if missing:
         return {
             "ok": False,
@@ -190,8 +220,14 @@ async def create_snapshot(ctx: ActionContext, p: CreateParams) -> Output:
             write_blocked_now=sorted(blocked),
             not_write_blocked_now=not_blocked,
         )
-    record = {"indices": p.indices, "write_blocked": blocked, "run_id": ctx.run_id, "step_id": ctx.step_id}
-    await ctx.memory.put(MEMORY, key, record)  # before the snapshot starts: what was blocked at its start
+    record = {
+        "indices": p.indices,
+        "write_blocked": blocked,
+        "index_uuids": uuids,
+        "run_id": ctx.run_id,
+        "step_id": ctx.step_id,
+    }
+    await ctx.memory.put(MEMORY, key, record)  # before the snapshot starts: what was there at its start
     try:
         await client.request("PUT", f"_snapshot/{p.repository}/{name}", body=body)
     except OpenSearchPermanentError as exc:
@@ -200,7 +236,7 @@ async def create_snapshot(ctx: ActionContext, p: CreateParams) -> Output:
         # A retried PUT whose first attempt went through: judged like any existing one.
     taken = await _wait(client, p.repository, name, p)
     if taken is not None:
-        await ctx.memory.put(MEMORY, key, {**record, "uuid": taken.uuid})
+        await _note_copies(ctx, client, key, record, taken)
     ctx.log.info("opensearch.snapshot", snapshot=name, state=taken.state if taken else None)
     return _result(taken, p, name, record)
 
