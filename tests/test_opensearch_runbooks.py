@@ -225,3 +225,60 @@ async def test_retention_in_dry_run_changes_nothing_and_records_the_requests(
     assert {m for m, _ in opensearch.calls()} == {"GET", "POST"}  # reads and _verify only
     assert old in opensearch.indices and not opensearch.indices[old].write_blocked
     assert "logs-2025.06.01" in opensearch.repositories["opensearch-logs"].snapshots
+
+
+LATE = "logs-2025.06.01"
+"""A daily index whose original (10M documents) is only in a 200-day-old snapshot, recreated since by a
+late write (Fluent-bit flushing a backlog) with one document."""
+
+
+def original_in_an_old_snapshot_then_recreated(server: FakeOpenSearch, *, recreated_days_ago: float) -> None:
+    server.add_index(LATE, age_days=201, docs=10_000_000)
+    server.add_snapshot("logs-2025.06.02", [LATE], age_days=200)
+    server.delete_index(LATE)
+    server.add_index(LATE, age_days=recreated_days_ago, docs=1)
+
+
+async def _retention_up_to_the_snapshot_deletion(d: Daemon) -> tuple[str, dict[str, Any]]:
+    """Walk a retention run up to its delete-snapshots step: the run and the parameters the approver is
+    shown there."""
+    run_id = await trigger(d, "opensearch-retention")
+    run, _ = await walk(d, run_id, stop_at="delete-snapshots")
+    return run_id, steps_of(run)["delete-snapshots"]["plan"]
+
+
+async def test_retention_names_the_original_as_lost_though_a_late_write_recreated_its_index(
+    tmp_path: Path, opensearch: FakeOpenSearch
+) -> None:
+    original_in_an_old_snapshot_then_recreated(opensearch, recreated_days_ago=5)
+    async with serve(
+        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
+    ) as d:
+        run_id, shown = await _retention_up_to_the_snapshot_deletion(d)
+        assert shown["snapshots"] == [{"snapshot": "logs-2025.06.02", "last_copy_of": [LATE]}]
+        run, _ = await walk(d, run_id)
+    assert run["state"] == "succeeded", run
+    out = {k: s["output"] for k, s in steps_of(run).items()}
+    assert out["plan-snapshots"]["delete"] == [{"snapshot": "logs-2025.06.02", "last_copy_of": [LATE]}]
+    assert out["delete-snapshots"]["lost_for_good"] == [LATE]
+    assert f"deleting them loses 1 index(es) for good: {LATE}" in out["report"]["message"]
+    assert opensearch.indices[LATE].docs == 1  # the recreated index stays: it is 5 days old
+
+
+async def test_retention_does_not_take_its_own_snapshot_of_the_recreated_index_for_the_original(
+    tmp_path: Path, opensearch: FakeOpenSearch
+) -> None:
+    """The recreated index is past keep_days: the run blocks it, takes its final snapshot, deletes it, and
+    then plans the old snapshot. That final snapshot lists the same name, but holds the one document."""
+    original_in_an_old_snapshot_then_recreated(opensearch, recreated_days_ago=20)
+    fast_polls(opensearch, "retention-")
+    async with serve(
+        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
+    ) as d:
+        run, _ = await walk(d, await trigger(d, "opensearch-retention"))
+    assert run["state"] == "succeeded", run
+    out = {k: s["output"] for k, s in steps_of(run).items()}
+    assert out["delete-indices"]["deleted"] == [LATE]
+    assert taken(opensearch, "retention-").captured == {LATE: 1}
+    assert out["plan-snapshots"]["delete"] == [{"snapshot": "logs-2025.06.02", "last_copy_of": [LATE]}]
+    assert out["delete-snapshots"]["lost_for_good"] == [LATE]

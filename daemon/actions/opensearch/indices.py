@@ -31,7 +31,7 @@ from daemon.actions.opensearch.common import (
     read_index,
     write_targets,
 )
-from daemon.actions.opensearch.snapshots import MEMORY, memory_key
+from daemon.actions.opensearch.copies import MEMORY, memory_key
 from daemon.clients.opensearch import OpenSearchClient, OpenSearchPermanentError
 
 

@@ -5,9 +5,12 @@ Rules (the mutating actions check them again right before acting):
 - an index is planned only when it is open, matches the pattern, is older than keep_days, and takes no
   writes (not a data stream's current backing index, not an alias's write index);
 - a snapshot is planned only when it is older than snapshot_keep_days and not IN_PROGRESS;
-- a copy of an index is the index itself, still in the cluster, or a verified snapshot of it (SUCCESS, no
-  failed shard, listing it). An index whose every copy is in the planned set is lost for good: the plan
-  names it under the newest planned snapshot that lists it.
+- another copy of the index a snapshot holds under a name is the index of that name still in the cluster,
+  or a verified snapshot (SUCCESS, no failed shard, listing it) started no earlier, and only when it is
+  provably the same index, not merely one of the same name (daemon/actions/opensearch/copies.py: a late
+  write recreates a deleted daily index under its old name). A snapshot's index with no other copy left
+  once the planned set is gone is lost for good: the plan names it under that snapshot, or under a newer
+  planned snapshot that provably holds the same index.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from daemon.actions.base import ActionContext, Output, action
+from daemon.actions.base import ActionContext, ActionMemory, Output, action
 from daemon.actions.opensearch.common import (
     DAY_MS,
     READ_INDICES,
@@ -35,6 +38,7 @@ from daemon.actions.opensearch.common import (
     read_snapshots,
     write_targets,
 )
+from daemon.actions.opensearch.copies import Evidence, read_evidence
 from daemon.clients.opensearch import OpenSearchClient
 from daemon.kits.clock import iso
 
@@ -136,24 +140,54 @@ class SnapshotPlanParams(RepositoryParams):
     max_snapshots: int = Field(50, ge=1, le=500)
 
 
-def lost_by_deleting(
-    deleted: list[Snapshot], remaining: list[Snapshot], live: set[str]
-) -> dict[str, list[str]]:
-    """Snapshot name -> the indices that have no copy left once every snapshot in ``deleted`` is gone:
-    not in the cluster, and no verified snapshot among ``remaining``. Each index is named under the newest
-    deleted snapshot that lists it."""
-    kept: set[str] = set(live)
-    for s in remaining:
-        kept |= {i for i in s.indices if s.why_not_copy_of(i) is None}
-    owner: dict[str, Snapshot] = {}
-    for s in sorted(deleted, key=lambda s: (s.start_ms, s.name)):
-        for i in s.indices:
-            if i not in kept:
-                owner[i] = s  # later (newer) snapshots overwrite: the newest one is the last copy
-    out: dict[str, list[str]] = {s.name: [] for s in deleted}
-    for index, s in sorted(owner.items()):
-        out[s.name].append(index)
+def _verified_holders(snapshots: list[Snapshot]) -> dict[str, list[Snapshot]]:
+    """Index name -> the snapshots that are a verified copy of something of that name."""
+    out: dict[str, list[Snapshot]] = {}
+    for o in snapshots:
+        for i in o.indices:
+            if o.why_not_copy_of(i) is None:
+                out.setdefault(i, []).append(o)
     return out
+
+
+def losses(
+    deleted: list[Snapshot], remaining: list[Snapshot], evidence: Evidence
+) -> dict[str, dict[str, list[str]]]:
+    """Snapshot name -> {index whose copy in it is lost for good once every snapshot in ``deleted`` is
+    gone: the same-named copies that exist but were not counted, and why}.
+
+    A copy is kept by the live index of that name or by a snapshot in ``remaining`` only when that is
+    provably the same index (``Evidence``). A copy that a newer snapshot in ``deleted`` provably holds too
+    is named under that newer one only; two different indices of one name are each named under their own
+    snapshot, since approving the loss of one is no approval of the loss of the other."""
+    holders = _verified_holders(remaining + deleted)
+    order = {o.name: (o.start_ms, o.name) for o in deleted}
+    out: dict[str, dict[str, list[str]]] = {}
+    for s in deleted:
+        lost: dict[str, list[str]] = {}
+        for i in sorted(set(s.indices)):
+            if evidence.live_doubt(s, i) is None:
+                continue
+            others = [o for o in holders.get(i, []) if _outlives(o, s, order)]
+            if not any(evidence.covers(o, s, i) for o in others):
+                lost[i] = evidence.doubts(s, i, others)
+        out[s.name] = lost
+    return out
+
+
+def _outlives(o: Snapshot, s: Snapshot, order: dict[str, tuple[int, str]]) -> bool:
+    """Whether ``o`` is still there when ``s`` goes: not deleted, or deleted later (a newer one, deleted
+    after it in the plan's order, oldest first)."""
+    key = order.get(o.name)
+    return key is None or key > (s.start_ms, s.name)
+
+
+def lost_by_deleting(
+    deleted: list[Snapshot], remaining: list[Snapshot], evidence: Evidence
+) -> dict[str, list[str]]:
+    """Snapshot name -> the indices lost for good with it once every snapshot in ``deleted`` is gone
+    (``losses``)."""
+    return {name: sorted(lost) for name, lost in losses(deleted, remaining, evidence).items()}
 
 
 def too_young(s: Snapshot, keep_days: int, now: float) -> str | None:
@@ -166,20 +200,21 @@ def too_young(s: Snapshot, keep_days: int, now: float) -> str | None:
     return None
 
 
-async def live_indices(client: OpenSearchClient) -> set[str]:
-    rows = await client.cat_indices("*", ("index",))
-    return {r["index"] for r in rows if r.get("index")}
-
-
 @dataclass
 class SnapshotPlan:
     considered: list[Snapshot]
     planned: list[Snapshot]
     kept: list[tuple[Snapshot, str]]
-    lost: dict[str, list[str]]
+    losses: dict[str, dict[str, list[str]]]
+
+    @property
+    def lost(self) -> dict[str, list[str]]:
+        return {name: sorted(lost) for name, lost in self.losses.items()}
 
 
-async def plan_snapshots(client: OpenSearchClient, p: SnapshotPlanParams, now: float) -> SnapshotPlan:
+async def plan_snapshots(
+    client: OpenSearchClient, memory: ActionMemory, p: SnapshotPlanParams, now: float
+) -> SnapshotPlan:
     every = await read_snapshots(client, p.repository)
     considered = sorted(
         (s for s in every if matches(p.snapshots, s.name)), key=lambda s: (s.start_ms, s.name)
@@ -193,9 +228,19 @@ async def plan_snapshots(client: OpenSearchClient, p: SnapshotPlanParams, now: f
             planned.append(s)
     planned = planned[: p.max_snapshots]
     names = {s.name for s in planned}
-    live = await live_indices(client) if planned else set()
-    lost = lost_by_deleting(planned, [s for s in every if s.name not in names], live)
+    if not planned:
+        return SnapshotPlan(considered, planned, kept, {})
+    evidence = await read_evidence(client, memory, p.repository)
+    lost = losses(planned, [s for s in every if s.name not in names], evidence)
     return SnapshotPlan(considered, planned, kept, lost)
+
+
+def _snapshot_item(s: Snapshot, lost: dict[str, list[str]]) -> dict[str, Any]:
+    """A planned snapshot as the approver reads it: ``last_copy_of``, and for those of its indices of
+    which a copy of the same name exists but is not provably the same index, that copy and why
+    (``unproven_copies``)."""
+    doubts = {i: why for i, why in sorted(lost.items()) if why}
+    return {**s.view(), "last_copy_of": sorted(lost), **({"unproven_copies": doubts} if doubts else {})}
 
 
 @action(
@@ -211,9 +256,10 @@ async def plan_snapshot_retention(ctx: ActionContext, p: SnapshotPlanParams) -> 
     takes."""
     client: OpenSearchClient = ctx.need("opensearch")
     now = ctx.clock.now()
-    plan = await plan_snapshots(client, p, now)
-    lost_total = sorted({i for v in plan.lost.values() for i in v})
-    items = [{**s.view(), "last_copy_of": plan.lost[s.name]} for s in plan.planned]
+    plan = await plan_snapshots(client, ctx.memory, p, now)
+    lost = plan.lost
+    lost_total = sorted({i for v in lost.values() for i in v})
+    items = [_snapshot_item(s, plan.losses[s.name]) for s in plan.planned]
     message = (
         f"{len(plan.planned)} of {len(plan.considered)} snapshot(s) in {p.repository} started more than "
         f"{p.snapshot_keep_days}d ago"
@@ -231,7 +277,7 @@ async def plan_snapshot_retention(ctx: ActionContext, p: SnapshotPlanParams) -> 
         "cutoff": iso(now - p.snapshot_keep_days * 86400),
         "count": len(plan.planned),
         "snapshots": items,
-        "delete": [{"snapshot": s.name, "last_copy_of": plan.lost[s.name]} for s in plan.planned],
+        "delete": [{"snapshot": s.name, "last_copy_of": lost[s.name]} for s in plan.planned],
         "lost_for_good": lost_total,
         "kept": len(plan.kept),
         "in_progress": [s.name for s, _ in plan.kept if s.state == "IN_PROGRESS"],
@@ -257,7 +303,10 @@ async def retention_check(ctx: ActionContext, p: RetentionCheckParams) -> Output
         client, IndexPlanParams(repository=p.repository, indices=p.indices, keep_days=p.keep_days), now
     )
     sp = await plan_snapshots(
-        client, SnapshotPlanParams(repository=p.repository, snapshot_keep_days=p.snapshot_keep_days), now
+        client,
+        ctx.memory,
+        SnapshotPlanParams(repository=p.repository, snapshot_keep_days=p.snapshot_keep_days),
+        now,
     )
     parts = [no_match_message(p.indices)] if ip.no_match else []
     parts.append(

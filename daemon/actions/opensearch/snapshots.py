@@ -35,23 +35,15 @@ from daemon.actions.opensearch.common import (
     read_index,
     read_snapshots,
 )
-from daemon.actions.opensearch.plans import live_indices, lost_by_deleting, too_young
+from daemon.actions.opensearch.copies import MEMORY, Evidence, memory_key, read_evidence
+from daemon.actions.opensearch.plans import lost_by_deleting, too_young
 from daemon.clients.opensearch import OpenSearchClient, OpenSearchPermanentError
 from daemon.kits.durations import Duration
-
-MEMORY = "opensearch.snapshots"
-"""ActionMemory namespace: "{repo}/{snapshot}" -> what runbookd noted when it took that snapshot:
-``indices``, ``write_blocked`` and ``index_uuids`` (index -> uuid, read before the start), ``uuid`` (the
-snapshot's), ``copied`` (index -> uuid, read before the start and again after)."""
 
 
 def render_name(template: str, now: float) -> str:
     t = datetime.fromtimestamp(now, UTC)
     return template.replace("{date}", t.strftime("%Y.%m.%d")).replace("{time}", t.strftime("%H%M%S"))
-
-
-def memory_key(repo: str, name: str) -> str:
-    return f"{repo}/{name}"
 
 
 class CreateParams(RepositoryParams):
@@ -257,12 +249,19 @@ class DeleteParams(RepositoryParams):
 
 
 def _deletion_refusal(
-    snap: Snapshot, every: list[Snapshot], live: set[str], p: DeleteParams, approved: set[str], now: float
+    snap: Snapshot,
+    every: list[Snapshot],
+    evidence: Evidence,
+    p: DeleteParams,
+    approved: set[str],
+    now: float,
 ) -> tuple[str | None, list[str]]:
+    """Why this snapshot may not be deleted now, and what deleting it loses: the plan's rule
+    (``lost_by_deleting``) over what was read right before."""
     why = too_young(snap, p.snapshot_keep_days, now)
     if why is not None:
         return why, []
-    lost = lost_by_deleting([snap], [s for s in every if s.name != snap.name], live)[snap.name]
+    lost = lost_by_deleting([snap], [s for s in every if s.name != snap.name], evidence)[snap.name]
     unapproved = sorted(set(lost) - approved)
     if unapproved:
         return (
@@ -296,7 +295,8 @@ async def delete_snapshots(ctx: ActionContext, p: DeleteParams) -> Output:
         if snap is None:
             gone.append(d.snapshot)
             continue
-        why, lost = _deletion_refusal(snap, every, await live_indices(client), p, approved, ctx.clock.now())
+        evidence = await read_evidence(client, ctx.memory, p.repository)
+        why, lost = _deletion_refusal(snap, every, evidence, p, approved, ctx.clock.now())
         if why is not None:
             refused.append({"snapshot": d.snapshot, "reason": why})
             continue
