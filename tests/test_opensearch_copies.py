@@ -115,6 +115,29 @@ async def test_the_recheck_before_the_delete_sees_the_index_recreated_since_the_
     assert OLD in snapshots_left(opensearch)
 
 
+async def test_an_approved_loss_of_one_index_does_not_approve_another_of_the_same_name(
+    opensearch: FakeOpenSearch, os_ctx: Ctx
+) -> None:
+    """The plan names NAME under the oldest snapshot (an index deleted long ago) and nothing under OLD
+    (the index it copied is still there); that index goes before the delete step: deleting OLD now loses
+    it, which nobody approved, though the plan named an index of that name elsewhere."""
+    opensearch.add_index(NAME, age_days=401, docs=5)
+    opensearch.add_snapshot("oldest", [NAME], age_days=400)
+    opensearch.delete_index(NAME)
+    opensearch.add_index(NAME, age_days=300, docs=10_000_000)
+    opensearch.add_snapshot(OLD, [NAME], age_days=200)
+    plan = await run(plans.plan_snapshot_retention, os_ctx())
+    assert plan["delete"] == [
+        {"snapshot": "oldest", "last_copy_of": [NAME]},
+        {"snapshot": OLD, "last_copy_of": []},
+    ]
+    opensearch.delete_index(NAME)
+    out = await run(snapshots.delete_snapshots, os_ctx(), snapshots=plan["delete"])
+    assert out["deleted"] == ["oldest"] and out["lost_for_good"] == [NAME]
+    assert out["refused"][0]["snapshot"] == OLD and f"would lose {NAME}" in out["refused"][0]["reason"]
+    assert snapshots_left(opensearch) == {OLD}
+
+
 # -- the same index still counts ----------------------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ never their uuids), so a later index of the same name can be told from the one i
 
 ``delete_snapshots`` deletes one snapshot at a time, each re-read right before: never one IN_PROGRESS
 (deleting it would abort it), never one younger than ``snapshot_keep_days``, and never one whose deletion
-would now lose an index that the approved plan did not name.
+would now lose an index that the approved plan did not name for that very snapshot (a name is no
+identity: approving the loss of one ``logs-2025.06.01`` is no approval of the loss of another).
 """
 
 from __future__ import annotations
@@ -239,7 +240,8 @@ async def create_snapshot(ctx: ActionContext, p: CreateParams) -> Output:
 class SnapshotDeletion(Params):
     snapshot: SnapshotName
     last_copy_of: list[str] = Field(default_factory=list, max_length=10_000)
-    """The indices the plan said this deletion loses for good (what the approver accepted)."""
+    """The indices the plan said deleting this snapshot loses for good (what the approver accepted for
+    it, and only for it)."""
 
 
 class DeleteParams(RepositoryParams):
@@ -266,7 +268,7 @@ def _deletion_refusal(
     if unapproved:
         return (
             f"deleting it now would lose {', '.join(unapproved[:10])} for good, which the approved plan "
-            "did not name"
+            "did not name for it"
         ), lost
     return None, lost
 
@@ -284,10 +286,9 @@ def _deletion_refusal(
 async def delete_snapshots(ctx: ActionContext, p: DeleteParams) -> Output:
     """Delete the listed snapshots through the snapshot API (never in the bucket: snapshots share files),
     one at a time, in the order given. Right before each: re-read; refuse one IN_PROGRESS, one that
-    started within ``snapshot_keep_days``, or one whose deletion would now lose an index the plan did not
-    name. A snapshot already gone is skipped."""
+    started within ``snapshot_keep_days``, or one whose deletion would now lose an index its
+    ``last_copy_of`` does not name. A snapshot already gone is skipped."""
     client: OpenSearchClient = ctx.need("opensearch")
-    approved = {i for d in p.snapshots for i in d.last_copy_of}
     deleted, gone, refused, lost_total, requests = [], [], [], [], []
     for d in p.snapshots:
         every = await read_snapshots(client, p.repository)
@@ -296,7 +297,7 @@ async def delete_snapshots(ctx: ActionContext, p: DeleteParams) -> Output:
             gone.append(d.snapshot)
             continue
         evidence = await read_evidence(client, ctx.memory, p.repository)
-        why, lost = _deletion_refusal(snap, every, evidence, p, approved, ctx.clock.now())
+        why, lost = _deletion_refusal(snap, every, evidence, p, set(d.last_copy_of), ctx.clock.now())
         if why is not None:
             refused.append({"snapshot": d.snapshot, "reason": why})
             continue
