@@ -16,7 +16,7 @@ from typing import Any
 from support.opensearch_server import FakeOpenSearch
 
 from daemon.actions.base import Action, ActionContext
-from daemon.actions.opensearch import blocks, indices, plans, snapshots
+from daemon.actions.opensearch import blocks, indices, plans, snapshots, status
 
 Ctx = Callable[..., ActionContext]
 NAME = "logs-2025.06.01"
@@ -136,6 +136,27 @@ async def test_an_approved_loss_of_one_index_does_not_approve_another_of_the_sam
     assert out["deleted"] == ["oldest"] and out["lost_for_good"] == [NAME]
     assert out["refused"][0]["snapshot"] == OLD and f"would lose {NAME}" in out["refused"][0]["reason"]
     assert snapshots_left(opensearch) == {OLD}
+
+
+async def test_an_old_snapshot_of_the_original_does_not_hold_the_recreated_index(
+    opensearch: FakeOpenSearch, os_ctx: Ctx
+) -> None:
+    """The nightly check would skip the recreated index (its name is in a snapshot), leaving the late
+    write in the cluster only; the index plan would show the old snapshot as its verified copy."""
+    original_snapshotted_then_deleted(opensearch)
+    opensearch.add_index(NAME, age_days=15, docs=1)
+    nightly = await run(status.snapshot_status, os_ctx(), indices="logs-*")
+    assert nightly["unsnapshotted"] == [NAME] and nightly["findings"] == 1
+    plan = await run(plans.plan_index_retention, os_ctx())
+    assert plan["items"][0]["verified_snapshot"] is None and plan["unverified"] == [NAME]
+    taken = await run(
+        snapshots.create_snapshot, os_ctx(), indices=[NAME], name="nightly-x", poll_interval="10ms"
+    )
+    assert taken["ok"] is True
+    nightly = await run(status.snapshot_status, os_ctx(), indices="logs-*")
+    assert nightly["unsnapshotted"] == [] and nightly["findings"] == 0
+    plan = await run(plans.plan_index_retention, os_ctx())
+    assert plan["items"][0]["verified_snapshot"] == "nightly-x"
 
 
 # -- the same index still counts ----------------------------------------------------------------------------

@@ -168,12 +168,6 @@ class Snapshot:
         }
 
 
-def newest_copy(snapshots: list[Snapshot], index: str) -> Snapshot | None:
-    """The newest snapshot that is a verified copy of ``index``."""
-    found = [s for s in snapshots if s.why_not_copy_of(index) is None]
-    return max(found, key=lambda s: (s.start_ms, s.name)) if found else None
-
-
 async def read_snapshots(client: OpenSearchClient, repo: str) -> list[Snapshot]:
     return [Snapshot.parse(d) for d in await client.get_snapshots(repo, "_all")]
 

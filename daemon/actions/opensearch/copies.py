@@ -39,11 +39,12 @@ it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.actions.base import ActionMemory
-from daemon.actions.opensearch.common import Snapshot
+from daemon.actions.opensearch.common import Index, Snapshot, read_indices
 from daemon.clients.opensearch import OpenSearchClient
 from daemon.kits.clock import iso
 
@@ -67,13 +68,6 @@ def _str_map(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {str(k): str(v) for k, v in value.items() if isinstance(v, str) and v}
-
-
-@dataclass(frozen=True)
-class LiveIndex:
-    name: str
-    uuid: str
-    created_ms: int
 
 
 @dataclass(frozen=True)
@@ -101,7 +95,7 @@ class Evidence:
     """The live indices and runbookd's records, read once; decides which same-named copies are copies of
     the index a snapshot holds (the rule in the module docstring)."""
 
-    live: dict[str, LiveIndex]
+    live: dict[str, Index]
     records: dict[str, Record]
     """Snapshot name -> runbookd's record of it."""
 
@@ -159,17 +153,8 @@ def _could_cover(other: Snapshot, s: Snapshot, index: str) -> bool:
     return other.name != s.name and other.why_not_copy_of(index) is None and other.start_ms >= s.start_ms
 
 
-async def read_live(client: OpenSearchClient) -> dict[str, LiveIndex]:
-    rows = await client.cat_indices("*", ("index", "uuid", "creation.date"))
-    out: dict[str, LiveIndex] = {}
-    for r in rows:
-        if r.get("index"):
-            try:
-                created = int(r.get("creation.date") or 0)
-            except ValueError:
-                created = 0
-            out[r["index"]] = LiveIndex(r["index"], str(r.get("uuid") or ""), created)
-    return out
+def by_name(indices: Iterable[Index]) -> dict[str, Index]:
+    return {i.name: i for i in indices}
 
 
 async def read_records(memory: ActionMemory, repo: str) -> dict[str, Record]:
@@ -186,4 +171,16 @@ async def read_records(memory: ActionMemory, repo: str) -> dict[str, Record]:
 async def read_evidence(client: OpenSearchClient, memory: ActionMemory, repo: str) -> Evidence:
     """The live indices (name, uuid, creation date) and runbookd's records of the repository's snapshots,
     read now: the plan reads them once, the deletion again right before each snapshot it deletes."""
-    return Evidence(await read_live(client), await read_records(memory, repo))
+    return Evidence(by_name(await read_indices(client, "*")), await read_records(memory, repo))
+
+
+def newest_copy(snapshots: list[Snapshot], index: Index, evidence: Evidence) -> Snapshot | None:
+    """The newest snapshot that is a verified copy of this very index: SUCCESS, no failed shard, listing
+    its name, and this index provably the one it copied (``Evidence.live_doubt``; ``evidence.live`` holds
+    it). An older snapshot of an earlier index of that name is no copy of it."""
+    found = [
+        s
+        for s in snapshots
+        if s.why_not_copy_of(index.name) is None and evidence.live_doubt(s, index.name) is None
+    ]
+    return max(found, key=lambda s: (s.start_ms, s.name)) if found else None

@@ -32,13 +32,12 @@ from daemon.actions.opensearch.common import (
     Snapshot,
     SnapshotPattern,
     matches,
-    newest_copy,
     no_match_message,
     read_indices,
     read_snapshots,
     write_targets,
 )
-from daemon.actions.opensearch.copies import Evidence, read_evidence
+from daemon.actions.opensearch.copies import Evidence, by_name, newest_copy, read_evidence, read_records
 from daemon.clients.opensearch import OpenSearchClient
 from daemon.kits.clock import iso
 
@@ -64,7 +63,9 @@ class IndexPlan:
         return not self.matched
 
 
-async def plan_indices(client: OpenSearchClient, p: IndexPlanParams, now: float) -> IndexPlan:
+async def plan_indices(
+    client: OpenSearchClient, memory: ActionMemory, p: IndexPlanParams, now: float
+) -> IndexPlan:
     matched = await read_indices(client, p.indices)
     cutoff = now * 1000 - p.keep_days * DAY_MS
     old = [i for i in matched if i.created_ms and i.created_ms < cutoff and i.status != "close"]
@@ -76,8 +77,13 @@ async def plan_indices(client: OpenSearchClient, p: IndexPlanParams, now: float)
             protected.append((i, why))
         else:
             planned.append(i)
-    snapshots = await read_snapshots(client, p.repository) if planned else []
-    return IndexPlan(matched, planned, protected, {i.name: newest_copy(snapshots, i.name) for i in planned})
+    if not planned:
+        return IndexPlan(matched, planned, protected, {})
+    snapshots = await read_snapshots(client, p.repository)
+    evidence = Evidence(by_name(matched), await read_records(memory, p.repository))
+    return IndexPlan(
+        matched, planned, protected, {i.name: newest_copy(snapshots, i, evidence) for i in planned}
+    )
 
 
 def _index_item(i: Index, copy: Snapshot | None, now: float) -> dict[str, Any]:
@@ -97,10 +103,11 @@ def _index_item(i: Index, copy: Snapshot | None, now: float) -> dict[str, Any]:
 async def plan_index_retention(ctx: ActionContext, p: IndexPlanParams) -> Output:
     """Indices matching the pattern older than ``keep_days`` by ``creation.date`` (open, taking no
     writes), oldest first, each with the newest snapshot that is a verified copy of it (SUCCESS, no failed
-    shard, listing it) or "no verified snapshot". A pattern matching nothing is a finding."""
+    shard, listing it, and provably of this very index, not of an earlier one of that name) or "no
+    verified snapshot". A pattern matching nothing is a finding."""
     client: OpenSearchClient = ctx.need("opensearch")
     now = ctx.clock.now()
-    plan = await plan_indices(client, p, now)
+    plan = await plan_indices(client, ctx.memory, p, now)
     listed = plan.planned[: p.max_indices]
     unverified = [i.name for i in plan.planned if plan.copies[i.name] is None]
     if plan.no_match:
@@ -300,7 +307,10 @@ async def retention_check(ctx: ActionContext, p: RetentionCheckParams) -> Output
     client: OpenSearchClient = ctx.need("opensearch")
     now = ctx.clock.now()
     ip = await plan_indices(
-        client, IndexPlanParams(repository=p.repository, indices=p.indices, keep_days=p.keep_days), now
+        client,
+        ctx.memory,
+        IndexPlanParams(repository=p.repository, indices=p.indices, keep_days=p.keep_days),
+        now,
     )
     sp = await plan_snapshots(
         client,

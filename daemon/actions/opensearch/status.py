@@ -17,11 +17,11 @@ from daemon.actions.opensearch.common import (
     RepositoryParams,
     Snapshot,
     SnapshotName,
-    newest_copy,
     no_match_message,
     read_indices,
     read_snapshots,
 )
+from daemon.actions.opensearch.copies import Evidence, by_name, newest_copy, read_records
 from daemon.clients.opensearch import OpenSearchClient, OpenSearchPermanentError
 from daemon.kits.clock import iso
 from daemon.kits.names import S3BucketName
@@ -32,7 +32,7 @@ class StatusParams(RepositoryParams):
     """Only this snapshot (default: every snapshot of the repository)."""
     indices: IndexPattern | None = None
     """With a pattern: also list the matching indices created before today (UTC) that no verified
-    snapshot (SUCCESS, no failed shard, listing the index) holds yet."""
+    snapshot (SUCCESS, no failed shard, listing the index, provably of this very index) holds yet."""
     require_indices: list[IndexName] = Field(default_factory=list, max_length=1000)
     """With ``snapshot``: ``ok`` only when it is a verified copy of each of these."""
     max_listed: int = Field(20, ge=0, le=500)
@@ -44,12 +44,15 @@ def _midnight_ms(now: float) -> int:
 
 
 async def _unsnapshotted(
-    client: OpenSearchClient, pattern: str, snapshots: list[Snapshot], now: float
+    ctx: ActionContext, client: OpenSearchClient, repo: str, pattern: str, snapshots: list[Snapshot]
 ) -> dict[str, Any]:
+    """The matching indices created before today that no verified snapshot of that very index holds (a
+    snapshot of an earlier index of the same name does not: copies.py)."""
     found = await read_indices(client, pattern)
-    cutoff = _midnight_ms(now)
+    cutoff = _midnight_ms(ctx.clock.now())
     before_today = [i for i in found if i.created_ms < cutoff and i.status != "close"]
-    missing = [i.name for i in before_today if newest_copy(snapshots, i.name) is None]
+    evidence = Evidence(by_name(found), await read_records(ctx.memory, repo))
+    missing = [i.name for i in before_today if newest_copy(snapshots, i, evidence) is None]
     return {
         "pattern": pattern,
         "matched": len(found),
@@ -100,7 +103,7 @@ async def snapshot_status(ctx: ActionContext, p: StatusParams) -> Output:
     ]
     findings = 0
     if p.indices is not None:
-        idx = await _unsnapshotted(client, p.indices, snapshots, ctx.clock.now())
+        idx = await _unsnapshotted(ctx, client, p.repository, p.indices, snapshots)
         out |= idx
         findings = len(idx["unsnapshotted"]) + (1 if idx["no_match"] else 0)
         parts.append(
