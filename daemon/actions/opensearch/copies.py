@@ -8,8 +8,8 @@ is named as the last copy and the approver sees a possible loss (the safe side).
 
 What OpenSearch tells (server source, see docs/opensearch.md):
 - ``GET _snapshot/{repo}/{snap}`` lists index *names* only (SnapshotInfo ``indices`` is a list of
-  strings); nothing in the snapshot API gives the uuid of a snapshotted index (no ``index_details``:
-  that is Elasticsearch 7.13+, after OpenSearch forked).
+  strings); nothing in the snapshot API gives the uuid of a snapshotted index (Elasticsearch's later
+  ``?index_details=true`` is not in OpenSearch, and has no uuid either).
 - A snapshot resolves its index names and takes ``start_time_in_millis`` in one cluster-state update
   on the cluster manager (SnapshotsService.createSnapshot): it copies the indices that bear those names at
   its start time.
@@ -21,16 +21,22 @@ What OpenSearch tells (server source, see docs/opensearch.md):
 The rule, for snapshot S listing index name N (``Evidence``):
 1. runbookd took S and recorded the uuid U of N, read before S started and read again after (``copied``
    in its record): S copied U. A live index N is S's index iff its uuid is U. Another snapshot's N is S's
-   index iff runbookd recorded it as copying U too.
+   index iff runbookd recorded it as copying U too. (A restore over an existing closed index keeps its
+   uuid and replaces its documents: an operator's overwrite, which no uuid shows.)
 2. runbookd read U before S started but did not confirm it after (a record from before confirmation):
    a live N with uuid U existed before S started and exists now, and a uuid never comes back, so it bore
    the name N when S started: it is S's index. Nothing else is proven.
-3. No record of S (a snapshot of ISM, of a person, or runbookd's from before it recorded uuids): a live N
-   created at least ``SKEW_MS`` before S started existed at S's start (an index exists from its creation
-   until it is deleted, and is never undeleted); two indices never bear one name at once, so S copied it.
-   This trusts the creation date: it does not hold for an index restored under the name N after S
-   started (it keeps the creation date of the one snapshotted) or created with ``index.creation_date``
-   set by hand. Another snapshot's N is never proven to be S's index without records (rule 1).
+3. No record of S naming N (a snapshot of ISM, of a person, or runbookd's from before it recorded every
+   index's uuid): a live index L named N counts when its creation date is at least ``SKEW_MS`` before S
+   started. The argument: L is one index (one uuid) from its creation until now, since a deleted index is
+   never undeleted and a recreation is another index with its own uuid and a later creation date; so L
+   existed all along from its creation date until now, which includes S's start; at S's start the name N
+   belonged to exactly one index, so S copied L. Had N been deleted and recreated between L's creation
+   date and S's start, L would not be live now, or its creation date would be the later one. The argument
+   fails only when the creation date is not when L came to exist: L restored under the name N after S
+   started (a restore keeps the snapshotted index's creation date, under a new uuid) or created with
+   ``index.creation_date`` set by hand. Another snapshot's N is never proven to be S's index without
+   records (rule 1).
 
 A copy in another snapshot counts only when that snapshot is verified (SUCCESS, no failed shard, listing
 the index) and started no earlier than S: an earlier copy of the same index lacks what was written after
