@@ -148,6 +148,55 @@ async def test_delete_rechecks_right_before_acting(
     assert deletes(kube_api) == [] and out["refused"][0]["backup"] == "b-old"
 
 
+def backup_lists(kube: KubeApiEmulator) -> list[str]:
+    """The labelSelector of each LIST of Backups ("" for every Backup)."""
+    return [
+        r.query.get("labelSelector", "")
+        for r in kube.requests
+        if r.method == "GET" and r.path.endswith("/backups")
+    ]
+
+
+async def test_delete_rereads_only_the_volume_of_each_backup(
+    lh: Longhorn, kube_ctx: Ctx, kube_api: KubeApiEmulator, clock: FrozenClock
+) -> None:
+    """Each deletion re-reads its backup and the backups of its volume, not every Backup: 500 approved
+    deletions among 10,000 backups would otherwise list all 10,000 five hundred times."""
+    for d in range(4):
+        lh.backup(f"v-{d}", VOL, hours_ago=24 * (40 + d))
+        lh.backup(f"o-{d}", OTHER, hours_ago=24 * (40 + d))
+    out = await delete_backups.run(
+        kube_ctx(clock=clock), DeleteParams(backups=["v-2", "v-3", "o-3"], keep_last=1, keep_days=0)
+    )
+    assert out["ok"] is True and deletes(kube_api) == ["v-2", "v-3", "o-3"]
+    assert backup_lists(kube_api) == [
+        f"backup-volume={VOL}",
+        f"backup-volume={VOL}",
+        f"backup-volume={OTHER}",
+    ]
+
+
+async def test_delete_of_an_unlabelled_backup_reads_every_backup(
+    lh: Longhorn, kube_ctx: Ctx, kube_api: KubeApiEmulator, clock: FrozenClock
+) -> None:
+    """A Backup without the backup-volume label (its volume only in status.volumeName) cannot be found
+    by label: its deletion reads every Backup, and the rules still keep its volume's newest."""
+    lh.backup("b-new", VOL, hours_ago=24 * 40)
+    lh.backup("b-old", VOL, hours_ago=24 * 50)
+    for name in ("b-new", "b-old"):
+        del kube_api.objects[("longhorn.io/backups", "longhorn-system", name)]["metadata"]["labels"][
+            "backup-volume"
+        ]
+    out = await delete_backups.run(
+        kube_ctx(clock=clock), DeleteParams(backups=["b-new", "b-old"], keep_last=1, keep_days=0)
+    )
+    assert deletes(kube_api) == ["b-old"]
+    assert out["refused"] == [
+        {"backup": "b-new", "volume": VOL, "reason": "the newest Completed backup of its volume"}
+    ]
+    assert backup_lists(kube_api) == ["", ""]
+
+
 async def test_delete_in_dry_run_sends_nothing(
     lh: Longhorn, kube_ctx: Ctx, kube_api: KubeApiEmulator, clock: FrozenClock
 ) -> None:

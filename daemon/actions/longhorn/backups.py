@@ -18,7 +18,7 @@ from daemon.actions.base import ActionContext, Output, Params, action
 from daemon.actions.longhorn.model import Backup, retention_verdicts
 from daemon.actions.longhorn.status import MAX_DELETE, RetentionParams, longhorn
 from daemon.clients.kubernetes import KubeConflict, KubeNotFound, WriteRequest
-from daemon.clients.longhorn import DEFAULT_TARGET, LonghornClient
+from daemon.clients.longhorn import DEFAULT_TARGET, LABEL_BACKUP_VOLUME, LonghornClient
 from daemon.errors import GuardRefused, TemporaryError
 from daemon.kits.clock import iso
 from daemon.kits.durations import Duration
@@ -174,11 +174,28 @@ class DeleteParams(RetentionParams):
     """The Backup objects the approved plan lists; each is re-checked against the plan rules first."""
 
 
+async def _volume_now(lh: LonghornClient, name: str) -> tuple[Backup | None, list[Backup]]:
+    """The backup ``name`` and every backup of its volume, as they are now; (None, []) when it is gone.
+
+    Read by the ``backup-volume`` label when the backup bears it (one volume's backups, not every Backup
+    again for each of up to 500 deletions), else all of them. A backup of that volume without the label
+    is then left out, which can only make the rules keep more: a backup missing from the view never makes
+    another one deletable."""
+    try:
+        obj = await lh.backup(name)
+    except KubeNotFound:
+        return None, []
+    volume = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_BACKUP_VOLUME)
+    listed = [Backup.of(o) for o in await lh.backups(volume if isinstance(volume, str) and volume else None)]
+    target = next((b for b in listed if b.name == name), None)  # None: deleted between the two reads
+    return target, listed
+
+
 @action(
     "longhorn.delete_backups",
     read_only=False,
     idempotent=True,
-    permissions=("list longhorn.io/backups", "delete longhorn.io/backups"),
+    permissions=("get longhorn.io/backups", "list longhorn.io/backups", "delete longhorn.io/backups"),
 )
 async def delete_backups(ctx: ActionContext, p: DeleteParams) -> Output:
     """Delete the listed Backup objects (which deletes them from the backup store), one at a time, each
@@ -188,12 +205,11 @@ async def delete_backups(ctx: ActionContext, p: DeleteParams) -> Output:
     Never the newest Completed backup, never a volume's only backup: those are refused, not deleted."""
     lh, deleted, refused, gone, would = longhorn(ctx), [], [], [], []
     for name in p.backups:
-        objects = await lh.backups()
-        target = next((Backup.of(o) for o in objects if (o.get("metadata") or {}).get("name") == name), None)
+        target, listed = await _volume_now(lh, name)
         if target is None or target.deleting:  # a delete (ours, before a restart, or anyone's) under way
             gone.append(name)
             continue
-        mine = [b for b in map(Backup.of, objects) if (b.volume, b.target) == (target.volume, target.target)]
+        mine = [b for b in listed if (b.volume, b.target) == (target.volume, target.target)]
         if p.volumes and target.volume not in p.volumes:
             refused.append({"backup": name, "reason": f"volume {target.volume} is not in the plan's volumes"})
             continue
