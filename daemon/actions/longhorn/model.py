@@ -4,6 +4,7 @@ by the deletion that re-checks it right before acting."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,20 +98,20 @@ class Backup:
         }
 
 
-def by_volume(objects: list[dict[str, Any]]) -> dict[str, list[Backup]]:
+def grouped(backups: Iterable[Backup], key: Callable[[Backup], str]) -> dict[str, list[Backup]]:
     out: dict[str, list[Backup]] = {}
-    for obj in objects:
-        b = Backup.of(obj)
-        out.setdefault(b.volume, []).append(b)
+    for b in backups:
+        out.setdefault(key(b), []).append(b)
     return out
+
+
+def by_volume(objects: list[dict[str, Any]]) -> dict[str, list[Backup]]:
+    return grouped(map(Backup.of, objects), lambda b: b.volume)
 
 
 def by_target(backups: list[Backup]) -> dict[str, list[Backup]]:
     """One volume's backups by the BackupTarget they are stored in."""
-    out: dict[str, list[Backup]] = {}
-    for b in backups:
-        out.setdefault(b.target, []).append(b)
-    return out
+    return grouped(backups, lambda b: b.target)
 
 
 def newest_first(backups: list[Backup]) -> list[Backup]:
