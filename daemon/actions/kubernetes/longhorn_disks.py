@@ -26,7 +26,7 @@ from typing import Any
 
 from daemon.actions.kubernetes import objects as o
 from daemon.clients.kubernetes import KubeNotFound, KubernetesClient
-from daemon.clients.longhorn import resource_path
+from daemon.clients.longhorn import LonghornClient
 from daemon.kits.quantities import format_bytes
 
 OVER_PROVISIONING = "storage-over-provisioning-percentage"
@@ -38,11 +38,6 @@ PERMISSIONS = (
     "get longhorn.io/nodes",
     "get longhorn.io/settings",
 )
-
-
-def lh_path(client: KubernetesClient, plural: str, name: str | None = None) -> str:
-    """A Longhorn resource's path in the configured namespace (``kubernetes.longhorn_namespace``)."""
-    return resource_path(client.longhorn_namespace, plural, name)
 
 
 def _gib(n: int) -> str:
@@ -177,7 +172,7 @@ class Room:
 
 async def _setting(client: KubernetesClient, name: str) -> int:
     try:
-        obj = await client.get(lh_path(client, "settings", name))
+        obj = await client.get(LonghornClient(client).path("settings", name))
     except KubeNotFound:
         return DEFAULTS[name]
     value = obj.get("value")
@@ -194,11 +189,11 @@ def _find_disk(node: o.Obj, uuid: str) -> tuple[str, o.Obj, o.Obj] | None:
 async def room_for(client: KubernetesClient, volume: str, current: int, target: int) -> Room:
     """Read the volume's replicas, their disks and the settings now; raises KubeNotFound for a volume
     Longhorn does not know (not a Longhorn volume)."""
-    await client.get(lh_path(client, "volumes", volume))
+    await client.get(LonghornClient(client).path("volumes", volume))
     replicas = [
         r
         for r in await client.list_objects(
-            lh_path(client, "replicas"), label_selector=f"longhornvolume={volume}"
+            LonghornClient(client).path("replicas"), label_selector=f"longhornvolume={volume}"
         )
         if o.spec(r).get("volumeName") == volume and o.spec(r).get("nodeID")
     ]
@@ -211,7 +206,7 @@ async def room_for(client: KubernetesClient, volume: str, current: int, target: 
     nodes: dict[str, o.Obj] = {}
     for (node_name, uuid), n in sorted(counts.items()):
         if node_name not in nodes:
-            nodes[node_name] = await client.get(lh_path(client, "nodes", node_name))
+            nodes[node_name] = await client.get(LonghornClient(client).path("nodes", node_name))
         found = _find_disk(nodes[node_name], uuid)
         if found is None:
             missing.append(f"on {node_name} disk {uuid}")

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from daemon.actions.kubernetes import objects as o
-from daemon.actions.kubernetes.longhorn_disks import lh_path
 from daemon.clients.kubernetes import KubeNotFound, KubernetesClient
+from daemon.clients.longhorn import LonghornClient
 from daemon.errors import PermanentError
 
 PERMISSIONS = ("list longhorn.io/replicas", "list longhorn.io/instancemanagers", "get longhorn.io/settings")
@@ -203,7 +203,7 @@ async def _items(client: KubernetesClient, path: str) -> list[o.Obj]:
 
 async def _policy(client: KubernetesClient) -> str:
     try:
-        setting = await client.get(lh_path(client, "settings", POLICY))
+        setting = await client.get(LonghornClient(client).path("settings", POLICY))
     except KubeNotFound:
         return DEFAULT_POLICY
     value = setting.get("value")
@@ -214,7 +214,7 @@ async def check(client: KubernetesClient, node: str, nodes: list[o.Obj]) -> Chec
     """Read Longhorn's replicas (and, when the node holds data, the drain policy and the instance
     managers) now. Any failure to read raises an ActionError: a drain that cannot check must not go on."""
     try:
-        replicas = await _items(client, lh_path(client, "replicas"))
+        replicas = await _items(client, LonghornClient(client).path("replicas"))
     except KubeNotFound:
         return Check("not_installed")
     if not any(o.spec(r).get("nodeID") == node and holds_data(r) for r in replicas):
@@ -222,6 +222,6 @@ async def check(client: KubernetesClient, node: str, nodes: list[o.Obj]) -> Chec
     policy = await _policy(client)
     if policy in LEFT_TO_LONGHORN:
         return Check("left_to_longhorn", policy)
-    managers = await _items(client, lh_path(client, "instancemanagers"))
+    managers = await _items(client, LonghornClient(client).path("instancemanagers"))
     here, last = last_copies(node, replicas, nodes, managers, policy)
     return Check("refused" if last else "passed", policy, here, last)

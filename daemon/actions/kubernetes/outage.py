@@ -19,8 +19,8 @@ from pydantic import Field, field_validator
 from daemon.actions.base import ActionContext, Output, Params, action
 from daemon.actions.kubernetes import capacity
 from daemon.actions.kubernetes import objects as o
-from daemon.actions.kubernetes.longhorn_disks import lh_path
 from daemon.clients.kubernetes import KubeNotFound, KubernetesClient
+from daemon.clients.longhorn import LonghornClient
 from daemon.errors import GuardRefused
 from daemon.kits.clock import iso, parse_iso
 from daemon.kits.durations import Duration, format_duration
@@ -204,7 +204,7 @@ async def longhorn_volumes(ctx: ActionContext, p: NodeParams) -> Output:
     """The Longhorn volumes attached to a node (status.currentNodeID), with robustness and their PVC."""
     client: KubernetesClient = ctx.need("kubernetes")
     try:
-        volumes = await client.list_objects(lh_path(client, "volumes"))
+        volumes = await client.list_objects(LonghornClient(client).path("volumes"))
     except KubeNotFound:
         return {"ok": True, "node": p.node, "volumes": [], "message": "Longhorn is not installed"}
     attached = [v for v in volumes if o.status(v).get("currentNodeID") == p.node]
