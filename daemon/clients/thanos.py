@@ -92,7 +92,7 @@ def parse_meta(ulid: str, data: bytes, share: Callable[[Labels], Labels] = lambd
     distinct label set (Memo.share), so 100,000 cached blocks of a few dozen streams share them."""
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         raise ValueError("meta.json is not valid JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("meta.json is not a JSON object")

@@ -14,8 +14,8 @@ is a source of some unmarked, complete 5m block of the same stream (exactly the 
 5m block only when 1h blocks hold all of its sources. Time ranges prove nothing: a raw block uploaded late
 or backfilled inside the range of a 5m block built from other sources was never downsampled. Stricter
 than the compactor on two counts, both on the safe side: only the block's own stream counts (the
-compactor pools every stream's sources), and a block whose sources are missing or malformed is never
-covered (the compactor would take an empty list as downsampled). 1h blocks have nothing coarser: their
+compactor pools every stream's sources), and a raw or 5m block whose sources are missing or malformed
+is never covered (the compactor would take an empty list as downsampled). 1h blocks have nothing coarser: their
 retention is the operator's explicit choice.
 """
 

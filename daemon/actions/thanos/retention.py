@@ -326,7 +326,8 @@ async def _check(
     for f in split.uncovered:
         marking.refuse(f.ulid, split.reason(f))
     others = [f for f in scan.folders.values() if f.complete and not f.marked and f.ulid not in requested]
-    others += [f for f in candidates if f not in split.covered]  # a refused block stays: it counts as newer
+    covered = {f.ulid for f in split.covered}  # by ULID: `f in list` would compare dataclasses, O(n^2)
+    others += [f for f in candidates if f.ulid not in covered]  # a refused block stays: it counts as newer
     await _guard_newest(tb, split.covered, others, marking)
     return [f for f in split.covered if f.ulid not in marking.outcome], split.coverers
 
