@@ -164,10 +164,13 @@ async def test_index_plan_names_the_verified_snapshot_of_each_old_index(
 
 
 async def test_snapshot_plan_never_takes_a_young_or_running_one_and_names_the_last_copies(
-    opensearch: FakeOpenSearch, os_ctx: Ctx
+    opensearch: FakeOpenSearch, os_ctx: Ctx, os_memory: Any
 ) -> None:
-    live = logs(opensearch, 300)[0]  # created before old-1 and still there: old-1 holds no last copy of it
-    opensearch.add_snapshot("old-1", ["logs-a", "logs-b", live], age_days=200)
+    live = logs(opensearch, 300)[0]  # still there, and runbookd recorded old-1 copying it: no last copy
+    old1 = opensearch.add_snapshot("old-1", ["logs-a", "logs-b", live], age_days=200)
+    uuids = {live: opensearch.indices[live].uuid}
+    record = {"indices": old1.indices, "index_uuids": uuids, "copied": uuids, "uuid": old1.uuid}
+    await os_memory.put(snapshots.MEMORY, "opensearch-logs/old-1", record)
     opensearch.add_snapshot("old-2", ["logs-b", "logs-c"], age_days=190)
     opensearch.add_snapshot("old-partial", ["logs-d"], age_days=185, state="PARTIAL")
     opensearch.add_snapshot("young", ["logs-c", "logs-e"], age_days=179)
@@ -214,11 +217,14 @@ async def test_a_snapshot_younger_than_keep_days_is_never_deleted(
 
 
 async def test_snapshot_deletion_refuses_a_loss_the_plan_did_not_name(
-    opensearch: FakeOpenSearch, os_ctx: Ctx
+    opensearch: FakeOpenSearch, os_ctx: Ctx, os_memory: Any
 ) -> None:
-    opensearch.add_index("logs-b", age_days=300)
+    b = opensearch.add_index("logs-b", age_days=300)
     opensearch.add_snapshot("old-1", ["logs-a"], age_days=200)
-    opensearch.add_snapshot("old-2", ["logs-b"], age_days=190)
+    old2 = opensearch.add_snapshot("old-2", ["logs-b"], age_days=190)
+    uuids = {"logs-b": b.uuid}  # runbookd took old-2: the live logs-b is its other copy
+    record = {"indices": ["logs-b"], "index_uuids": uuids, "copied": uuids, "uuid": old2.uuid}
+    await os_memory.put(snapshots.MEMORY, "opensearch-logs/old-2", record)
     plan = await run(plans.plan_snapshot_retention, os_ctx())
     assert plan["delete"] == [
         {"snapshot": "old-1", "last_copy_of": ["logs-a"]},

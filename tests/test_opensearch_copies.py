@@ -44,6 +44,13 @@ def original_snapshotted_then_deleted(server: FakeOpenSearch) -> str:
     return original.uuid
 
 
+async def recorded(memory: Any, snap: Any, index: Any) -> None:
+    """What runbookd notes when it takes ``snap`` of ``index`` (opensearch.create_snapshot)."""
+    uuids = {index.name: index.uuid}
+    record = {"indices": [index.name], "index_uuids": uuids, "copied": uuids, "uuid": snap.uuid}
+    await memory.put(snapshots.MEMORY, f"opensearch-logs/{snap.name}", record)
+
+
 def snapshots_left(server: FakeOpenSearch) -> set[str]:
     return set(server.repositories["opensearch-logs"].snapshots)
 
@@ -62,7 +69,8 @@ async def test_a_late_write_recreating_the_index_is_no_copy_of_the_original(
     assert plan["lost_for_good"] == [NAME]
     assert f"deleting them loses 1 index(es) for good: {NAME}" in plan["message"]
     (doubt,) = plan["snapshots"][0]["unproven_copies"][NAME]
-    assert doubt.startswith(f"live index {NAME} (uuid {opensearch.indices[NAME].uuid}) was created ")
+    assert doubt.startswith(f"live index {NAME} (uuid {opensearch.indices[NAME].uuid}, created ")
+    assert doubt.endswith("runbookd has no record of that snapshot (ISM's, a person's, or a clone)")
     # A plan that named no loss (the old rule's) deletes nothing: the re-check before the delete refuses.
     stale = await run(snapshots.delete_snapshots, os_ctx(), snapshots=[{"snapshot": OLD, "last_copy_of": []}])
     assert stale["deleted"] == [] and f"would lose {NAME} for good" in stale["refused"][0]["reason"]
@@ -102,10 +110,10 @@ async def test_a_later_snapshot_runbookd_took_of_the_recreated_index_does_not_co
 
 
 async def test_the_recheck_before_the_delete_sees_the_index_recreated_since_the_plan(
-    opensearch: FakeOpenSearch, os_ctx: Ctx
+    opensearch: FakeOpenSearch, os_ctx: Ctx, os_memory: Any
 ) -> None:
-    opensearch.add_index(NAME, age_days=300, docs=10_000_000)
-    opensearch.add_snapshot(OLD, [NAME], age_days=200)
+    idx = opensearch.add_index(NAME, age_days=300, docs=10_000_000)
+    await recorded(os_memory, opensearch.add_snapshot(OLD, [NAME], age_days=200), idx)
     plan = await run(plans.plan_snapshot_retention, os_ctx())
     assert plan["delete"] == [{"snapshot": OLD, "last_copy_of": []}]  # the index itself is still there
     opensearch.delete_index(NAME)  # then deleted, and a late write creates it again
@@ -116,7 +124,7 @@ async def test_the_recheck_before_the_delete_sees_the_index_recreated_since_the_
 
 
 async def test_an_approved_loss_of_one_index_does_not_approve_another_of_the_same_name(
-    opensearch: FakeOpenSearch, os_ctx: Ctx
+    opensearch: FakeOpenSearch, os_ctx: Ctx, os_memory: Any
 ) -> None:
     """The plan names NAME under the oldest snapshot (an index deleted long ago) and nothing under OLD
     (the index it copied is still there); that index goes before the delete step: deleting OLD now loses
@@ -124,8 +132,8 @@ async def test_an_approved_loss_of_one_index_does_not_approve_another_of_the_sam
     opensearch.add_index(NAME, age_days=401, docs=5)
     opensearch.add_snapshot("oldest", [NAME], age_days=400)
     opensearch.delete_index(NAME)
-    opensearch.add_index(NAME, age_days=300, docs=10_000_000)
-    opensearch.add_snapshot(OLD, [NAME], age_days=200)
+    idx = opensearch.add_index(NAME, age_days=300, docs=10_000_000)
+    await recorded(os_memory, opensearch.add_snapshot(OLD, [NAME], age_days=200), idx)
     plan = await run(plans.plan_snapshot_retention, os_ctx())
     assert plan["delete"] == [
         {"snapshot": "oldest", "last_copy_of": [NAME]},
@@ -162,17 +170,86 @@ async def test_an_old_snapshot_of_the_original_does_not_hold_the_recreated_index
 # -- the same index still counts ----------------------------------------------------------------------------
 
 
-async def test_the_same_index_created_before_the_snapshot_and_still_there_is_a_copy(
+async def test_an_index_older_than_a_snapshot_runbookd_did_not_take_decides_no_deletion(
     opensearch: FakeOpenSearch, os_ctx: Ctx
 ) -> None:
-    opensearch.add_index(NAME, age_days=300)
+    """The live index was created long before the snapshot and is likely the one it copied; a creation
+    date still proves nothing for a deletion (a clone looks the same, next test). The plan names the
+    loss; the status check, which deletes nothing, takes the snapshot as the index's."""
+    idx = opensearch.add_index(NAME, age_days=300)
     opensearch.add_snapshot(OLD, [NAME], age_days=200)
     plan = await run(plans.plan_snapshot_retention, os_ctx())
-    assert plan["delete"] == [{"snapshot": OLD, "last_copy_of": []}]
-    assert "no index loses its last copy" in plan["message"]
+    assert plan["delete"] == [{"snapshot": OLD, "last_copy_of": [NAME]}]
     out = await run(snapshots.delete_snapshots, os_ctx(), snapshots=plan["delete"])
-    assert out["deleted"] == [OLD] and out["lost_for_good"] == []
-    assert NAME in opensearch.indices
+    assert out["deleted"] == [OLD] and out["lost_for_good"] == [NAME]
+    assert opensearch.indices[NAME].uuid == idx.uuid  # the index itself is never touched
+    opensearch.add_snapshot(OLD, [NAME], age_days=1)
+    check = await run(status.snapshot_status, os_ctx(), indices="logs-*")
+    assert check["unsnapshotted"] == []
+
+
+def cloned_after_a_late_write(server: FakeOpenSearch) -> str:
+    """The original index snapshotted 300 days ago and deleted; a late write recreates the name 250 days
+    ago (1 document); 200 days ago the snapshot is renamed: cloned (start time: the cloning's; indices:
+    the source's, SnapshotsService.cloneSnapshot) and the source deleted. The clone's uuid."""
+    original = server.add_index(NAME, age_days=301, docs=10_000_000)
+    source = server.add_snapshot("nightly-2025.06.02", [NAME], age_days=300)
+    server.delete_index(NAME)
+    server.add_index(NAME, age_days=250, docs=1)  # the late write
+    clone = server.add_snapshot("keep-2025.06", [NAME], age_days=200)
+    clone.copied, clone.captured = {NAME: original.uuid}, dict(source.captured)
+    del server.repositories["opensearch-logs"].snapshots[source.name]
+    return clone.uuid
+
+
+async def test_a_clone_is_the_last_copy_though_the_live_index_is_older_than_it(
+    opensearch: FakeOpenSearch, os_ctx: Ctx
+) -> None:
+    cloned_after_a_late_write(opensearch)
+    plan = await run(plans.plan_snapshot_retention, os_ctx())
+    assert plan["delete"] == [{"snapshot": "keep-2025.06", "last_copy_of": [NAME]}]
+    refused = await run(
+        snapshots.delete_snapshots, os_ctx(), snapshots=[{"snapshot": "keep-2025.06", "last_copy_of": []}]
+    )
+    assert refused["deleted"] == [] and f"would lose {NAME} for good" in refused["refused"][0]["reason"]
+    assert "keep-2025.06" in snapshots_left(opensearch)
+
+
+async def test_a_red_live_index_is_no_copy_of_the_snapshot(opensearch: FakeOpenSearch, os_ctx: Ctx) -> None:
+    """A red index (a primary shard unassigned: a node's disk died, logs kept with 0 replicas) is still
+    listed with its uuid; the snapshot may be the only copy of that shard's documents. Even runbookd's
+    own record of the uuid does not make it a copy then."""
+    t0 = time.time()
+    name = opensearch.add_index(NAME, age_days=2).name
+    assert (await final_snapshot(os_ctx(now=t0), [name], name=OLD))["ok"] is True
+    later = t0 + 200 * DAY
+    assert (await run(plans.plan_snapshot_retention, os_ctx(now=later)))["delete"] == [
+        {"snapshot": OLD, "last_copy_of": []}
+    ]
+    opensearch.indices[NAME].health = "red"
+    plan = await run(plans.plan_snapshot_retention, os_ctx(now=later))
+    assert plan["delete"] == [{"snapshot": OLD, "last_copy_of": [NAME]}]
+    assert plan["snapshots"][0]["unproven_copies"][NAME] == [
+        f"live index {NAME} is red: a primary shard is unassigned, so it is no full copy"
+    ]
+    refused = await run(
+        snapshots.delete_snapshots, os_ctx(now=later), snapshots=[{"snapshot": OLD, "last_copy_of": []}]
+    )
+    assert refused["deleted"] == [] and OLD in snapshots_left(opensearch)
+
+
+async def test_unproven_copies_names_a_few_later_snapshots_and_counts_the_rest(
+    opensearch: FakeOpenSearch, os_ctx: Ctx
+) -> None:
+    """Hourly snapshots of one long-lived index would otherwise list thousands of lines per snapshot."""
+    opensearch.add_index(NAME, age_days=400)
+    for h in range(8):
+        opensearch.add_snapshot(f"hourly-{h}", [NAME], age_days=200 - h / 24)
+    plan = await run(plans.plan_snapshot_retention, os_ctx())
+    by_name = {s["snapshot"]: s for s in plan["snapshots"]}
+    doubts = by_name["hourly-0"]["unproven_copies"]
+    assert len(doubts[NAME]) == 5  # the live index, three snapshots named, the rest counted
+    assert doubts[NAME][-1] == f"4 later snapshot(s) list {NAME} too, none proven to copy it"
 
 
 async def test_runbookd_snapshots_of_the_same_index_cover_each_other(

@@ -80,6 +80,7 @@ class Index:
     docs: int = 0
     status: str = "open"
     hidden: bool = False
+    health: str = "green"
     settings: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -439,7 +440,7 @@ class FakeOpenSearch:
         rows = []
         for idx in self._resolve(expr):
             full = {
-                "health": "green",
+                "health": idx.health,
                 "status": idx.status,
                 "index": idx.name,
                 "uuid": idx.uuid,

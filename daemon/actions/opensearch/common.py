@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
@@ -137,6 +138,15 @@ class Snapshot:
             reason=str(doc["reason"]) if doc.get("reason") else None,
         )
 
+    @cached_property
+    def index_set(self) -> frozenset[str]:
+        return frozenset(self.indices)
+
+    @property
+    def verified(self) -> bool:
+        """SUCCESS with no failed shard at all: a full copy of every index it lists."""
+        return self.state == "SUCCESS" and not self.shards_failed and not self.failures
+
     def failed_indices(self) -> set[str]:
         return {str(f.get("index")) for f in self.failures if f.get("index")}
 
@@ -147,7 +157,7 @@ class Snapshot:
             return f"snapshot {self.name} is {self.state}, not SUCCESS"
         if self.shards_failed or self.failures:
             return f"snapshot {self.name} has {self.shards_failed or len(self.failures)} failed shard(s)"
-        if index not in self.indices:
+        if index not in self.index_set:
             return f"snapshot {self.name} does not list index {index}"
         return None
 
@@ -183,6 +193,8 @@ class Index:
     created_ms: int
     docs: int
     bytes: int
+    health: str = ""
+    """green, yellow or red (``_cat/indices``): red when a primary shard is unassigned."""
 
     @classmethod
     def parse(cls, row: dict[str, str]) -> Index:
@@ -193,6 +205,7 @@ class Index:
             created_ms=_int(row.get("creation.date")),
             docs=_int(row.get("docs.count")),
             bytes=_int(row.get("store.size")),
+            health=row.get("health", ""),
         )
 
     def age_days(self, now: float) -> float:

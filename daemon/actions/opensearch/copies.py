@@ -12,7 +12,9 @@ What OpenSearch tells (server source, see docs/opensearch.md):
   ``?index_details=true`` is not in OpenSearch, and has no uuid either).
 - A snapshot resolves its index names and takes ``start_time_in_millis`` in one cluster-state update
   on the cluster manager (SnapshotsService.createSnapshot): it copies the indices that bear those names at
-  its start time.
+  its start time. Not so a clone (``PUT _snapshot/{repo}/{src}/_clone/{dst}``, also how a snapshot is
+  renamed; SnapshotsService.cloneSnapshot): its start time is the cloning's, its indices the source's,
+  and no snapshot API answer tells a clone from a snapshot.
 - ``index.uuid`` is new at every index creation and never reused. ``index.creation_date`` (``_cat/indices``
   ``creation.date``) is the time of creation, unless the create request or a template set it, and a
   restore from a snapshot copies the snapshotted index's settings, creation date included, under a new
@@ -26,17 +28,22 @@ The rule, for snapshot S listing index name N (``Evidence``):
 2. runbookd read U before S started but did not confirm it after (a record from before confirmation):
    a live N with uuid U existed before S started and exists now, and a uuid never comes back, so it bore
    the name N when S started: it is S's index. Nothing else is proven.
-3. No record of S naming N (a snapshot of ISM, of a person, or runbookd's from before it recorded every
-   index's uuid): a live index L named N counts when its creation date is at least ``SKEW_MS`` before S
-   started. The argument: L is one index (one uuid) from its creation until now, since a deleted index is
+3. No record of S naming N (a snapshot of ISM, of a person, a clone, or runbookd's from before it
+   recorded every index's uuid): the live index N never counts as another copy when deleting S is
+   decided. For reporting only (whether a live index has a snapshot: ``newest_copy``), a live index L
+   named N counts when its creation date is at least ``SKEW_MS`` before S started. The argument: L is one index (one uuid) from its creation until now, since a deleted index is
    never undeleted and a recreation is another index with its own uuid and a later creation date; so L
    existed all along from its creation date until now, which includes S's start; at S's start the name N
    belonged to exactly one index, so S copied L. Had N been deleted and recreated between L's creation
    date and S's start, L would not be live now, or its creation date would be the later one. The argument
    fails only when the creation date is not when L came to exist: L restored under the name N after S
    started (a restore keeps the snapshotted index's creation date, under a new uuid) or created with
-   ``index.creation_date`` set by hand. Another snapshot's N is never proven to be S's index without
-   records (rule 1).
+   ``index.creation_date`` set by hand, or S a clone whose source snapshot started before L existed:
+   harmless in a report, which is why the rule never decides a deletion. Another snapshot's N is never
+   proven to be S's index without records (rule 1).
+
+A live index counts as another copy for a deletion only when its health is green or yellow: a red index
+has a primary shard unassigned, and the snapshot may be the only copy of that shard's documents.
 
 A copy in another snapshot counts only when that snapshot is verified (SUCCESS, no failed shard, listing
 the index) and started no earlier than S: an earlier copy of the same index lacks what was written after
@@ -45,7 +52,8 @@ it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +67,12 @@ MEMORY = "opensearch.snapshots"
 (opensearch.create_snapshot): ``indices``, ``write_blocked`` and ``index_uuids`` (index -> uuid, read
 before the start), ``uuid`` (the snapshot's), ``copied`` (index -> uuid, read before the start and again
 after)."""
+
+HEALTHY = frozenset({"green", "yellow"})
+"""``_cat/indices`` health of an index whose primary shards are all assigned (yellow: a replica is not)."""
+
+MAX_NAMED = 3
+"""Same-named later snapshots named one by one in ``unproven_copies``; the rest are counted."""
 
 SKEW_MS = 60_000
 """Creation dates and snapshot start times are stamped by the cluster manager of the moment, and two
@@ -109,11 +123,23 @@ class Evidence:
         found = self.records.get(s.name)
         return found if found is not None and found.snapshot_uuid == s.uuid else None
 
-    def live_doubt(self, s: Snapshot, index: str) -> str | None:
-        """Why the live index of that name is not provably the one ``s`` copied; None when it is."""
+    def live_doubt(self, s: Snapshot, index: str, *, for_deletion: bool = True) -> str | None:
+        """Why the live index of that name is not provably the one ``s`` copied; None when it is.
+
+        ``for_deletion`` (whether deleting ``s`` may count on the live index as another copy): only
+        runbookd's records prove it (rules 1 and 2), and only for an index whose primaries are all
+        assigned. The creation date (rule 3) tells whether an index has a snapshot, never whether a
+        snapshot may go: a clone (``_clone``, also how a snapshot is renamed) has the start time of the
+        cloning and the indices of its source, so an index recreated under the old name after the source
+        snapshot looks older than the clone."""
         live = self.live.get(index)
         if live is None:
             return f"no live index {index}"
+        if for_deletion and live.health not in HEALTHY:
+            return (
+                f"live index {index} is {live.health or 'of unknown health'}: a primary shard is "
+                "unassigned, so it is no full copy"
+            )
         rec = self.record(s)
         known = (rec.copied.get(index) or rec.before.get(index)) if rec is not None else None
         if known:
@@ -123,9 +149,14 @@ class Evidence:
                 f"live index {index} (uuid {live.uuid}) is not the one runbookd recorded for {s.name} "
                 f"({known})"
             )
+        created = iso(live.created_ms / 1000) if live.created_ms else "at an unknown time"
+        if for_deletion:
+            return (
+                f"live index {index} (uuid {live.uuid}, created {created}) is not proven to be the one "
+                f"{s.name} copied: runbookd has no record of that snapshot (ISM's, a person's, or a clone)"
+            )
         if live.created_ms > 0 and live.created_ms + SKEW_MS <= s.start_ms:
             return None
-        created = iso(live.created_ms / 1000) if live.created_ms else "at an unknown time"
         return (
             f"live index {index} (uuid {live.uuid}) was created {created}, not before {s.name} started "
             f"({iso(s.start_ms / 1000)})"
@@ -139,24 +170,79 @@ class Evidence:
         uuid = mine.copied.get(index)
         return bool(uuid) and uuid == theirs.copied.get(index)
 
-    def covers(self, other: Snapshot, s: Snapshot, index: str) -> bool:
-        """Whether ``other`` holds a full copy of the index ``s`` holds under that name: verified, started
-        no earlier, and provably the same index."""
-        return _could_cover(other, s, index) and self.same_index(other, s, index)
-
-    def doubts(self, s: Snapshot, index: str, others: list[Snapshot]) -> list[str]:
-        """For the approver: the copies of that name that exist but were not counted, and why."""
+    def doubts(
+        self, s: Snapshot, index: str, later: Sequence[Snapshot], stays: Callable[[Snapshot], bool]
+    ) -> list[str]:
+        """For the approver: the copies of that name that exist but were not counted, and why. ``later``:
+        the verified snapshots listing that name that started no earlier than ``s``, in start order
+        (``Holders.later``); ``stays``: whether one is still there when ``s`` goes. The first few are
+        named and the rest counted, without reading them: hourly snapshots of one long-lived index make
+        thousands, for each planned snapshot."""
         why = self.live_doubt(s, index) if index in self.live else None
         out = [why] if why is not None else []
-        for o in sorted(others, key=lambda o: (o.start_ms, o.name)):
-            if _could_cover(o, s, index) and not self.same_index(o, s, index):
+        seen = 0
+        for o in later:
+            if len(out) - (why is not None) == MAX_NAMED:
+                break
+            seen += 1
+            if o.name != s.name and stays(o) and not self.same_index(o, s, index):
                 out.append(f"snapshot {o.name} lists {index}, but nothing proves it copied the same index")
+        rest = later[seen:]
+        more = len(rest) - sum(1 for o in rest[: _same_start(rest, s)] if o.name == s.name)
+        if more > 0:
+            out.append(f"{more} later snapshot(s) list {index} too, none proven to copy it")
         return out
 
 
-def _could_cover(other: Snapshot, s: Snapshot, index: str) -> bool:
-    """Another snapshot, a verified copy of something named ``index``, started no earlier than ``s``."""
-    return other.name != s.name and other.why_not_copy_of(index) is None and other.start_ms >= s.start_ms
+def _same_start(later: Sequence[Snapshot], s: Snapshot) -> int:
+    """How many of ``later`` (in start order) started at the same time as ``s``: where ``s`` itself is."""
+    n = 0
+    while n < len(later) and later[n].start_ms == s.start_ms:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class Holders:
+    """The verified snapshots (SUCCESS, no failed shard) by each index name they list, in start order,
+    and by the uuid runbookd recorded them copying: what a plan over thousands of snapshots looks up
+    instead of scanning every snapshot for every index of every planned one."""
+
+    by_name: dict[str, list[Snapshot]]
+    starts: dict[str, list[int]]
+    by_uuid: dict[tuple[str, str], list[Snapshot]]
+
+    @classmethod
+    def of(cls, snapshots: Iterable[Snapshot], evidence: Evidence) -> Holders:
+        by_name: dict[str, list[Snapshot]] = {}
+        by_uuid: dict[tuple[str, str], list[Snapshot]] = {}
+        for o in sorted(snapshots, key=lambda o: (o.start_ms, o.name)):
+            if not o.verified:
+                continue
+            for i in o.index_set:
+                by_name.setdefault(i, []).append(o)
+            rec = evidence.record(o)
+            for i, uuid in rec.copied.items() if rec is not None else ():
+                if i in o.index_set:
+                    by_uuid.setdefault((i, uuid), []).append(o)
+        return cls(by_name, {i: [o.start_ms for o in os_] for i, os_ in by_name.items()}, by_uuid)
+
+    def later(self, index: str, s: Snapshot) -> Sequence[Snapshot]:
+        """The verified snapshots listing ``index`` that started no earlier than ``s`` (``s`` among them
+        when it is one), in start order."""
+        found = self.by_name.get(index, [])
+        return found[bisect.bisect_left(self.starts.get(index, []), s.start_ms) :]
+
+    def same_index(self, index: str, s: Snapshot, evidence: Evidence) -> list[Snapshot]:
+        """The verified snapshots runbookd recorded copying the very index ``s`` copied under that name,
+        started no earlier than ``s`` (rule 1); [] when runbookd has no such record of ``s``."""
+        rec = evidence.record(s)
+        uuid = rec.copied.get(index) if rec is not None else None
+        if not uuid:
+            return []
+        return [
+            o for o in self.by_uuid.get((index, uuid), []) if o.name != s.name and o.start_ms >= s.start_ms
+        ]
 
 
 def by_name(indices: Iterable[Index]) -> dict[str, Index]:
@@ -187,6 +273,7 @@ def newest_copy(snapshots: list[Snapshot], index: Index, evidence: Evidence) -> 
     found = [
         s
         for s in snapshots
-        if s.why_not_copy_of(index.name) is None and evidence.live_doubt(s, index.name) is None
+        if s.why_not_copy_of(index.name) is None
+        and evidence.live_doubt(s, index.name, for_deletion=False) is None
     ]
     return max(found, key=lambda s: (s.start_ms, s.name)) if found else None

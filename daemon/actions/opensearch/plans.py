@@ -16,6 +16,7 @@ Rules (the mutating actions check them again right before acting):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pydantic import Field
@@ -37,7 +38,14 @@ from daemon.actions.opensearch.common import (
     read_snapshots,
     write_targets,
 )
-from daemon.actions.opensearch.copies import Evidence, by_name, newest_copy, read_evidence, read_records
+from daemon.actions.opensearch.copies import (
+    Evidence,
+    Holders,
+    by_name,
+    newest_copy,
+    read_evidence,
+    read_records,
+)
 from daemon.clients.opensearch import OpenSearchClient
 from daemon.kits.clock import iso
 
@@ -147,16 +155,6 @@ class SnapshotPlanParams(RepositoryParams):
     max_snapshots: int = Field(50, ge=1, le=500)
 
 
-def _verified_holders(snapshots: list[Snapshot]) -> dict[str, list[Snapshot]]:
-    """Index name -> the snapshots that are a verified copy of something of that name."""
-    out: dict[str, list[Snapshot]] = {}
-    for o in snapshots:
-        for i in o.indices:
-            if o.why_not_copy_of(i) is None:
-                out.setdefault(i, []).append(o)
-    return out
-
-
 def losses(
     deleted: list[Snapshot], remaining: list[Snapshot], evidence: Evidence
 ) -> dict[str, dict[str, list[str]]]:
@@ -167,17 +165,17 @@ def losses(
     provably the same index (``Evidence``). A copy that a newer snapshot in ``deleted`` provably holds too
     is named under that newer one only; two different indices of one name are each named under their own
     snapshot, since approving the loss of one is no approval of the loss of the other."""
-    holders = _verified_holders(remaining + deleted)
+    holders = Holders.of(remaining + deleted, evidence)
     order = {o.name: (o.start_ms, o.name) for o in deleted}
     out: dict[str, dict[str, list[str]]] = {}
     for s in deleted:
         lost: dict[str, list[str]] = {}
-        for i in sorted(set(s.indices)):
+        for i in sorted(s.index_set):
             if evidence.live_doubt(s, i) is None:
                 continue
-            others = [o for o in holders.get(i, []) if _outlives(o, s, order)]
-            if not any(evidence.covers(o, s, i) for o in others):
-                lost[i] = evidence.doubts(s, i, others)
+            if any(_outlives(o, s, order) for o in holders.same_index(i, s, evidence)):
+                continue
+            lost[i] = evidence.doubts(s, i, holders.later(i, s), partial(_outlives, s=s, order=order))
         out[s.name] = lost
     return out
 
