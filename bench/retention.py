@@ -63,17 +63,26 @@ def bucket_objects(blocks: int, now_ms: int, seed: int = 7) -> Any:
         for c in range(10)
         for r in "AB"
     ]
+    pending: dict[tuple[int, int], list[str]] = {}
+    """(stream, resolution) -> sources of that stream's blocks of that resolution not downsampled yet."""
     for i in range(blocks):
-        labels = streams[i % len(streams)]
+        stream = i % len(streams)
+        labels = streams[stream]
         max_time = now_ms - (i // len(streams)) * 2 * HOUR_MS - 30 * 60_000
         resolution = 3_600_000 if i % 48 == 47 else 300_000 if i % 12 == 11 else 0
         block_id = ulid(max_time + 60_000, rnd)
+        # A downsampled block holds the sources of the finer blocks of its stream before it (Thanos keeps
+        # compaction.sources through downsampling), so the plan's coverage rule has real work to do.
+        finer = {300_000: 0, 3_600_000: 300_000}.get(resolution)
+        sources = pending.pop((stream, finer), None) if finer is not None else None
+        sources = sources or [block_id]
+        pending.setdefault((stream, resolution), []).extend(sources)
         meta = {
             "ulid": block_id,
             "minTime": max_time - 2 * HOUR_MS,
             "maxTime": max_time,
             "stats": {"numSamples": 1_000_000, "numSeries": 5_000, "numChunks": 9_000},
-            "compaction": {"level": 1, "sources": [block_id]},
+            "compaction": {"level": 1, "sources": sources},
             "version": 1,
             "thanos": {
                 "labels": labels,
