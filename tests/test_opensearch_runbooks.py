@@ -34,6 +34,16 @@ async def trigger(d: Daemon, runbook: str, **params: Any) -> str:
     return str(run["id"])
 
 
+async def run_to_end(
+    tmp_path: Path, opensearch: FakeOpenSearch, runbook: str, **overrides: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """A daemon on ``opensearch`` runs ``runbook``, triggered by hand, every step approved as it comes:
+    the run at its end and the steps approved, in order."""
+    cfg = config(tmp_path, opensearch, **overrides)
+    async with serve(tmp_path, RUNBOOKS, config=cfg, clock=FrozenClock(time.time())) as d:
+        return await walk(d, await trigger(d, runbook))
+
+
 def fast_polls(server: FakeOpenSearch, prefix: str, **control: Any) -> None:
     """The runbooks poll every 15s; the server ends the snapshot whose name starts with ``prefix`` (and
     today's date) at its first read instead."""
@@ -123,10 +133,7 @@ async def test_retention_deletes_nothing_when_the_final_snapshot_is_not_a_succes
 ) -> None:
     old = opensearch.add_index("logs-2026.01.01", age_days=20).name
     fast_polls(opensearch, "retention-", outcome=state)
-    async with serve(
-        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
-    ) as d:
-        run, approved = await walk(d, await trigger(d, "opensearch-retention"))
+    run, approved = await run_to_end(tmp_path, opensearch, "opensearch-retention")
     assert run["state"] == "failed"
     assert approved[-1] == "final-snapshot" and states(run)["delete-indices"] == "pending"
     assert f"ended {state}" in steps_of(run)["final-snapshot"]["error"]
@@ -141,10 +148,7 @@ async def test_snapshot_runbook_snapshots_yesterdays_indices_and_verifies(
     opensearch.add_index("logs-today", age_days=0)  # not yet: created today
     opensearch.add_snapshot("logs-before", [held], age_days=2)
     fast_polls(opensearch, "logs-")
-    async with serve(
-        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
-    ) as d:
-        run, approved = await walk(d, await trigger(d, "opensearch-snapshot"))
+    run, approved = await run_to_end(tmp_path, opensearch, "opensearch-snapshot")
     assert run["state"] == "succeeded", run
     assert approved == ["repository", "status", "snapshot", "verify", "report"]
     out = {k: s["output"] for k, s in steps_of(run).items()}
@@ -158,10 +162,7 @@ async def test_snapshot_runbook_with_a_pattern_matching_nothing_says_so(
     tmp_path: Path, opensearch: FakeOpenSearch
 ) -> None:
     opensearch.add_index("logstash-2026.01.01", age_days=2)
-    async with serve(
-        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
-    ) as d:
-        run, _ = await walk(d, await trigger(d, "opensearch-snapshot"))
+    run, _ = await run_to_end(tmp_path, opensearch, "opensearch-snapshot")
     assert run["state"] == "succeeded" and states(run)["snapshot"] == "skipped"
     assert "`logs-*` matches nothing" in steps_of(run)["report"]["output"]["message"]
     assert "logstash-" in steps_of(run)["report"]["output"]["message"]
@@ -211,9 +212,7 @@ async def test_retention_in_dry_run_changes_nothing_and_records_the_requests(
 ) -> None:
     old = opensearch.add_index("logs-2026.01.01", age_days=20).name
     opensearch.add_snapshot("logs-2025.06.01", ["logs-2025.05.31"], age_days=200)
-    cfg = config(tmp_path, opensearch, dry_run=True)
-    async with serve(tmp_path, RUNBOOKS, config=cfg, clock=FrozenClock(time.time())) as d:
-        run, _ = await walk(d, await trigger(d, "opensearch-retention"))
+    run, _ = await run_to_end(tmp_path, opensearch, "opensearch-retention", dry_run=True)
     assert run["state"] == "succeeded", run
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert [r["method"] for r in out["block"]["requests"]] == ["PUT"]
@@ -272,10 +271,7 @@ async def test_retention_does_not_take_its_own_snapshot_of_the_recreated_index_f
     then plans the old snapshot. That final snapshot lists the same name, but holds the one document."""
     original_in_an_old_snapshot_then_recreated(opensearch, recreated_days_ago=20)
     fast_polls(opensearch, "retention-")
-    async with serve(
-        tmp_path, RUNBOOKS, config=config(tmp_path, opensearch), clock=FrozenClock(time.time())
-    ) as d:
-        run, _ = await walk(d, await trigger(d, "opensearch-retention"))
+    run, _ = await run_to_end(tmp_path, opensearch, "opensearch-retention")
     assert run["state"] == "succeeded", run
     out = {k: s["output"] for k, s in steps_of(run).items()}
     assert out["delete-indices"]["deleted"] == [LATE]

@@ -447,6 +447,18 @@ async def scheduled_run(d: Daemon, clock: FrozenClock, fire: float) -> str:
     return str(run["id"])
 
 
+async def run_retention(
+    tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer, fire: float, **settings: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """One scheduled retention run against the bucket in ``moto_s3``, every step approved as it comes:
+    the run at its end and the steps approved, in order."""
+    clock = FrozenClock(start=time.time())
+    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url}, **settings)
+    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
+        run_id = await scheduled_run(d, clock, fire)
+        return await walk(d, run_id)
+
+
 async def test_retention_plans_and_marks_with_approval(
     tmp_path: Path, moto_s3: MotoS3Server, compactor: PrometheusServer
 ) -> None:
@@ -502,11 +514,7 @@ async def test_retention_keeps_a_late_block_inside_a_downsampled_range(
     late = bucket.add(
         max_time=now_ms - 35 * DAY_MS - 30 * 60_000, labels=SIDECAR_A, hours=1, created=now_ms - DAY_MS
     )
-    clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
-    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
-        run_id = await scheduled_run(d, clock, fire)
-        run, approved = await walk(d, run_id)
+    run, approved = await run_retention(tmp_path, moto_s3, compactor, fire)
     assert run["state"] == "succeeded", run
     assert approved == ["status", "plan", "mark", "report"]
     plan = steps_of(run)["plan"]["output"]
@@ -533,11 +541,7 @@ async def test_retention_dry_run_writes_nothing_and_a_second_day_marks_nothing_n
     made = retention_bucket(moto_s3, fire)
     bucket = FakeThanosBucket(moto_s3, create=False)
     before = bucket.objects()
-    clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url, dry_run=True, prometheus={"url": compactor.url})
-    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
-        run_id = await scheduled_run(d, clock, fire)
-        run, _ = await walk(d, run_id)
+    run, _ = await run_retention(tmp_path, moto_s3, compactor, fire, dry_run=True)
     assert run["state"] == "succeeded", run
     assert bucket.objects() == before
     mark_out = steps_of(run)["mark"]["output"]
@@ -558,11 +562,7 @@ async def test_retention_with_nothing_past_retention_skips_the_mark(
     bucket = FakeThanosBucket(moto_s3)
     for d in range(1, 10):
         bucket.add(max_time=int(fire * 1000) - d * DAY_MS, labels=SIDECAR_A)
-    clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
-    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
-        run_id = await scheduled_run(d, clock, fire)
-        run, approved = await walk(d, run_id)
+    run, approved = await run_retention(tmp_path, moto_s3, compactor, fire)
     assert approved == ["status", "plan", "report"]
     assert states(run)["mark"] == "skipped"
     assert "Nothing to mark." in steps_of(run)["report"]["output"]["message"]
@@ -586,11 +586,7 @@ async def test_retention_on_a_raw_only_bucket_marks_nothing_and_says_why(
         for d in range(1, 31):
             bucket.add(max_time=now_ms - d * DAY_MS, labels=labels)
     before = bucket.objects()
-    clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
-    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
-        run_id = await scheduled_run(d, clock, fire)
-        run, approved = await walk(d, run_id)
+    run, approved = await run_retention(tmp_path, moto_s3, compactor, fire)
     assert run["state"] == "succeeded", run
     assert approved == ["status", "plan", "report"]
     assert states(run)["mark"] == "skipped"
@@ -612,11 +608,7 @@ async def test_retention_with_a_halted_compactor_marks_nothing(
     before = bucket.objects()
     compactor.exporter.set("thanos_compact_halted", 1, COMPACTOR)  # type: ignore[attr-defined]
     await compactor.wait_for_async("thanos_compact_halted == 1")
-    clock = FrozenClock(start=time.time())
-    cfg = config(tmp_path, s3=moto_s3.endpoint_url, prometheus={"url": compactor.url})
-    async with serve(tmp_path, RUNBOOKS, config=cfg, secrets=S3_SECRETS, clock=clock) as d:
-        run_id = await scheduled_run(d, clock, fire)
-        run, approved = await walk(d, run_id)
+    run, approved = await run_retention(tmp_path, moto_s3, compactor, fire)
     assert approved == ["status", "plan", "report"]
     assert states(run)["mark"] == "skipped"
     plan = steps_of(run)["plan"]["output"]

@@ -53,7 +53,7 @@ it.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,44 +162,36 @@ class Evidence:
             f"({iso(s.start_ms / 1000)})"
         )
 
-    def same_index(self, other: Snapshot, s: Snapshot, index: str) -> bool:
-        """Whether runbookd recorded ``other`` and ``s`` as copying one index (rule 1)."""
-        mine, theirs = self.record(s), self.record(other)
-        if mine is None or theirs is None:
-            return False
-        uuid = mine.copied.get(index)
-        return bool(uuid) and uuid == theirs.copied.get(index)
-
     def doubts(
-        self, s: Snapshot, index: str, later: Sequence[Snapshot], stays: Callable[[Snapshot], bool]
+        self,
+        s: Snapshot,
+        index: str,
+        later: Sequence[Snapshot],
+        stays: Callable[[Snapshot], bool],
+        same: Collection[str],
     ) -> list[str]:
         """For the approver: the copies of that name that exist but were not counted, and why. ``later``:
-        the verified snapshots listing that name that started no earlier than ``s``, in start order
-        (``Holders.later``); ``stays``: whether one is still there when ``s`` goes. The first few are
-        named and the rest counted, without reading them: hourly snapshots of one long-lived index make
-        thousands, for each planned snapshot."""
+        the verified snapshots listing that name that started no earlier than ``s``, in start order, ``s``
+        among them when it is one (``Holders.later``); ``stays``: whether one is still there when ``s``
+        goes; ``same``: the names of those recorded as copying the very index ``s`` copied
+        (``Holders.same_index``). The first few are named and the rest counted, without reading them:
+        hourly snapshots of one long-lived index make thousands, for each planned snapshot."""
         why = self.live_doubt(s, index) if index in self.live else None
         out = [why] if why is not None else []
+        mine = s.verified and index in s.index_set  # ``s`` itself is in ``later``, not yet passed
         seen = 0
         for o in later:
             if len(out) - (why is not None) == MAX_NAMED:
                 break
             seen += 1
-            if o.name != s.name and stays(o) and not self.same_index(o, s, index):
+            if o.name == s.name:
+                mine = False
+            elif stays(o) and o.name not in same:
                 out.append(f"snapshot {o.name} lists {index}, but nothing proves it copied the same index")
-        rest = later[seen:]
-        more = len(rest) - sum(1 for o in rest[: _same_start(rest, s)] if o.name == s.name)
+        more = len(later) - seen - mine
         if more > 0:
             out.append(f"{more} later snapshot(s) list {index} too, none proven to copy it")
         return out
-
-
-def _same_start(later: Sequence[Snapshot], s: Snapshot) -> int:
-    """How many of ``later`` (in start order) started at the same time as ``s``: where ``s`` itself is."""
-    n = 0
-    while n < len(later) and later[n].start_ms == s.start_ms:
-        n += 1
-    return n
 
 
 @dataclass(frozen=True)

@@ -173,9 +173,11 @@ def losses(
         for i in sorted(s.index_set):
             if evidence.live_doubt(s, i) is None:
                 continue
-            if any(_outlives(o, s, order) for o in holders.same_index(i, s, evidence)):
+            same = holders.same_index(i, s, evidence)
+            if any(_outlives(o, s, order) for o in same):
                 continue
-            lost[i] = evidence.doubts(s, i, holders.later(i, s), partial(_outlives, s=s, order=order))
+            stays = partial(_outlives, s=s, order=order)
+            lost[i] = evidence.doubts(s, i, holders.later(i, s), stays, {o.name for o in same})
         out[s.name] = lost
     return out
 
@@ -192,7 +194,12 @@ def lost_by_deleting(
 ) -> dict[str, list[str]]:
     """Snapshot name -> the indices lost for good with it once every snapshot in ``deleted`` is gone
     (``losses``)."""
-    return {name: sorted(lost) for name, lost in losses(deleted, remaining, evidence).items()}
+    return names_lost(losses(deleted, remaining, evidence))
+
+
+def names_lost(found: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """``losses`` without the reasons: snapshot name -> the indices lost with it, sorted."""
+    return {name: sorted(lost) for name, lost in found.items()}
 
 
 def too_young(s: Snapshot, keep_days: int, now: float) -> str | None:
@@ -214,7 +221,7 @@ class SnapshotPlan:
 
     @property
     def lost(self) -> dict[str, list[str]]:
-        return {name: sorted(lost) for name, lost in self.losses.items()}
+        return names_lost(self.losses)
 
 
 async def plan_snapshots(
