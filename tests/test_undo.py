@@ -8,7 +8,9 @@ fixture, so these tests can run against every store backend behind the same inte
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,11 @@ from typing import Any
 import pytest
 import yaml
 from support.gates import Gates, wait_until
-from support.inproc import Daemon, alert_payload, base_config, serve
+from support.inproc import TOKENS, Daemon, alert_payload, base_config, serve
 from support.runs import states, steps_of
 from support.undo_actions import UndoLedger
 
+from daemon.cli import render
 from daemon.engine import planner
 from daemon.notify import slack_messages as msgs
 from daemon.store.records import StepRecord, StepState
@@ -341,6 +344,53 @@ async def test_a_failed_undo_needs_attention_and_a_person_closes_the_run(
         assert "undo_abandoned" in events(run)
 
 
+async def test_an_undo_retry_is_bound_to_the_failure_it_retries(
+    tmp_path: Path, state: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Approving the step of a failed undo retries that undo, bound to that failure's retry hash: the
+    step's own plan hash (a stale Approve button, a hash noted when the step was approved), a hash of no
+    plan, or the retry hash of an earlier failure retries nothing (409). The CLI shows the undo and sends
+    the retry hash it showed."""
+    from daemon.cli.main import main as cli
+
+    ledger = UndoLedger()
+    book = runbook(undo_b=_restore("b", "{{ params.key }}-b", action="test.restore_fails"))
+
+    def tries() -> int:
+        return len([c for c in ledger.calls if c[0] == "restore_fails"])
+
+    async with daemon(tmp_path, state, ledger, book) as d:
+        run_id = await start(d)
+        run = await approve_through(d, run_id, "a", "b", "middle", "last")
+        assert run["state"] == "needs_attention" and tries() == 1, run
+        first = steps_of(run)["b"]["undo"]["retry_hash"]
+        assert re.fullmatch(r"[0-9a-f]{16}", first), first
+        assert f"retry `{first}`" in msgs.attention_reply(run, steps_of(run)["b"]).blocks[0]["text"]["text"]
+        for stale in (steps_of(run)["b"]["plan_hash"], "0123456789abcdef"):
+            status, body = await d.approve(run_id, "b", plan_hash=stale)
+            assert status == 409 and f"retry hash is {first}" in body["error"], (status, body)
+        await d.engine.wait_idle()
+        assert tries() == 1 and (await d.run(run_id))["state"] == "needs_attention"
+
+        status, body = await d.approve(run_id, "b", plan_hash=first)
+        assert status == 200, body
+        run = await wait_for(d, run_id, lambda r: r["state"] == "needs_attention" and tries() == 2)
+        second = steps_of(run)["b"]["undo"]["retry_hash"]
+        assert second != first  # a new failure: the hash noted for the first one retries nothing
+        status, body = await d.approve(run_id, "b", plan_hash=first)
+        assert status == 409, body
+        assert f"retry {second}" in render.run_details(await d.run(run_id))
+
+        monkeypatch.setenv("RUNBOOKD_TOKEN", TOKENS["alice"])
+        code = await asyncio.to_thread(cli, ["approve", run_id, "--step", "b", "--yes", "--server", d.url])
+        shown = capsys.readouterr()
+        assert code == 0, shown
+        assert "its undo test.restore_fails failed" in shown.err and f"retry {second}" in shown.err
+        run = await wait_for(d, run_id, lambda r: r["state"] == "needs_attention" and tries() == 3)
+        retried = [e for e in run["timeline"] if e["event"] == "undo_retry_approved"]
+        assert [e["by"] for e in retried] == ["admin", "alice"], retried
+
+
 async def test_an_undo_that_cannot_be_rendered_needs_attention(tmp_path: Path, state: dict[str, Any]) -> None:
     """The step failed before it reported what it changed: the undo cannot be rendered, so a person checks."""
     ledger, gates = UndoLedger(), Gates()
@@ -394,8 +444,54 @@ async def test_an_undo_waits_for_the_budget_but_not_for_pause(tmp_path: Path, st
         assert gates.finished == ["h"]
 
 
+async def test_a_daemon_restarted_in_dry_run_holds_the_changes_of_a_live_run(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    """``dry_run`` promises that nothing changes. A run started live keeps ``dry_run: false`` (fixed at its
+    start); under a daemon restarted in dry-run its approved mutating step waits, and so do its undos,
+    each said once in the timeline, until runbookd runs live again. Read-only steps still run."""
+    ledger = UndoLedger()
+    async with daemon(tmp_path, state, ledger) as d:
+        run_id = await start(d)
+        await approve_through(d, run_id, "a")
+        await wait_for(d, run_id, lambda r: _asks(r, "b"))
+    assert ledger.values == {"k-a": "changed"}
+
+    async with daemon(tmp_path, state, ledger, dry_run=True) as d:
+        run = await d.run(run_id)
+        status, body = await d.approve(run_id, "b", plan_hash=steps_of(run)["b"]["plan_hash"])
+        assert status == 200, body
+        await tick(d)
+        await tick(d)
+        run = await d.run(run_id)
+        assert run["dry_run"] is False and states(run)["b"] == "approved", run
+        waits = [e for e in run["timeline"] if e["event"] == "step_waiting"]
+        assert [(e["step"], e["reason"].split(":")[0]) for e in waits] == [("b", "dry-run")], waits
+        assert ledger.values == {"k-a": "changed"}
+
+    async with daemon(tmp_path, state, ledger) as d:  # live again: the approved step runs
+        await tick(d)
+        await approve_through(d, run_id, "middle")
+        await wait_for(d, run_id, lambda r: _asks(r, "last"))
+    assert ledger.values == {"k-a": "changed", "k-b": "changed"}
+
+    async with daemon(tmp_path, state, ledger, dry_run=True) as d:  # the run ends: its undos wait
+        await approve_through(d, run_id, "last")
+        await tick(d)
+        run = await d.run(run_id)
+        assert run["state"] == "undoing" and undo_states(run) == {"a": "waiting", "b": "ready"}, run
+        assert any(
+            e["event"] == "undo_waiting" and e["reason"].startswith("dry-run:") for e in run["timeline"]
+        ), run["timeline"]
+        assert ledger.values == {"k-a": "changed", "k-b": "changed"}
+
+    async with daemon(tmp_path, state, ledger) as d:
+        await tick(d)
+        run = await wait_for(d, run_id, lambda r: r["state"] == "succeeded")
+    assert ledger.restored() == ["k-b", "k-a"] and ledger.values == {}
+
+
 async def test_the_approver_sees_the_undo_in_slack_and_the_cli(tmp_path: Path, state: dict[str, Any]) -> None:
-    from daemon.cli import render
 
     ledger = UndoLedger()
     async with daemon(tmp_path, state, ledger) as d:

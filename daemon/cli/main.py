@@ -131,6 +131,17 @@ def _show_plan(run: dict[str, Any], step: dict[str, Any], plan_hash: str | None)
         print(render.undo_text(step["undo"]), file=sys.stderr)
 
 
+def _show_undo_retry(run: dict[str, Any], step: dict[str, Any], retry_hash: str | None) -> None:
+    run, step, retry_hash = render.defang(run), render.defang(step), render.defang(retry_hash)
+    undo = step["undo"]
+    print(
+        f"{run['id']} step {step['id']}: its undo {undo['action']} failed: {undo.get('error')}\n"
+        f"Approving retries that undo (retry {retry_hash}). Verify by hand first.",
+        file=sys.stderr,
+    )
+    print(render.undo_text(undo), file=sys.stderr)
+
+
 def _approve(api: ApiClient, args: argparse.Namespace) -> None:
     """Approve exactly the plan the operator is shown: the step and plan hash come from one read, the
     plan is printed (and confirmed on a terminal), and the server refuses it if it changed since."""
@@ -141,8 +152,14 @@ def _approve(api: ApiClient, args: argparse.Namespace) -> None:
     step = next((s for s in run["steps"] if s["id"] == step_id), None)
     if step is None:
         raise ClientError(f"run {args.run_id} has no step {step_id!r}")
-    plan_hash = args.plan_hash or step.get("plan_hash")
-    if step.get("state") == "awaiting_approval":
+    undo = step.get("undo") or {}
+    retry = run.get("state") == "needs_attention" and undo.get("state") == "failed"
+    plan_hash = args.plan_hash or (undo.get("retry_hash") if retry else step.get("plan_hash"))
+    if retry:  # approving the step retries its failed undo, bound to that failure's retry hash
+        _show_undo_retry(run, step, plan_hash)
+        if sys.stdin.isatty() and not args.yes and input("Retry this undo? [y/N] ").strip().lower() != "y":
+            raise ClientError("not approved")
+    elif step.get("state") == "awaiting_approval":
         _show_plan(run, step, plan_hash)
         if sys.stdin.isatty() and not args.yes and input("Approve this plan? [y/N] ").strip().lower() != "y":
             raise ClientError("not approved")

@@ -154,6 +154,13 @@ def run_details(run: dict[str, Any]) -> str:
             for sid, u in undos
         ]
         out.append(table(["STEP", "UNDO", "STATE", "WHEN", "PARAMS", "ERROR"], undo_rows))
+        if run.get("state") == "needs_attention":
+            out += [
+                f"Undo of {sid} failed: verify by hand, then `runbookd approve {run['id']} --step {sid}` "
+                f"retries it (retry {u['retry_hash']}), or reject the run to close it."
+                for sid, u in undos
+                if u["state"] == "failed" and u.get("retry_hash")
+            ]
     for s in run["steps"]:
         if s["id"] == run.get("current_step") and s["plan"] is not None and s["state"] == "awaiting_approval":
             out += ["", f"Awaiting approval: {s['id']} ({s['action']}), plan {s['plan_hash']}"]

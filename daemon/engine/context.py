@@ -26,6 +26,12 @@ from daemon.store.records import EventRecord, RunRecord
 from daemon.store.sqlite import StoreMemory, Tx
 
 _DEFINITION_CACHE = 512
+
+DRY_RUN_HOLD = (
+    "dry-run: runbookd runs in dry-run and this run was started live, so its mutating steps and undos "
+    "wait until runbookd runs live again (reject the run to end it)"
+)
+"""Why a live run's change waits under a dry-run daemon (``Context.holds_changes_of``)."""
 """Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
 
 T = TypeVar("T")
@@ -97,6 +103,13 @@ class Context:
     ) -> None:
         await tx.add_event(EventRecord(run_id, self.clock.now(), event, actor, detail))
         self.log.info(f"run.{event}", run_id=run_id, runbook=runbook, actor=actor, **detail)
+
+    def holds_changes_of(self, run: RunRecord) -> bool:
+        """Whether this daemon holds back the run's changes (mutating steps, undos): it runs in dry-run
+        and the run was started live (``run.dry_run`` is fixed at its start). ``dry_run`` promises that
+        nothing changes; running the change as a dry run instead would let the run go on as if it had
+        happened, so it waits until runbookd runs live again, or a person rejects the run."""
+        return self.config.dry_run and not run.dry_run
 
     async def is_paused(self, tx: Tx | None = None) -> bool:
         if tx is None:

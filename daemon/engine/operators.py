@@ -62,7 +62,7 @@ class Operators:
         async def body(tx: Tx, fx: Effects) -> dict[str, Any]:
             undo_phase = await self._undo_phase(tx, run_id)
             if undo_phase is not None:  # an undo failed: approving its step retries that undo
-                await self._runs.undoing.retry(tx, undo_phase, step_id, identity, fx)
+                await self._runs.undoing.retry(tx, undo_phase, step_id, identity, fx, plan_hash)
                 return await view_of(tx, run_id)
             run, cur = await self._current(tx, run_id, step_id)
             rb = self._ctx.definition(run)

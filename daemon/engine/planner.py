@@ -14,7 +14,7 @@ from daemon.actions.base import Action, ActionRegistry
 from daemon.errors import TemplateError
 from daemon.runbooks import templating
 from daemon.runbooks.schema import Runbook, Step
-from daemon.store.records import RunRecord, StepRecord, StepState
+from daemon.store.records import RunRecord, StepRecord, StepState, UndoRecord
 
 
 class PlanError(Exception):
@@ -230,6 +230,21 @@ def plan_hash(run_id: str, step: StepRecord, plan: dict[str, Any], undo: dict[st
     }
     if undo is not None:
         doc["undo"] = undo
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def undo_retry_hash(undo: UndoRecord) -> str:
+    """What approving the retry of a failed undo is bound to: the run, the step, the undo as approved
+    with it, and that failure (its time), so a hash noted for an earlier failure, or a step's own plan
+    hash from a stale button, retries nothing."""
+    doc = {
+        "run": undo.run_id,
+        "undo_of": undo.step_id,
+        "action": undo.action,
+        "approved": undo.approved,
+        "failed_at": undo.finished_at,
+        "attempts": undo.attempts,
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

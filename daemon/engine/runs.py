@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.engine import planner
-from daemon.engine.context import Context
+from daemon.engine.context import DRY_RUN_HOLD, Context
 from daemon.engine.effects import Effects
 from daemon.engine.executor import action_timeout, execute
 from daemon.engine.undoing import Undoing
@@ -128,7 +128,8 @@ class Runs:
         fx.notice("approval_requested", run.id, st.step_id)
 
     async def _may_start(self, tx: Tx, run: RunRecord, st: StepRecord) -> bool:
-        """Pause and the blast-radius budget hold an approved step back (noted once in the timeline)."""
+        """Pause, a dry-run daemon (for a live run's mutating step) and the blast-radius budget hold an
+        approved step back (noted once in the timeline)."""
         if self.stopping:
             return False  # stays approved; the next start runs it
         if not self._ctx.leadership.fresh():
@@ -137,6 +138,8 @@ class Runs:
         budget = self._ctx.config.limits.max_concurrent_mutating_steps
         if await self._ctx.is_paused(tx):
             reason = "paused: runbookd resume lets it start"
+        elif st.mutating and self._ctx.holds_changes_of(run):
+            reason = DRY_RUN_HOLD
         elif st.mutating and await tx.running_mutating_steps() + await tx.running_undos() >= budget:
             reason = f"waiting for the blast-radius budget ({budget} mutating step(s) at a time)"
         if reason is None:

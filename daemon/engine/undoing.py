@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daemon.engine import gate, planner
-from daemon.engine.context import Context
+from daemon.engine.context import DRY_RUN_HOLD, Context
 from daemon.engine.effects import Effects
 from daemon.engine.executor import action_timeout, execute
 from daemon.engine.identity import Identity
@@ -173,6 +173,9 @@ class Undoing:
     async def _may_start(self, tx: Tx, run: RunRecord, u: UndoRecord) -> bool:
         if self._stopping():
             return False  # stays ready; the next start runs it
+        if self._ctx.holds_changes_of(run):
+            await self._note(tx, run, u, "dry-run", reason=DRY_RUN_HOLD)
+            return False
         budget = self._ctx.config.limits.max_concurrent_mutating_steps
         if await tx.running_mutating_steps() + await tx.running_undos() < budget:
             return True
@@ -237,9 +240,17 @@ class Undoing:
     # ------------------------------------------------------------------ a person after a failed undo
 
     async def retry(
-        self, tx: Tx, run: RunRecord, step_id: str | None, identity: Identity, fx: Effects
+        self,
+        tx: Tx,
+        run: RunRecord,
+        step_id: str | None,
+        identity: Identity,
+        fx: Effects,
+        retry_hash: str | None = None,
     ) -> None:
-        """Approve the retry of a failed undo: it waits for its ``when:`` again, with a new deadline."""
+        """Approve the retry of a failed undo: it waits for its ``when:`` again, with a new deadline.
+        ``retry_hash``, when given, must be the failed undo's (``planner.undo_retry_hash``, shown as the
+        undo's ``retry_hash``): the step's own plan hash, or one noted at an earlier failure, is refused."""
         failed = [u for u in await tx.undos_of(run.id) if u.state == UndoState.FAILED]
         u = next((u for u in failed if step_id in (None, u.step_id)), None)
         if u is None:
@@ -249,6 +260,13 @@ class Undoing:
         gate.check_may_approve(
             identity, self._ctx.definition(run), run, st, config.approvers, config.person_of
         )
+        expected = planner.undo_retry_hash(u)
+        if retry_hash is not None and retry_hash != expected:
+            raise Conflict(
+                f"the undo of step {u.step_id} failed: approving it now retries that undo ({u.action}), "
+                f"whose retry hash is {expected}, not {retry_hash}: review the undo and its error, then "
+                "approve that"
+            )
         now = self._ctx.clock.now()
         timeout = u.approved.get("timeout") or self._default_timeout(run)
         u.state, u.error, u.due_at, u.deadline = UndoState.WAITING, None, now, now + float(timeout)

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.actions.base import ActionRegistry
+from daemon.engine.planner import undo_retry_hash
 from daemon.errors import NotFound
 from daemon.kits.clock import iso
 from daemon.runbooks.loader import LoadedRunbook
 from daemon.store.base import Row
-from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, StepRecord, UndoRecord
+from daemon.store.records import ApprovalRecord, EventRecord, RunRecord, StepRecord, UndoRecord, UndoState
 from daemon.store.sqlite import Tx
 
 
@@ -38,6 +39,7 @@ def undo_view(undo: UndoRecord) -> dict[str, Any]:
         "attempts": undo.attempts,
         "output": undo.output,
         "error": undo.error,
+        "retry_hash": undo_retry_hash(undo) if undo.state == UndoState.FAILED else None,
     }
 
 

@@ -331,7 +331,7 @@ def attention_reply(run: dict[str, Any], step: dict[str, Any]) -> Message:
         text = (
             f":warning: The undo of step `{safe(step['id'], 64)}` ({safe(undo.get('action'), 64)}) did not "
             f"complete: {safe(undo.get('error') or '', 1000)}\nVerify by hand, then approve the step to retry "
-            "its undo, or reject to close the run."
+            f"its undo (retry `{safe(undo.get('retry_hash'), 64)}`), or reject to close the run."
         )
         return Message(f"{run['runbook']}: run needs attention", [_section(text)])
     text = (

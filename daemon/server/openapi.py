@@ -237,7 +237,10 @@ def _schemas() -> dict[str, Schema]:
                 "plan_hash": {
                     **_STR,
                     "pattern": "^[0-9a-f]{16}$",
-                    "description": "the plan the approver saw (its 16 hex digits)",
+                    "description": (
+                        "the plan the approver saw (its 16 hex digits); for the step of a failed undo, "
+                        "that undo's retry_hash"
+                    ),
                 }
             },
         ),
