@@ -236,6 +236,29 @@ async def test_a_rejected_run_undoes_only_the_steps_that_ran(tmp_path: Path, sta
         assert undo_states(run) == {"a": "succeeded", "b": "skipped"}  # b never ran: nothing to undo
 
 
+async def test_show_says_not_run_for_the_undo_of_a_step_an_ended_run_never_reached(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    ledger = UndoLedger()
+    async with daemon(tmp_path, state, ledger) as d:
+        run_id = await start(d)
+        await wait_for(d, run_id, lambda r: _asks(r, "a"))
+        assert "pending" in _undo_rows(await d.run(run_id))["b"]  # the run may still reach it
+        status, body = await reject(d, run_id, "not now")
+        assert status == 200, body
+        await d.engine.wait_idle()
+        run = await d.run(run_id)
+    assert run["state"] == "rejected" and undo_states(run) == {"a": "skipped", "b": "pending"}
+    rows = _undo_rows(run)
+    assert "not run" in rows["b"] and "pending" not in rows["b"], rows
+
+
+def _undo_rows(run: dict[str, Any]) -> dict[str, str]:
+    """``runbookd show``'s undo table: step id -> its row."""
+    shown = render.run_details(run).splitlines()
+    return {line.split()[0]: line for line in shown if " test.restore " in f"{line} "}
+
+
 async def test_an_expired_run_undoes_what_ran(tmp_path: Path, state: dict[str, Any]) -> None:
     ledger = UndoLedger()
     async with daemon(tmp_path, state, ledger) as d:

@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     client_args(rj)
     t = sub.add_parser("trigger", help="start a run by hand")
     t.add_argument("runbook", metavar="RUNBOOK")
-    t.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="a runbook param (repeatable)"
+    )
     t.add_argument("--output", choices=["table", "json"], default="table")
     client_args(t)
     st = sub.add_parser("state", help="the state store: migrate its schema, copy it to another store")
@@ -166,7 +168,7 @@ def _approve(api: ApiClient, args: argparse.Namespace) -> None:
     # Otherwise no plan is printed (it cannot be approved); the server's answer (409) says why.
     body = {"plan_hash": plan_hash} if plan_hash else {}
     run = api.post(f"/api/v1/runs/{quote(args.run_id)}/steps/{quote(step_id)}/approve", body)
-    _print(run, args.output, f"approved {step_id} of {run['id']}; run is now {run['state']}")
+    _print(run, args.output, f"approved {step_id} of {run['id']}; run is now {render.run_state(run)}")
 
 
 _MISREAD = (KeyError, IndexError, TypeError, AttributeError, ValueError)

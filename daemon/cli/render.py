@@ -146,7 +146,7 @@ def run_details(run: dict[str, Any]) -> str:
             (
                 sid,
                 u["action"],
-                u["state"],
+                "not run" if u["state"] == "pending" and run["state"] in _ENDED else u["state"],
                 u.get("when") or "-",
                 _short(u.get("params") or u["with"], 60),
                 u.get("error") or "",
