@@ -28,10 +28,15 @@ from daemon.store.sqlite import StoreMemory, Tx
 _DEFINITION_CACHE = 512
 
 DRY_RUN_HOLD = (
-    "dry-run: runbookd runs in dry-run and this run was started live, so its mutating steps and undos "
-    "wait until runbookd runs live again (reject the run to end it)"
+    "dry-run: runbookd runs in dry-run and this run was started live, so its mutating steps wait until "
+    "runbookd runs live again (reject the run to end it)"
 )
-"""Why a live run's change waits under a dry-run daemon (``Context.holds_changes_of``)."""
+"""Why a live run's mutating step waits under a dry-run daemon (``Context.holds_changes_of``)."""
+DRY_RUN_UNDO_HOLD = (
+    "dry-run: runbookd runs in dry-run and this run was started live, so the undos of what its steps "
+    "changed wait until runbookd runs live again"
+)
+"""Why a live run's undo waits under a dry-run daemon."""
 """Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
 
 T = TypeVar("T")

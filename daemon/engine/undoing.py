@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daemon.engine import gate, planner
-from daemon.engine.context import DRY_RUN_HOLD, Context
+from daemon.engine.context import DRY_RUN_UNDO_HOLD, Context
 from daemon.engine.effects import Effects
 from daemon.engine.executor import action_timeout, execute
 from daemon.engine.identity import Identity
@@ -174,7 +174,7 @@ class Undoing:
         if self._stopping():
             return False  # stays ready; the next start runs it
         if self._ctx.holds_changes_of(run):
-            await self._note(tx, run, u, "dry-run", reason=DRY_RUN_HOLD)
+            await self._note(tx, run, u, "dry-run", reason=DRY_RUN_UNDO_HOLD)
             return False
         budget = self._ctx.config.limits.max_concurrent_mutating_steps
         if await tx.running_mutating_steps() + await tx.running_undos() < budget:
