@@ -108,7 +108,21 @@ def render_target(rb: Runbook, ctx: dict[str, Any]) -> str:
         raise PlanError(f"target: {exc}") from None
     if not target.strip():
         raise PlanError("target rendered empty")
-    return target[:512]
+    return bounded_target(target)
+
+
+MAX_TARGET = 512
+"""Characters of a run's target; a longer one keeps its start and ends in a hash of the whole."""
+
+
+def bounded_target(target: str) -> str:
+    """``target`` if it fits ``MAX_TARGET``, else its start, ``~`` and 16 hex digits of its SHA-256:
+    cutting it short alone gave two targets differing after the cut one identity (one run, one
+    cooldown), and label values may be 4096 characters long."""
+    if len(target) <= MAX_TARGET:
+        return target
+    digest = hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{target[: MAX_TARGET - 17]}~{digest}"
 
 
 def step_context(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:

@@ -37,6 +37,15 @@ def regex_escape(value: object) -> str:
     return re.escape(str(value))
 
 
+def target_part(value: object) -> str:
+    """Escape one part of a run's target whose parts are joined with ``/``: ``%`` and ``/`` written as
+    ``%25`` and ``%2F``. A run's identity is (runbook, target); without it ``job="blackbox/https:"``,
+    ``instance="/api.example.com/health"`` rendered the same target as ``job="blackbox"``,
+    ``instance="https://api.example.com/health"``, and a chosen alert took over (or held back with its
+    cooldown) another target's run."""
+    return str(value).replace("%", "%25").replace("/", "%2F")
+
+
 def _env() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
@@ -44,6 +53,7 @@ def _env() -> ImmutableSandboxedEnvironment:
     env.filters["dns_label"] = lambda v: re.sub(r"[^a-z0-9-]", "-", str(v).lower()).strip("-")[:63]
     env.filters["promql"] = promql_string
     env.filters["regex_escape"] = regex_escape
+    env.filters["target_part"] = target_part
     return env
 
 
