@@ -24,7 +24,7 @@ SUNDAY_NOON = datetime(2027, 1, 17, 12, 0, tzinfo=UTC)
     ],
 )
 def test_day_of_week_is_read_as_cron_reads_it(cron: str, weekday: str) -> None:
-    fire = schedules.due(cron, "UTC", SUNDAY_NOON.timestamp(), SUNDAY_NOON.timestamp() + 8 * 86400)
+    fire = schedules.due(cron, "UTC", SUNDAY_NOON.timestamp(), SUNDAY_NOON.timestamp() + 8 * 86400).fire
     assert fire is not None
     assert datetime.fromtimestamp(fire, UTC).strftime("%a %H:%M") == f"{weekday} 06:00"
 

@@ -110,27 +110,37 @@ class Checker:
                 if sched is None or sched.get("cron") != trig.schedule:
                     await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": now})
                 else:
-                    fire = schedules.due(trig.schedule, self._ctx.config.timezone, float(sched["last"]), now)
-                    if fire is not None:
-                        await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": now})
+                    step = schedules.due(trig.schedule, self._ctx.config.timezone, float(sched["last"]), now)
+                    if step.reset:
+                        self._ctx.log.warning(
+                            "schedule.clock_reset", runbook=rb.name, stored=iso(float(sched["last"]))
+                        )
+                    if step.last is not None:
+                        await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": step.last})
+                    if step.fire is not None:
                         noted = await tx.kv_get(NAMESPACE, key) or {}
-                        await tx.kv_put(NAMESPACE, key, {**noted, "pending": fire})
+                        await tx.kv_put(NAMESPACE, key, {**noted, "pending": step.fire})
                 rec = await tx.kv_get(NAMESPACE, key)
                 if rec and rec.get("pending") is not None and key not in self._inflight:
                     due.append((key, rb, idx, float(rec["pending"])))
             return due
 
+        epoch = self._ctx.leadership.epoch
         for key, rb, idx, fire in await self._ctx.transact(body, leader_only=True):
             self._inflight.add(key)
-            self._ctx.tasks.spawn(self._run_scheduled(key, rb, idx, fire), f"check.{key}")
+            self._ctx.tasks.spawn(self._run_scheduled(key, rb, idx, fire, epoch), f"check.{key}")
 
-    async def _run_scheduled(self, key: str, rb: Runbook, idx: int, fire: float) -> None:
+    async def _run_scheduled(self, key: str, rb: Runbook, idx: int, fire: float, epoch: int | None) -> None:
         try:
             trig = rb.triggers[idx]
             sched = {"fire_time": iso(fire), "cron": trig.schedule}
             result = await self.evaluate(rb, trig, sched, None)
 
             async def record(tx: Tx, fx: Effects) -> bool:
+                if self._ctx.leadership.epoch != epoch:
+                    # Started under a leadership since lost (even if this replica leads again): the
+                    # leader of the moment owns the pending fire and may have recorded it already.
+                    return False
                 rec = await tx.kv_get(NAMESPACE, key)
                 pending = rec.get("pending") if rec else None
                 if pending is None or float(pending) < fire:
@@ -299,6 +309,16 @@ class Checker:
                 "pending": pending,
             },
         )
+
+    def leadership_changed(self, leading: bool) -> None:
+        """The check gauges are the leader's: a replica that stops leading drops them (the leader's
+        replace them; an alert taking ``max`` over replicas would otherwise keep a cleared error), and
+        one that leads again restores them from the store at its first tick."""
+        self._restored = False
+        if not leading:
+            m = self._ctx.metrics
+            for gauge in (m.check_last_fire, m.check_last_outcome, m.check_findings):
+                gauge.clear()
 
     def observe(self, runbook: str, fire: float, result: CheckResult) -> None:
         m = self._ctx.metrics

@@ -157,6 +157,7 @@ class Engine:
 
     def _on_leadership(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
+        self._checks.leadership_changed(leading)
         self._tick_now.set()  # a new leader recovers at once, not at its next tick
 
     async def _take_lead(self) -> None:

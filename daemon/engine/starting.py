@@ -147,11 +147,15 @@ class Starter:
                 if rec is None or rec.get("cron") != trig.schedule:
                     await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": now})
                     continue
-                fire = schedules.due(trig.schedule, self._ctx.config.timezone, float(rec["last"]), now)
-                if fire is None:
-                    continue
-                await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": now})
-                await self._fire(tx, rb, trig.schedule, fire, fx)
+                step = schedules.due(trig.schedule, self._ctx.config.timezone, float(rec["last"]), now)
+                if step.reset:
+                    self._ctx.log.warning(
+                        "schedule.clock_reset", runbook=rb.name, stored=iso(float(rec["last"]))
+                    )
+                if step.last is not None:
+                    await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": step.last})
+                if step.fire is not None:
+                    await self._fire(tx, rb, trig.schedule, step.fire, fx)
 
     async def _fire(self, tx: Tx, rb: Runbook, cron: str, fire: float, fx: Effects) -> None:
         """Start the run a schedule fired, unless its target cannot be rendered or has an active run."""

@@ -22,6 +22,18 @@ def _slug(v: str) -> str:
 Slug = Annotated[str, AfterValidator(_slug)]
 
 
+def _fires_within_years(cron: str, years: int = 5) -> bool:
+    """Whether a (valid) cron expression fires in the next ``years`` years: ``0 0 30 2 *`` (30 February)
+    never does, and asking for its next fire time scanned to year 9999 at every engine tick."""
+    from datetime import UTC, datetime, timedelta
+
+    from daemon.kits import crontab
+
+    now = datetime.now(UTC)
+    nxt = crontab.trigger(cron, "UTC").get_next_fire_time(None, now)
+    return nxt is not None and nxt <= now + timedelta(days=366 * years)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,6 +110,8 @@ class Trigger(_Model):
                 crontab.trigger(v, "UTC")
             except ValueError as exc:
                 raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+            if not _fires_within_years(v):
+                raise ValueError(f"cron expression {v!r} never fires (no fire time in the next 5 years)")
         return v
 
     @model_validator(mode="after")
