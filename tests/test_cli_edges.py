@@ -177,6 +177,18 @@ def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path) ->
     assert loaded.auth.tokens[0].secret.file == tmp_path / "conf" / "secrets" / "a"
 
 
+def test_a_bad_serve_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A contract audit: `serve --listen bogus` printed a pydantic traceback (exit 1)."""
+    config = _write(tmp_path / "conf", _config([{"name": "a", "role": "admin", "secret": {"env": "T_A"}}]))
+    env = {**os.environ, "T_WEBHOOK": "w", "T_A": "a"}
+    done = _cli("serve", "--config", str(config), "--listen", "bogus", cwd=tmp_path, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and "server.listen: listen must be HOST:PORT" in done.stderr, (
+        done.stderr
+    )
+    assert len(done.stderr.strip().splitlines()) <= 2, done.stderr
+
+
 def test_help_names_the_default_config() -> None:
     for command in (["serve"], ["plan"], ["state", "migrate"]):  # audit: state migrate did not say
         done = subprocess.run(

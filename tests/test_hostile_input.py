@@ -273,6 +273,20 @@ async def test_lone_surrogates_and_non_standard_numbers_are_400(tmp_path: Path) 
         assert runs == {"runs": []}
 
 
+async def test_a_trigger_with_a_field_it_does_not_know_is_400(tmp_path: Path) -> None:
+    """The OpenAPI Trigger body allows runbook and params only (additionalProperties: false); a contract
+    audit found {"runbook": ..., "params": ..., "dry_run": false} started a run, the extra field ignored."""
+    async with daemon(tmp_path) as d:
+        for body in (
+            {"runbook": "one", "params": {"job": "x"}, "dry_run": False},
+            {"runbook": "one", "x": 1},
+        ):
+            status, answer = await d.call("POST", "/api/v1/runs", json=body)
+            assert status == 400 and "unknown field(s)" in answer["error"], (body, answer)
+        status, runs = await d.call("GET", "/api/v1/runs")
+        assert runs == {"runs": []}
+
+
 async def test_bodies_of_many_values_are_refused_without_walking_them_all(tmp_path: Path) -> None:
     """1 MiB of ``[]`` is 340,000 values: walked in Python it held the event loop a third of a second."""
     many = b'{"runbook": "one", "params": {"job": "x", "n": [' + b"[]," * 340_000 + b"[]]}}"

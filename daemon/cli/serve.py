@@ -14,7 +14,7 @@ from aiohttp import web
 
 from daemon import logs
 from daemon.actions.registry import default_registry
-from daemon.config import Config, load_config, resolve_secrets
+from daemon.config import Config, load_config, parse_config, resolve_secrets
 from daemon.errors import ConfigError, StoreUnavailable
 from daemon.runbooks.loader import load_all
 from daemon.server.app import app_runner, create_app
@@ -29,7 +29,8 @@ def _overrides(config: Config, listen: str | None, state: Path | None, dry_run: 
         data["state"]["path"] = state
     if dry_run:
         data["dry_run"] = True
-    return Config.model_validate(data)
+    # One line naming the flag (exit 2), never a traceback: `--listen bogus` is a typo, not a crash.
+    return parse_config(data, "--listen/--state/--dry-run with the config")
 
 
 def serve(config_path: Path, *, listen: str | None, state: Path | None, dry_run: bool) -> int:

@@ -68,8 +68,10 @@ async def create_run(request: web.Request) -> web.Response:
     identity = _who(request)
     body = await _body(request)
     runbook, params = body.get("runbook"), body.get("params", {})
-    if not isinstance(runbook, str) or not isinstance(params, dict):
-        raise InvalidRequest('expected {"runbook": NAME, "params": {KEY: VALUE}}')
+    unknown = sorted(set(body) - {"runbook", "params"})
+    if not isinstance(runbook, str) or not isinstance(params, dict) or unknown:
+        extra = f" (unknown field(s): {', '.join(unknown)[:200]})" if unknown else ""
+        raise InvalidRequest('expected {"runbook": NAME, "params": {KEY: VALUE}}' + extra)
     if not all(isinstance(v, str | int | float | bool) for v in params.values()):
         raise InvalidRequest("param values must be strings, numbers or booleans")
     long = sorted(k for k, v in params.items() if isinstance(v, str) and len(v) > MAX_PARAM_VALUE)
