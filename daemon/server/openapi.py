@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from daemon.engine.events import WebhookPayload
+from daemon.store.records import RunState
 
 VERSION = "1"
 PENDING: frozenset[tuple[str, str]] = frozenset()
@@ -323,10 +324,18 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "List runs, newest first (at most 200)",
                 {200: _answer("Runs.", _ref("RunList"))},
-                _READ,
+                [400, *_READ],
                 security=_API,
-                parameters=[{"name": "state", "in": "query", "required": False, "schema": _STR}],
+                parameters=[
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"enum": [s.value for s in RunState]},
+                    }
+                ],
                 op_id="listRuns",
+                says={400: "Invalid request: an unknown state."},
             ),
             "post": _op(
                 "Start a run of a runbook by hand (manual trigger)",
