@@ -59,6 +59,11 @@ _SLACK_400 = (
     "on the configured Slack (`slack.api_url`'s scheme, no userinfo, and `slack.api_url`'s host[:port] "
     "or `hooks.` + its host). Nothing was done."
 )
+_URL_400 = (
+    "Invalid request: a NUL character (%00) in the path or query, or a Transfer-Encoding other than chunked."
+)
+_READ_503 = "The store does not answer now, or runbookd is starting; retry."
+_GET_SAYS = {400: _URL_400, 503: _READ_503}
 
 
 def _schemas() -> dict[str, Schema]:
@@ -324,7 +329,7 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "List runs, newest first (at most 200)",
                 {200: _answer("Runs.", _ref("RunList"))},
-                [400, *_READ],
+                [400, *_READ, 503],
                 security=_API,
                 parameters=[
                     {
@@ -335,7 +340,7 @@ def _paths() -> dict[str, Schema]:
                     }
                 ],
                 op_id="listRuns",
-                says={400: "Invalid request: an unknown state."},
+                says={400: f"{_URL_400[:-1]}, or an unknown state.", 503: _READ_503},
             ),
             "post": _op(
                 "Start a run of a runbook by hand (manual trigger)",
@@ -350,10 +355,11 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "One run: steps, approvals and timeline",
                 {200: run},
-                [*_READ, 404],
+                [400, *_READ, 404, 503],
                 security=_API,
                 parameters=[run_id],
                 op_id="getRun",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/runs/{run_id}/steps/{step_id}/approve": {
@@ -383,28 +389,31 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "The loaded runbooks",
                 {200: _answer("Runbooks.", _ref("RunbookList"))},
-                _READ,
+                [400, *_READ, 503],
                 security=_API,
                 op_id="listRunbooks",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/receipts/{seq}": {
             "get": _op(
                 "What one stored Alertmanager notification did (once routed)",
                 {200: _answer("The receipt.", _ref("Receipt"))},
-                [400, *_READ, 404],
+                [400, *_READ, 404, 503],
                 security=_API,
                 parameters=[_path_param("seq", "the receipt number the webhook answered", _INT)],
                 op_id="getReceipt",
+                says={400: f"{_URL_400[:-1]}, or a receipt that is not a number.", 503: _READ_503},
             )
         },
         "/api/v1/checks": {
             "get": _op(
                 "Scheduled checks: last fire and outcome of each",
                 {200: _answer("Checks.", _obj({"checks": {"type": "array", "items": _ref("Check")}}))},
-                _READ,
+                [400, *_READ, 503],
                 security=_API,
                 op_id="listChecks",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/pause": {
@@ -433,17 +442,19 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "Paused or not, dry run or not, runbooks loaded",
                 {200: _answer("Status.", _ref("Status"))},
-                _READ,
+                [400, *_READ, 503],
                 security=_API,
                 op_id="status",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/openapi.json": {
             "get": _op(
                 "This document",
                 {200: _answer("OpenAPI 3.1.", {"type": "object"})},
-                [],
+                [400],
                 op_id="openapi",
+                says=_GET_SAYS,
             )
         },
         "/slack/interactions": {
@@ -474,12 +485,19 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "Prometheus metrics",
                 {200: _answer("Text exposition format.", _STR, "text/plain")},
-                [503],
+                [400, 503],
                 op_id="metrics",
+                says={400: _URL_400},
             )
         },
         "/healthz": {
-            "get": _op("Liveness", {200: _answer("Alive.", _obj({"status": _STR}))}, [], op_id="healthz")
+            "get": _op(
+                "Liveness",
+                {200: _answer("Alive.", _obj({"status": _STR}))},
+                [400],
+                op_id="healthz",
+                says=_GET_SAYS,
+            )
         },
         "/readyz": {
             "get": _op(
@@ -488,8 +506,9 @@ def _paths() -> dict[str, Schema]:
                     200: _answer("Ready.", _obj({"status": _STR})),
                     503: _answer("Not ready.", _obj({"status": _STR})),
                 },
-                [],
+                [400],
                 op_id="readyz",
+                says=_GET_SAYS,
             )
         },
     }
