@@ -50,6 +50,7 @@ _ERRORS = {
     409: "The run's state does not allow this now (stale approval, changed plan, active run).",
     413: "The request body is larger than `server.max_body_bytes`.",
     415: "A compressed body where Slack sends none (any Content-Encoding but identity), refused unread.",
+    417: "An Expect header other than 100-continue (HTTP/1.1), refused unread.",
     503: "Cannot store now, runbookd is starting or shutting down, or too many bodies are being "
     "received (`server.max_pending_bodies`); retry.",
 }
@@ -298,7 +299,7 @@ _API: list[dict[str, list[str]]] = [{"apiToken": []}]
 _WEBHOOK: list[dict[str, list[str]]] = [{"webhookToken": []}]
 _SLACK: list[dict[str, list[str]]] = [{"slackSignature": []}]
 _READ = [401, 403]
-_ACT = [400, 401, 403, 404, 408, 409, 413, 503]
+_ACT = [400, 401, 403, 404, 408, 409, 413, 417, 503]
 
 
 def _path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
@@ -319,7 +320,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Alertmanager webhook: answered 200 once the notification is committed",
                 {200: _answer("Stored; routing follows (see the receipt).", _ref("Stored"))},
-                [400, 401, 408, 413, 503],
+                [400, 401, 408, 413, 417, 503],
                 body=_ref("WebhookPayload"),
                 security=_WEBHOOK,
                 op_id="alertmanagerWebhook",
@@ -420,7 +421,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Pause: no new step starts until resumed",
                 {200: _answer("Paused.", _ref("Paused"))},
-                [400, *_READ, 408, 413, 503],
+                [400, *_READ, 408, 413, 417, 503],
                 body=_ref("NoFields"),
                 body_required=False,
                 security=_API,
@@ -431,7 +432,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Resume after a pause",
                 {200: _answer("Resumed.", _ref("Paused"))},
-                [400, *_READ, 408, 413, 503],
+                [400, *_READ, 408, 413, 417, 503],
                 body=_ref("NoFields"),
                 body_required=False,
                 security=_API,
@@ -461,7 +462,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Slack button clicks and dialog submissions (signed by Slack)",
                 {200: _answer("Acknowledged; the answer follows through the response_url.")},
-                [400, 401, 408, 413, 415, 503],
+                [400, 401, 408, 413, 415, 417, 503],
                 body=_ref("SlackForm"),
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
@@ -473,7 +474,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "The /runbook slash command (signed by Slack)",
                 {200: _answer("Acknowledged, or an immediate ephemeral answer.")},
-                [400, 401, 408, 413, 415, 503],
+                [400, 401, 408, 413, 415, 417, 503],
                 body=_ref("SlackForm"),
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
