@@ -71,6 +71,31 @@ def _schemas() -> dict[str, Schema]:
     webhook = WebhookPayload.model_json_schema(ref_template=_REF)
     defs = webhook.pop("$defs", {})
     approval = _obj({"by": _STR, "via": _STR, "at": _TIME, "plan_hash": _STR})
+    undo = _obj(
+        {},
+        {
+            "action": _STR,
+            "with": _ANY,
+            "deferred": _nullable({"type": "array"}),
+            "when": _ANY,
+            "timeout": _ANY,
+            "state": {**_STR, "description": "pending, planned, skipped, waiting, ready, running, ..."},
+            "idempotent": _BOOL,
+            "params": _nullable({"type": "object"}),
+            "due_at": _nullable(_TIME),
+            "deadline": _nullable(_TIME),
+            "started_at": _nullable(_TIME),
+            "finished_at": _nullable(_TIME),
+            "attempts": _INT,
+            "output": _ANY,
+            "error": _nullable(_STR),
+            "retry_hash": {
+                **_nullable(_STR),
+                "description": "set while the undo has failed: approving the step retries the undo, "
+                "bound to this hash as plan_hash",
+            },
+        },
+    )
     step = _obj(
         {
             "id": _STR,
@@ -92,6 +117,7 @@ def _schemas() -> dict[str, Schema]:
             "attempts": _INT,
             "output": _ANY,
             "error": _nullable(_STR),
+            "undo": {**_nullable(undo), "description": "the step's undo, as approved with it and as it ran"},
         },
     )
     ran: dict[str, Schema] = {  # what a run's view and its summary in a list both have
