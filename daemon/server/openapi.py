@@ -324,7 +324,8 @@ def _op(
 _API: list[dict[str, list[str]]] = [{"apiToken": []}]
 _WEBHOOK: list[dict[str, list[str]]] = [{"webhookToken": []}]
 _SLACK: list[dict[str, list[str]]] = [{"slackSignature": []}]
-_READ = [401, 403]
+_READ = [401]
+"""Reads need the viewer role, which every token has: no 403."""
 _ACT = [400, 401, 403, 404, 408, 409, 413, 417, 503]
 
 
@@ -447,7 +448,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Pause: no new step starts until resumed",
                 {200: _answer("Paused.", _ref("Paused"))},
-                [400, *_READ, 408, 413, 417, 503],
+                [400, 401, 403, 408, 413, 417, 503],
                 body=_ref("NoFields"),
                 body_required=False,
                 security=_API,
@@ -458,7 +459,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Resume after a pause",
                 {200: _answer("Resumed.", _ref("Paused"))},
-                [400, *_READ, 408, 413, 417, 503],
+                [400, 401, 403, 408, 413, 417, 503],
                 body=_ref("NoFields"),
                 body_required=False,
                 security=_API,
