@@ -67,7 +67,7 @@ class ServerConfig(_Model):
     max_body_bytes: int = 1_048_576
     """Largest request body accepted (webhook, API); larger answers 413."""
     public_url: str | None = None
-    """How operators reach this server (for links in messages); defaults to http://<listen>."""
+    """How operators reach this server (for links in messages); unset, messages carry no link."""
     shutdown_grace: Duration = 10.0
     """On SIGTERM, how long running steps may go on before they are cancelled (and recovered on the
     next start). Keep it below the pod's terminationGracePeriodSeconds."""

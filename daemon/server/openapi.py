@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from daemon.engine.events import WebhookPayload
+from daemon.store.records import RunState
 
 VERSION = "1"
 PENDING: frozenset[tuple[str, str]] = frozenset()
@@ -49,6 +50,7 @@ _ERRORS = {
     409: "The run's state does not allow this now (stale approval, changed plan, active run).",
     413: "The request body is larger than `server.max_body_bytes`.",
     415: "A compressed body where Slack sends none (any Content-Encoding but identity), refused unread.",
+    417: "An Expect header other than 100-continue (HTTP/1.1), refused unread.",
     503: "Cannot store now, runbookd is starting or shutting down, or too many bodies are being "
     "received (`server.max_pending_bodies`); retry.",
 }
@@ -58,12 +60,42 @@ _SLACK_400 = (
     "on the configured Slack (`slack.api_url`'s scheme, no userinfo, and `slack.api_url`'s host[:port] "
     "or `hooks.` + its host). Nothing was done."
 )
+_URL_400 = (
+    "Invalid request: a NUL character (%00) in the path or query, or a Transfer-Encoding other than chunked."
+)
+_READ_503 = "The store does not answer now, or runbookd is starting; retry."
+_GET_SAYS = {400: _URL_400, 503: _READ_503}
 
 
 def _schemas() -> dict[str, Schema]:
     webhook = WebhookPayload.model_json_schema(ref_template=_REF)
     defs = webhook.pop("$defs", {})
     approval = _obj({"by": _STR, "via": _STR, "at": _TIME, "plan_hash": _STR})
+    undo = _obj(
+        {},
+        {
+            "action": _STR,
+            "with": _ANY,
+            "deferred": _nullable({"type": "array"}),
+            "when": _ANY,
+            "timeout": _ANY,
+            "state": {**_STR, "description": "pending, planned, skipped, waiting, ready, running, ..."},
+            "idempotent": _BOOL,
+            "params": _nullable({"type": "object"}),
+            "due_at": _nullable(_TIME),
+            "deadline": _nullable(_TIME),
+            "started_at": _nullable(_TIME),
+            "finished_at": _nullable(_TIME),
+            "attempts": _INT,
+            "output": _ANY,
+            "error": _nullable(_STR),
+            "retry_hash": {
+                **_nullable(_STR),
+                "description": "set while the undo has failed: approving the step retries the undo, "
+                "bound to this hash as plan_hash",
+            },
+        },
+    )
     step = _obj(
         {
             "id": _STR,
@@ -85,6 +117,7 @@ def _schemas() -> dict[str, Schema]:
             "attempts": _INT,
             "output": _ANY,
             "error": _nullable(_STR),
+            "undo": {**_nullable(undo), "description": "the step's undo, as approved with it and as it ran"},
         },
     )
     ran: dict[str, Schema] = {  # what a run's view and its summary in a list both have
@@ -291,8 +324,9 @@ def _op(
 _API: list[dict[str, list[str]]] = [{"apiToken": []}]
 _WEBHOOK: list[dict[str, list[str]]] = [{"webhookToken": []}]
 _SLACK: list[dict[str, list[str]]] = [{"slackSignature": []}]
-_READ = [401, 403]
-_ACT = [400, 401, 403, 404, 408, 409, 413, 503]
+_READ = [401]
+"""Reads need the viewer role, which every token has: no 403."""
+_ACT = [400, 401, 403, 404, 408, 409, 413, 417, 503]
 
 
 def _path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
@@ -313,7 +347,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Alertmanager webhook: answered 200 once the notification is committed",
                 {200: _answer("Stored; routing follows (see the receipt).", _ref("Stored"))},
-                [400, 401, 408, 413, 503],
+                [400, 401, 408, 413, 417, 503],
                 body=_ref("WebhookPayload"),
                 security=_WEBHOOK,
                 op_id="alertmanagerWebhook",
@@ -323,10 +357,18 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "List runs, newest first (at most 200)",
                 {200: _answer("Runs.", _ref("RunList"))},
-                _READ,
+                [400, *_READ, 503],
                 security=_API,
-                parameters=[{"name": "state", "in": "query", "required": False, "schema": _STR}],
+                parameters=[
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"enum": [s.value for s in RunState]},
+                    }
+                ],
                 op_id="listRuns",
+                says={400: f"{_URL_400[:-1]}, or an unknown state.", 503: _READ_503},
             ),
             "post": _op(
                 "Start a run of a runbook by hand (manual trigger)",
@@ -341,10 +383,11 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "One run: steps, approvals and timeline",
                 {200: run},
-                [*_READ, 404],
+                [400, *_READ, 404, 503],
                 security=_API,
                 parameters=[run_id],
                 op_id="getRun",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/runs/{run_id}/steps/{step_id}/approve": {
@@ -374,35 +417,38 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "The loaded runbooks",
                 {200: _answer("Runbooks.", _ref("RunbookList"))},
-                _READ,
+                [400, *_READ, 503],
                 security=_API,
                 op_id="listRunbooks",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/receipts/{seq}": {
             "get": _op(
                 "What one stored Alertmanager notification did (once routed)",
                 {200: _answer("The receipt.", _ref("Receipt"))},
-                [400, *_READ, 404],
+                [400, *_READ, 404, 503],
                 security=_API,
                 parameters=[_path_param("seq", "the receipt number the webhook answered", _INT)],
                 op_id="getReceipt",
+                says={400: f"{_URL_400[:-1]}, or a receipt that is not a number.", 503: _READ_503},
             )
         },
         "/api/v1/checks": {
             "get": _op(
                 "Scheduled checks: last fire and outcome of each",
                 {200: _answer("Checks.", _obj({"checks": {"type": "array", "items": _ref("Check")}}))},
-                _READ,
+                [400, *_READ, 503],
                 security=_API,
                 op_id="listChecks",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/pause": {
             "post": _op(
                 "Pause: no new step starts until resumed",
                 {200: _answer("Paused.", _ref("Paused"))},
-                [400, *_READ, 408, 413, 503],
+                [400, 401, 403, 408, 413, 417, 503],
                 body=_ref("NoFields"),
                 body_required=False,
                 security=_API,
@@ -413,7 +459,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "Resume after a pause",
                 {200: _answer("Resumed.", _ref("Paused"))},
-                [400, *_READ, 408, 413, 503],
+                [400, 401, 403, 408, 413, 417, 503],
                 body=_ref("NoFields"),
                 body_required=False,
                 security=_API,
@@ -424,24 +470,26 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "Paused or not, dry run or not, runbooks loaded",
                 {200: _answer("Status.", _ref("Status"))},
-                _READ,
+                [400, *_READ, 503],
                 security=_API,
                 op_id="status",
+                says=_GET_SAYS,
             )
         },
         "/api/v1/openapi.json": {
             "get": _op(
                 "This document",
                 {200: _answer("OpenAPI 3.1.", {"type": "object"})},
-                [],
+                [400],
                 op_id="openapi",
+                says=_GET_SAYS,
             )
         },
         "/slack/interactions": {
             "post": _op(
                 "Slack button clicks and dialog submissions (signed by Slack)",
                 {200: _answer("Acknowledged; the answer follows through the response_url.")},
-                [400, 401, 408, 413, 415, 503],
+                [400, 401, 408, 413, 415, 417, 503],
                 body=_ref("SlackForm"),
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
@@ -453,7 +501,7 @@ def _paths() -> dict[str, Schema]:
             "post": _op(
                 "The /runbook slash command (signed by Slack)",
                 {200: _answer("Acknowledged, or an immediate ephemeral answer.")},
-                [400, 401, 408, 413, 415, 503],
+                [400, 401, 408, 413, 415, 417, 503],
                 body=_ref("SlackForm"),
                 media="application/x-www-form-urlencoded",
                 security=_SLACK,
@@ -465,12 +513,19 @@ def _paths() -> dict[str, Schema]:
             "get": _op(
                 "Prometheus metrics",
                 {200: _answer("Text exposition format.", _STR, "text/plain")},
-                [503],
+                [400, 503],
                 op_id="metrics",
+                says={400: _URL_400},
             )
         },
         "/healthz": {
-            "get": _op("Liveness", {200: _answer("Alive.", _obj({"status": _STR}))}, [], op_id="healthz")
+            "get": _op(
+                "Liveness",
+                {200: _answer("Alive.", _obj({"status": _STR}))},
+                [400],
+                op_id="healthz",
+                says=_GET_SAYS,
+            )
         },
         "/readyz": {
             "get": _op(
@@ -479,8 +534,9 @@ def _paths() -> dict[str, Schema]:
                     200: _answer("Ready.", _obj({"status": _STR})),
                     503: _answer("Not ready.", _obj({"status": _STR})),
                 },
-                [],
+                [400],
                 op_id="readyz",
+                says=_GET_SAYS,
             )
         },
     }
