@@ -106,20 +106,11 @@ class Checker:
             due = []
             for key, rb, idx, trig in self._all():
                 assert trig.schedule is not None
-                sched = await tx.kv_get("schedules", key)
-                if sched is None or sched.get("cron") != trig.schedule:
-                    await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": now})
-                else:
-                    step = schedules.due(trig.schedule, self._ctx.config.timezone, float(sched["last"]), now)
-                    if step.reset:
-                        self._ctx.log.warning(
-                            "schedule.clock_reset", runbook=rb.name, stored=iso(float(sched["last"]))
-                        )
-                    if step.last is not None:
-                        await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": step.last})
-                    if step.fire is not None:
-                        noted = await tx.kv_get(NAMESPACE, key) or {}
-                        await tx.kv_put(NAMESPACE, key, {**noted, "pending": step.fire})
+                tz = self._ctx.config.timezone
+                fire = await schedules.advance(tx, key, trig.schedule, tz, now, self._ctx.log, rb.name)
+                if fire is not None:
+                    noted = await tx.kv_get(NAMESPACE, key) or {}
+                    await tx.kv_put(NAMESPACE, key, {**noted, "pending": fire})
                 rec = await tx.kv_get(NAMESPACE, key)
                 if rec and rec.get("pending") is not None and key not in self._inflight:
                     due.append((key, rb, idx, float(rec["pending"])))

@@ -17,11 +17,17 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
 from daemon.kits import crontab
+from daemon.kits.clock import iso
+from daemon.store.sqlite import Tx
+
+NAMESPACE = "schedules"
+"""kv namespace: ``<runbook>#<trigger index>`` -> {"cron", "last"} (the position)."""
 
 CLOCK_RESET = 3 * 3600.0
 """Seconds the stored position may be ahead of the clock (a small step back, as after a fire, is
@@ -42,6 +48,21 @@ class Due:
     fire: float | None = None
     last: float | None = None
     reset: bool = False
+
+
+async def advance(tx: Tx, key: str, cron: str, tz: str, now: float, log: Any, runbook: str) -> float | None:
+    """Move the schedule stored under ``key`` to ``now``, in ``tx``: the fire time to act on, or None. A
+    schedule first seen, or whose cron changed, starts from now and fires nothing yet."""
+    rec = await tx.kv_get(NAMESPACE, key)
+    if rec is None or rec.get("cron") != cron:
+        await tx.kv_put(NAMESPACE, key, {"cron": cron, "last": now})
+        return None
+    step = due(cron, tz, float(rec["last"]), now)
+    if step.reset:
+        log.warning("schedule.clock_reset", runbook=runbook, stored=iso(float(rec["last"])))
+    if step.last is not None:
+        await tx.kv_put(NAMESPACE, key, {"cron": cron, "last": step.last})
+    return step.fire
 
 
 def due(cron: str, tz: str, last: float, now: float) -> Due:

@@ -142,20 +142,10 @@ class Starter:
             for i, trig in enumerate(rb.triggers):
                 if trig.schedule is None or trig.check is not None:
                     continue  # a schedule with a check fires through daemon.engine.checks
-                key = f"{rb.name}#{i}"
-                rec = await tx.kv_get("schedules", key)
-                if rec is None or rec.get("cron") != trig.schedule:
-                    await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": now})
-                    continue
-                step = schedules.due(trig.schedule, self._ctx.config.timezone, float(rec["last"]), now)
-                if step.reset:
-                    self._ctx.log.warning(
-                        "schedule.clock_reset", runbook=rb.name, stored=iso(float(rec["last"]))
-                    )
-                if step.last is not None:
-                    await tx.kv_put("schedules", key, {"cron": trig.schedule, "last": step.last})
-                if step.fire is not None:
-                    await self._fire(tx, rb, trig.schedule, step.fire, fx)
+                key, tz = f"{rb.name}#{i}", self._ctx.config.timezone
+                fire = await schedules.advance(tx, key, trig.schedule, tz, now, self._ctx.log, rb.name)
+                if fire is not None:
+                    await self._fire(tx, rb, trig.schedule, fire, fx)
 
     async def _fire(self, tx: Tx, rb: Runbook, cron: str, fire: float, fx: Effects) -> None:
         """Start the run a schedule fired, unless its target cannot be rendered or has an active run."""
