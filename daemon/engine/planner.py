@@ -232,6 +232,11 @@ def _params_named(value: Any) -> set[str]:
     return {a or b for _, t in templating.iter_templates(value) for a, b in _PARAM_REF.findall(t)}
 
 
+def _hash16(doc: dict[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of ``doc`` as sorted JSON: what an approval binds."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def plan_hash(run_id: str, step: StepRecord, plan: dict[str, Any], undo: dict[str, Any] | None = None) -> str:
     """What an approval is bound to: the run, the step, its attempt, the action and its exact params,
     and the step's undo as shown with it (approving the step approves its undo)."""
@@ -244,7 +249,7 @@ def plan_hash(run_id: str, step: StepRecord, plan: dict[str, Any], undo: dict[st
     }
     if undo is not None:
         doc["undo"] = undo
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return _hash16(doc)
 
 
 def undo_retry_hash(undo: UndoRecord) -> str:
@@ -259,7 +264,7 @@ def undo_retry_hash(undo: UndoRecord) -> str:
         "failed_at": undo.finished_at,
         "attempts": undo.attempts,
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return _hash16(doc)
 
 
 LeafPath = list[str | int]

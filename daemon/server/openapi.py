@@ -71,6 +71,14 @@ def _schemas() -> dict[str, Schema]:
     webhook = WebhookPayload.model_json_schema(ref_template=_REF)
     defs = webhook.pop("$defs", {})
     approval = _obj({"by": _STR, "via": _STR, "at": _TIME, "plan_hash": _STR})
+    executed: dict[str, Schema] = {  # what a step and its undo both show of how they ran
+        "deadline": _nullable(_TIME),
+        "started_at": _nullable(_TIME),
+        "finished_at": _nullable(_TIME),
+        "attempts": _INT,
+        "output": _ANY,
+        "error": _nullable(_STR),
+    }
     undo = _obj(
         {},
         {
@@ -83,12 +91,7 @@ def _schemas() -> dict[str, Schema]:
             "idempotent": _BOOL,
             "params": _nullable({"type": "object"}),
             "due_at": _nullable(_TIME),
-            "deadline": _nullable(_TIME),
-            "started_at": _nullable(_TIME),
-            "finished_at": _nullable(_TIME),
-            "attempts": _INT,
-            "output": _ANY,
-            "error": _nullable(_STR),
+            **executed,
             "retry_hash": {
                 **_nullable(_STR),
                 "description": "set while the undo has failed: approving the step retries the undo, "
@@ -111,12 +114,7 @@ def _schemas() -> dict[str, Schema]:
         {
             "description": _STR,
             "requested_at": _nullable(_TIME),
-            "deadline": _nullable(_TIME),
-            "started_at": _nullable(_TIME),
-            "finished_at": _nullable(_TIME),
-            "attempts": _INT,
-            "output": _ANY,
-            "error": _nullable(_STR),
+            **executed,
             "undo": {**_nullable(undo), "description": "the step's undo, as approved with it and as it ran"},
         },
     )
