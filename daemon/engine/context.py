@@ -26,6 +26,7 @@ from daemon.store.records import EventRecord, RunRecord
 from daemon.store.sqlite import StoreMemory, Tx
 
 _DEFINITION_CACHE = 512
+"""Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
 
 DRY_RUN_HOLD = (
     "dry-run: runbookd runs in dry-run and this run was started live, so its mutating steps wait until "
@@ -37,7 +38,6 @@ DRY_RUN_UNDO_HOLD = (
     "changed wait until runbookd runs live again"
 )
 """Why a live run's undo waits under a dry-run daemon."""
-"""Parsed runbook snapshots kept for active runs (each run keeps the definition it started with)."""
 
 T = TypeVar("T")
 StepExecutor = Callable[[str, int], Coroutine[Any, Any, None]]
